@@ -1,0 +1,265 @@
+"""Command line: ``aggregator [--config PATH] COMMAND``.
+
+The CLI only translates between people and the pipeline: it loads the config,
+opens the store, calls pipeline functions and prints results.  It holds no
+business logic.  Heavy modules (feedparser, SQLAlchemy, feedgen) are imported
+inside the commands that need them so ``--help`` and ``check-config`` start fast.
+Expected failures (a bad config, an unreachable database) print one clear line
+and exit non-zero; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from aggregator.config import Settings, load_config, resolve_config_path
+from aggregator.errors import AggregatorError, ConfigError
+
+if TYPE_CHECKING:
+    from aggregator.records import PollResult
+    from aggregator.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+PROGRESS_THRESHOLD = 5  # show a progress bar when polling more sources than this
+
+
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(dict)["config"] = value
+        ctx.find_root().ensure_object(dict)["config"] = value
+
+
+def config_option(func: F) -> F:
+    """``--config PATH``, accepted both before and after the command name."""
+    return click.option(
+        "--config", "config_path", metavar="PATH", expose_value=False, is_eager=True,
+        callback=_remember_config,
+        help="Config file (default: $AGGREGATOR_CONFIG, else config/aggregator.yaml).",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="aggregator")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Poll news portals' feeds, store articles, publish per-category RSS/Atom feeds."""
+    ctx.ensure_object(dict)
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    path = resolve_config_path(ctx.find_root().ensure_object(dict).get("config"))
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        ctx.exit(EXIT_CONFIG)
+        raise  # unreachable; ctx.exit raises
+
+
+@contextmanager
+def _open_store(ctx: click.Context, settings: Settings) -> Iterator[Store]:
+    from aggregator.store import Store
+
+    try:
+        store = Store.open(settings.database_url)
+    except AggregatorError as exc:
+        click.echo(f"database error: {exc}", err=True)
+        ctx.exit(EXIT_FAILURE)
+        raise
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@cli.command("check-config")
+@config_option
+@click.pass_context
+def check_config(ctx: click.Context) -> None:
+    """Validate the config file and summarize it."""
+    settings = _settings(ctx)
+    enabled = [s for s in settings.sources if s.enabled]
+    categories = list(dict.fromkeys(c for s in settings.sources for c in s.categories))
+    click.echo(f"{settings.config_path}: OK")
+    click.echo(f"  sources: {len(settings.sources)} ({len(enabled)} enabled)")
+    click.echo(f"  categories: {', '.join(categories) or '-'}")
+    click.echo(f"  database: {settings.database_url}")
+    click.echo(f"  output: {settings.output_dir} (served at {settings.site_url})")
+
+
+@cli.command()
+@config_option
+@click.option("--source", "source_ids", multiple=True, metavar="ID",
+              help="Poll only this source (repeatable). Default: every enabled source.")
+@click.pass_context
+def poll(ctx: click.Context, source_ids: tuple[str, ...]) -> None:
+    """Fetch every source now and store what is new."""
+    settings = _settings(ctx)
+    with _open_store(ctx, settings) as store:
+        results = _poll(ctx, settings, store, source_ids)
+    for line in poll_summary(results):
+        click.echo(line)
+
+
+def _poll(ctx: click.Context, settings: Settings, store: Store,
+          source_ids: tuple[str, ...]) -> list[PollResult]:
+    from aggregator.pipeline import PollOptions, poll_sources
+
+    known = {s.id for s in settings.sources}
+    unknown = [i for i in source_ids if i not in known]
+    if unknown:
+        click.echo(f"unknown source id(s): {', '.join(unknown)}", err=True)
+        ctx.exit(EXIT_CONFIG)
+    sources = [s for s in settings.source_list(set(source_ids) or None)
+               if s.enabled or s.id in source_ids]
+    options = PollOptions(fetch=settings.fetch_options(), normalize=settings.normalize_options())
+    if len(sources) <= PROGRESS_THRESHOLD:
+        return poll_sources(sources, store, options, workers=settings.workers)
+    with click.progressbar(length=len(sources), label="polling", file=sys.stderr,
+                           show_pos=True) as bar:
+        return poll_sources(sources, store, options, workers=settings.workers,
+                            on_result=lambda _result: bar.update(1))
+
+
+def poll_summary(results: list[PollResult]) -> list[str]:
+    """One line per source: new/updated/unchanged/error with reason."""
+    width = max((len(r.source_id) for r in results), default=0)
+    lines = []
+    for r in results:
+        if r.result == "error":
+            detail = f"error: {r.error}"
+        elif r.result in ("not-modified", "unchanged") and not r.counts.unchanged:
+            detail = f"{r.result} (nothing to parse)"
+        else:
+            c = r.counts
+            detail = f"{r.result}: {c.new} new, {c.updated} updated, {c.unchanged} unchanged"
+        if r.warnings:
+            detail += f" [{len(r.warnings)} warning(s): {r.warnings[0]}]"
+        lines.append(f"{r.source_id:<{width}}  {detail}  ({r.elapsed:.2f}s)")
+    failed = sum(r.result == "error" for r in results)
+    lines.append(f"polled {len(results)} source(s): {len(results) - failed} ok, {failed} failed")
+    return lines
+
+
+@cli.command()
+@config_option
+@click.pass_context
+def build(ctx: click.Context) -> None:
+    """Regenerate the per-category RSS/Atom feeds and feeds.opml."""
+    settings = _settings(ctx)
+    with _open_store(ctx, settings) as store:
+        _build(settings, store)
+
+
+def _build(settings: Settings, store: Store) -> None:
+    from aggregator.pipeline import build_feeds
+
+    options = settings.feed_options()
+    configured = [c for s in settings.sources for c in s.categories]
+    report = build_feeds(store, options, configured)
+    click.echo(f"built {len(report.written)} file(s), {len(report.unchanged)} unchanged "
+               f"in {options.output_dir}")
+    if report.skipped_articles:
+        click.echo(f"skipped {report.skipped_articles} article(s) that could not be rendered")
+    click.echo(f"OPML index: {Path(options.output_dir) / 'feeds.opml'} "
+               f"({options.site_url}feeds.opml)")
+
+
+@cli.group("export")
+def export_group() -> None:
+    """Export stored articles to other formats."""
+
+
+@export_group.command("hexo")
+@config_option
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the Markdown posts (created).")
+@click.pass_context
+def export_hexo_command(ctx: click.Context, out_dir: Path) -> None:
+    """Write every stored article as a Hexo post (re-export overwrites)."""
+    settings = _settings(ctx)
+    with _open_store(ctx, settings) as store:
+        _export(store, out_dir)
+
+
+def _export(store: Store, out_dir: Path) -> None:
+    from aggregator.pipeline import export_hexo
+
+    report = export_hexo(store, out_dir)
+    click.echo(f"exported {report.written} post(s), {report.unchanged} unchanged, to {out_dir}")
+
+
+@cli.command()
+@config_option
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """A table per source: last poll, result, articles, errors."""
+    settings = _settings(ctx)
+    with _open_store(ctx, settings) as store:
+        remembered = {s.source_id: s for s in store.statuses()}
+    rows = [("SOURCE", "LAST POLL (UTC)", "RESULT", "ARTICLES", "ERRORS", "LAST ERROR")]
+    for source in settings.sources:
+        st = remembered.get(source.id)
+        last_poll = st.last_poll_at.strftime("%Y-%m-%d %H:%M:%S") if st and st.last_poll_at else "never"
+        result = (st.last_result or "-") if st else "-"
+        if not source.enabled:
+            result += " (disabled)"
+        rows.append((source.id, last_poll, result, str(st.article_count if st else 0),
+                     str(st.error_count if st else 0), (st.last_error or "") if st else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+                   + "  " + row[-1])
+
+
+@cli.command()
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo-output"), show_default=True,
+              help="Where the demo's config, database, feeds and Hexo posts go.")
+@click.pass_context
+def demo(ctx: click.Context, workdir: Path) -> None:
+    """Serve bundled sample portals on loopback, poll, build and export them."""
+    from aggregator.demo import DemoPortal, demo_config_text
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with DemoPortal() as portal:
+        config_path = workdir / "aggregator.yaml"
+        config_path.write_text(demo_config_text(portal.base_url), encoding="utf-8")
+        try:
+            settings = load_config(config_path)
+        except ConfigError as exc:  # the bundled config is tested; this is a packaging bug
+            click.echo(f"config error: {exc}", err=True)
+            ctx.exit(EXIT_CONFIG)
+        click.echo(f"demo portal serving {len(settings.sources)} feeds at {portal.base_url}")
+        with _open_store(ctx, settings) as store:
+            results = _poll(ctx, settings, store, ())
+            for line in poll_summary(results):
+                click.echo(line)
+            _build(settings, store)
+            _export(store, workdir / "hexo")
+    click.echo("")
+    click.echo(f"config:   {config_path}")
+    click.echo(f"database: {settings.database_url}")
+    click.echo(f"feeds:    {settings.output_dir}")
+    click.echo(f"hexo:     {workdir / 'hexo'}")
+    click.echo(f"next:     aggregator --config {config_path} status")
+
+
+def main() -> None:
+    cli(prog_name="aggregator")

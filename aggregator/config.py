@@ -1,0 +1,368 @@
+"""The operator's YAML config: one declared model with defaults and help text.
+
+Loading turns a file into a validated, frozen ``Settings``; every problem becomes
+a ``ConfigError`` that names the file, the source id and the field, so an operator
+can fix a bad edit without reading a traceback.  Relative paths (the SQLite file,
+``output_dir``) resolve against the config file's folder, not the working directory.
+
+This module must not touch the network or the database: it only reads the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from aggregator.errors import ConfigError
+from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
+
+DEFAULT_CONFIG_PATH = Path("config/aggregator.yaml")
+CONFIG_ENV_VAR = "AGGREGATOR_CONFIG"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SOURCE_ID = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+
+
+def parse_duration(value: object) -> timedelta:
+    """``90s`` / ``30m`` / ``2h`` / ``1d`` (or a bare number of seconds) → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 90s, 30m, 2h or 1d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration like 90s, 30m, 2h or 1d")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def parse_size(value: object) -> int:
+    """``10MB`` / ``512KB`` / ``1048576`` → bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 10MB")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = re.match(r"^\s*(\d+)\s*(b|kb|mb|gb)?\s*$", str(value), re.IGNORECASE)
+        if not match:
+            raise ValueError(f"{value!r} is not a size like 512KB or 10MB")
+        unit = (match.group(2) or "b").lower()
+        size = int(match.group(1)) * {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}[unit]
+    if size <= 0:
+        raise ValueError("a size must be positive")
+    return size
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class SourceConfig(_Model):
+    """One portal feed."""
+
+    id: str = Field(pattern=_SOURCE_ID, description="Unique id, [a-z0-9-]; used in logs and file names.")
+    name: str = Field(min_length=1, description="Portal name; the article author when an entry has none.")
+    url: AnyHttpUrl = Field(description="The feed URL (http or https).")
+    categories: tuple[str, ...] = Field(
+        min_length=1, description="Categories every article of this source is filed under, in order."
+    )
+    interval: timedelta = Field(
+        default=timedelta(minutes=30), description="How often to poll: 90s, 30m, 2h, 1d."
+    )
+    encoding: str | None = Field(
+        default=None, description="Force this character encoding, whatever the server declares."
+    )
+    comments: bool = Field(default=False, description="Whether exported posts allow comments.")
+    enabled: bool = Field(default=True, description="Set false to stop polling without deleting.")
+    max_bytes: int | None = Field(default=None, description="Override max_feed_bytes for this source.")
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: object) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _max_bytes(cls, value: object) -> int | None:
+        return None if value is None else parse_size(value)
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(dict.fromkeys(c.strip() for c in value))
+        if any(not c for c in cleaned):
+            raise ValueError("category names must not be empty")
+        return cleaned
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    def to_source(self) -> Source:
+        return Source(
+            id=self.id,
+            name=self.name,
+            url=str(self.url),
+            categories=self.categories,
+            interval=self.interval,
+            encoding=self.encoding,
+            comments=self.comments,
+            enabled=self.enabled,
+            max_bytes=self.max_bytes,
+        )
+
+
+class Settings(_Model):
+    """The whole config file.  Field descriptions are the operator's help text."""
+
+    database_url: str = Field(
+        default="sqlite:///data/aggregator.db",
+        description="SQLAlchemy URL; a relative SQLite path resolves against the config's folder.",
+    )
+    output_dir: Path = Field(
+        default=Path("public"),
+        description="Where generated feeds go; served at site_url + relative path.",
+    )
+    site_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://localhost:8080/"), description="Public URL of output_dir."
+    )
+    site_title: str = Field(default="Aggregator", description="Shown in feed titles and OPML.")
+    image_proxy: str | None = Field(
+        default=None, description="Prefix routed in front of image URLs; empty = no rewriting."
+    )
+    image_proxy_scope: Literal["http", "all"] = Field(
+        default="http", description="Route only http:// images through the proxy, or all."
+    )
+    default_image: str | None = Field(
+        default=None, description="headimg/thumbnail when an article has no image."
+    )
+    allow_private_networks: bool = Field(
+        default=False, description="Allow sources on loopback/private addresses (demo, tests)."
+    )
+    feed_size: int = Field(default=50, ge=1, le=10000, description="Articles per generated feed.")
+    summary_length: int = Field(default=200, ge=0, description="Characters in article summaries.")
+    user_agent: str = Field(
+        default="aggregator/0.1 (RSS aggregator; +https://github.com/aggregator)",
+        description="User-Agent sent to portals.",
+    )
+    connect_timeout: timedelta = Field(default=timedelta(seconds=10), description="TCP connect timeout.")
+    read_timeout: timedelta = Field(default=timedelta(seconds=30), description="Socket read timeout.")
+    fetch_deadline: timedelta = Field(
+        default=timedelta(seconds=30), description="Wall-clock bound on one whole fetch."
+    )
+    max_feed_bytes: int = Field(default=10 * 1024 * 1024, description="Largest feed body accepted.")
+    workers: int = Field(default=8, ge=1, le=64, description="Sources polled in parallel.")
+    sources: tuple[SourceConfig, ...] = Field(default=(), description="The portals to poll.")
+
+    # Where the file was read from; relative paths were resolved against its folder.
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("connect_timeout", "read_timeout", "fetch_deadline", mode="before")
+    @classmethod
+    def _durations(cls, value: object) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("max_feed_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> int:
+        return parse_size(value)
+
+    @field_validator("image_proxy", "default_image")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("expected a SQLAlchemy URL such as sqlite:///data/aggregator.db")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Settings:
+        seen: set[str] = set()
+        for index, source in enumerate(self.sources):
+            if source.id in seen:
+                raise _DuplicateId(index, source.id)
+            seen.add(source.id)
+        return self
+
+    # --- views for the stages -------------------------------------------------
+
+    def source_list(self, only: set[str] | None = None) -> list[Source]:
+        return [s.to_source() for s in self.sources if only is None or s.id in only]
+
+    def fetch_options(self) -> FetchOptions:
+        return FetchOptions(
+            user_agent=self.user_agent,
+            connect_timeout=self.connect_timeout.total_seconds(),
+            read_timeout=self.read_timeout.total_seconds(),
+            deadline=self.fetch_deadline.total_seconds(),
+            max_bytes=self.max_feed_bytes,
+            allow_private_networks=self.allow_private_networks,
+        )
+
+    def normalize_options(self) -> NormalizeOptions:
+        return NormalizeOptions(
+            image_proxy=self.image_proxy,
+            image_proxy_scope=self.image_proxy_scope,
+            default_image=self.default_image,
+            summary_length=self.summary_length,
+        )
+
+    def feed_options(self) -> FeedOptions:
+        return FeedOptions(
+            output_dir=str(self.output_dir),
+            site_url=str(self.site_url),
+            feed_size=self.feed_size,
+            title_prefix=f"{self.site_title} · " if self.site_title else "",
+        )
+
+
+class _DuplicateId(ValueError):
+    def __init__(self, index: int, source_id: str) -> None:
+        self.index = index
+        self.source_id = source_id
+        super().__init__(f"duplicate source id {source_id!r}")
+
+
+def resolve_config_path(cli_path: str | os.PathLike[str] | None,
+                        environ: Mapping[str, str] | None = None) -> Path:
+    """``--config PATH``, else ``$AGGREGATOR_CONFIG``, else ``config/aggregator.yaml``."""
+    env = os.environ if environ is None else environ
+    if cli_path:
+        return Path(cli_path)
+    if env.get(CONFIG_ENV_VAR):
+        return Path(env[CONFIG_ENV_VAR])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(path: str | os.PathLike[str], *, substitutions: Mapping[str, str] | None = None
+                ) -> Settings:
+    """Read, validate and resolve a config file, or raise ConfigError.
+
+    ``substitutions`` replaces ``{name}`` placeholders in the raw text (the demo
+    uses it for the loopback portal's address).
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=str(file)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", path=str(file)) from exc
+    for name, value in (substitutions or {}).items():
+        text = text.replace("{" + name + "}", value)
+    return parse_config(text, file)
+
+
+def parse_config(text: str, file: Path) -> Settings:
+    """Validate config text that came from ``file`` (used for messages and relative paths)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML{where}: {problem}", path=str(file)) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("the top level must be a mapping of keys", path=str(file))
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise _config_error(exc, raw, file) from None
+    except _DuplicateId as exc:  # pragma: no cover - pydantic wraps it; kept for safety
+        raise ConfigError(str(exc), path=str(file), source_id=exc.source_id, field="id") from None
+    return _resolve_paths(settings, file)
+
+
+def _config_error(exc: ValidationError, raw: dict[str, Any], file: Path) -> ConfigError:
+    """The first validation problem, named by file, source id and field."""
+    error = exc.errors()[0]
+    loc = list(error["loc"])
+    source_id: str | None = None
+    field: str | None = None
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _DuplicateId):
+        return ConfigError(str(ctx_error), path=str(file), source_id=ctx_error.source_id,
+                           field=f"sources[{ctx_error.index}].id")
+    if loc and loc[0] == "sources" and len(loc) > 1 and isinstance(loc[1], int):
+        index = loc[1]
+        sources = raw.get("sources") or []
+        entry = sources[index] if index < len(sources) else None
+        if isinstance(entry, dict) and entry.get("id"):
+            source_id = str(entry["id"])
+        else:
+            source_id = f"#{index + 1}"
+        field = ".".join(str(part) for part in loc[2:]) or None
+    else:
+        field = ".".join(str(part) for part in loc) or None
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    message = message.removeprefix("Value error, ")
+    if len(exc.errors()) > 1:
+        message += f" (and {len(exc.errors()) - 1} more problem(s))"
+    return ConfigError(message, path=str(file), source_id=source_id, field=field)
+
+
+def _resolve_paths(settings: Settings, file: Path) -> Settings:
+    base = file.resolve().parent
+    output_dir = settings.output_dir
+    if not output_dir.is_absolute():
+        output_dir = base / output_dir
+    return settings.model_copy(update={
+        "output_dir": output_dir,
+        "database_url": resolve_sqlite_url(settings.database_url, base),
+        "config_path": file.resolve(),
+    })
+
+
+def resolve_sqlite_url(url: str, base: Path) -> str:
+    """Make a relative ``sqlite:///relative/path.db`` absolute against ``base``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return url
+    path = url[len(prefix):]
+    if not path or path.startswith(":memory:") or path.startswith("/"):
+        return url
+    query = ""
+    if "?" in path:
+        path, query = path.split("?", 1)
+        query = "?" + query
+    return prefix + str(base / path) + query

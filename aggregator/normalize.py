@@ -1,0 +1,210 @@
+"""Normalize stage: ``ParsedEntry`` → ``Article``, the one schema (shared/seed).
+
+Pure functions, no I/O: given the same entry, source, options and ``seen_at`` the
+result is the same, which is what makes "did this article change?" a hash
+comparison.  Here happen all the decisions about an article's content:
+
+- HTML is sanitized with nh3 against an allowlist (harmless inline styles such
+  as ``text-indent``/``text-align`` survive, as in the seed; scripts, handlers,
+  ``javascript:`` URLs, iframes do not), every URL is made absolute, images are
+  routed through the configured image proxy and get ``referrerpolicy``;
+- the title becomes plain text, the author falls back to the source's name, the
+  date falls back published → updated → first seen (always aware UTC);
+- headimg/thumbnail = first image of the rewritten content, else a media
+  thumbnail or image enclosure, else the configured default image.
+
+This module must not fetch, parse XML or touch the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from datetime import datetime, timedelta
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+
+from aggregator.records import Article, NormalizeOptions, ParsedEntry, Source
+
+UNTITLED = "(无标题)"
+# A feed date further in the future than this is not believed (clock skew is fine,
+# a 9999 date pinned to the top of every generated feed is not).
+FUTURE_TOLERANCE = timedelta(days=1)
+
+_ALLOWED_STYLE_PROPERTIES = frozenset({
+    "text-indent", "text-align", "text-decoration", "color", "background-color",
+    "font-weight", "font-style", "font-size", "line-height", "vertical-align",
+    "white-space", "width", "height", "max-width", "float", "clear",
+    "margin", "margin-top", "margin-bottom", "margin-left", "margin-right",
+    "padding", "padding-top", "padding-bottom", "padding-left", "padding-right",
+    "border", "border-collapse",
+})
+_URL_ATTRIBUTES = frozenset({"href", "src", "cite", "longdesc", "action"})
+_ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
+    tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()
+}
+_ALLOWED_ATTRIBUTES.setdefault("*", set()).update({"style", "class", "title", "lang", "dir"})
+_ALLOWED_ATTRIBUTES.setdefault("a", set()).update({"href", "target", "title"})
+_ALLOWED_ATTRIBUTES.setdefault("img", set()).update({"src", "alt", "width", "height", "title"})
+_URL_SCHEMES = {"http", "https", "mailto"}
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+_FIRST_IMG_SRC = re.compile(r"<img\b[^>]*?\ssrc=\"([^\"]+)\"", re.IGNORECASE)
+_ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]*);", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize(entry: ParsedEntry, source: Source, options: NormalizeOptions, *,
+              seen_at: datetime) -> Article:
+    """Build the stored article for one entry (links in ``entry`` are already absolute)."""
+    base = entry.link or source.url
+    content = sanitize_html(entry.content or entry.summary or "", base, options)
+    summary = excerpt(entry.summary or entry.content or "", options.summary_length)
+    title = plain_title(entry.title, entry.title_is_html) or _fallback_title(summary, entry.link)
+    date, date_from_feed = choose_date(entry.published, entry.updated, seen_at)
+    headimg = first_image(content) or _first_proxied(
+        (*entry.thumbnails, *entry.image_enclosures), options) or options.default_image
+    author = clean_text(entry.author or "") or source.name
+    guid = clean_text(entry.guid or "") or None
+    link = clean_text(entry.link or "") or None
+    fields = {
+        "title": title, "link": link, "author": author,
+        "date": date.isoformat() if date_from_feed else None,
+        "categories": list(source.categories), "content": content, "summary": summary,
+        "headimg": headimg, "comments": source.comments,
+    }
+    content_hash = hashlib.sha256(
+        json.dumps(fields, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    ).hexdigest()
+    return Article(
+        source_id=source.id,
+        key=guid or link or "sha256:" + _identity_hash(title, content),
+        guid=guid,
+        link=link,
+        title=title,
+        author=author,
+        date=date,
+        date_from_feed=date_from_feed,
+        categories=source.categories,
+        content=content,
+        summary=summary,
+        headimg=headimg,
+        thumbnail=headimg,
+        comments=source.comments,
+        first_seen=seen_at,
+        updated_at=seen_at,
+        content_hash=content_hash,
+    )
+
+
+def sanitize_html(fragment: str, base_url: str, options: NormalizeOptions) -> str:
+    """Allowlist-sanitize ``fragment``; absolute URLs; proxied, no-referrer images."""
+
+    def rewrite(tag: str, attribute: str, value: str) -> str | None:
+        if attribute not in _URL_ATTRIBUTES:
+            return value
+        absolute = _absolute_url(value, base_url)
+        if absolute is None:
+            return None
+        if tag == "img" and attribute == "src":
+            return proxied_image(absolute, options)
+        return absolute
+
+    cleaned = nh3.clean(
+        strip_xml_illegal(fragment),
+        attributes=_ALLOWED_ATTRIBUTES,
+        attribute_filter=rewrite,
+        url_schemes=_URL_SCHEMES,
+        filter_style_properties=set(_ALLOWED_STYLE_PROPERTIES),
+        set_tag_attribute_values={"img": {"referrerpolicy": "no-referrer"}},
+        strip_comments=True,
+    )
+    return cleaned.strip()
+
+
+def proxied_image(url: str, options: NormalizeOptions) -> str:
+    """Route an image URL through ``image_proxy`` (http only, or all with scope "all")."""
+    proxy = options.image_proxy
+    if not proxy or url.startswith(proxy):
+        return url
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "http" or (scheme == "https" and options.image_proxy_scope == "all"):
+        return proxy + url
+    return url
+
+
+def first_image(sanitized_html: str) -> str | None:
+    """The ``src`` of the first ``<img>`` in nh3 output (whose attributes are normalized)."""
+    match = _FIRST_IMG_SRC.search(sanitized_html)
+    return html.unescape(match.group(1)) if match else None
+
+
+def plain_title(title: str | None, is_html: bool) -> str:
+    """Plain text, entities decoded once, whitespace collapsed."""
+    if not title:
+        return ""
+    text = title
+    if is_html or "<" in text and ">" in text:
+        text = html.unescape(nh3.clean(text, tags=set()))
+    elif _ENTITY.search(text):  # double-escaped titles are common on portals
+        text = html.unescape(text)
+    return clean_text(text)
+
+
+def excerpt(fragment: str, length: int) -> str:
+    """Plain-text excerpt of an HTML fragment, at most ``length`` characters."""
+    if length <= 0 or not fragment:
+        return ""
+    text = clean_text(html.unescape(nh3.clean(fragment, tags=set(), clean_content_tags={
+        "script", "style"})))
+    if len(text) <= length:
+        return text
+    return text[: length - 1].rstrip() + "…"
+
+
+def choose_date(published: datetime | None, updated: datetime | None,
+                seen_at: datetime) -> tuple[datetime, bool]:
+    """published → updated → first seen; a date too far in the future is not believed."""
+    for candidate in (published, updated):
+        if candidate is not None and candidate <= seen_at + FUTURE_TOLERANCE:
+            return candidate, True
+    return seen_at, False
+
+
+def clean_text(text: str) -> str:
+    return _WHITESPACE.sub(" ", strip_xml_illegal(text)).strip()
+
+
+def strip_xml_illegal(text: str) -> str:
+    """Drop characters XML 1.0 cannot carry (they would break every generated feed)."""
+    return _XML_ILLEGAL.sub("", text)
+
+
+def _absolute_url(value: str, base_url: str) -> str | None:
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        absolute = urljoin(base_url, value)
+    except ValueError:
+        return None
+    return absolute
+
+
+def _first_proxied(urls: tuple[str, ...], options: NormalizeOptions) -> str | None:
+    for url in urls:
+        if urlsplit(url).scheme.lower() in ("http", "https"):
+            return proxied_image(url, options)
+    return None
+
+
+def _fallback_title(summary: str, link: str | None) -> str:
+    if summary:
+        return summary if len(summary) <= 50 else summary[:49].rstrip() + "…"
+    return link or UNTITLED
+
+
+def _identity_hash(title: str, content: str) -> str:
+    return hashlib.sha256(f"{title}\n{content}".encode()).hexdigest()

@@ -1,0 +1,388 @@
+"""Parse stage: fetched bytes → ``ParsedFeed``.
+
+Chinese portals are this tool's main users, and they are careless with encodings:
+``text/xml`` without a charset, ``gb2312`` declared while GBK is sent, ``big5``
+declared while Big5-HKSCS or cp950 characters are sent.  feedparser alone falls
+back to windows-1252/iso-8859-2 mojibake in those cases, so this module decides the
+encoding itself (``decode_document``), hands feedparser UTF-8 that says it is
+UTF-8, and lets feedparser do what it is best at: every RSS/Atom dialect.  JSON
+Feed, which feedparser 6 does not read, is parsed here from the standard library.
+
+feedparser's own HTML sanitizer is turned off: the normalize stage sanitizes with
+nh3.  This module must not sanitize, rewrite URLs or decide what to store; it only
+reports what the document says.  It is the only module that imports feedparser.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import feedparser
+
+from aggregator.errors import ParseError
+from aggregator.records import FetchResult, ParsedEntry, ParsedFeed, Source
+
+# Encodings that real servers declare while sending a superset: try the declared
+# one strictly, then its supersets, before anything else.
+_SUPERSETS: dict[str, tuple[str, ...]] = {
+    "gb2312": ("gb18030",),
+    "gbk": ("gb18030",),
+    "gb18030": ("gb18030",),
+    "big5": ("big5", "big5hkscs", "cp950"),
+    "big5hkscs": ("big5hkscs", "cp950"),
+    "cp950": ("cp950", "big5hkscs"),
+    "latin_1": ("cp1252",),  # WHATWG: iso-8859-1 means windows-1252 on the web
+    "ascii": ("utf-8",),  # "us-ascii" documents are very often UTF-8 in practice
+}
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._:-]+)[\"']")
+_XML_DECL_TEXT = re.compile(r"^(\s*<\?xml[^>]*?encoding\s*=\s*[\"'])([A-Za-z0-9._:-]+)([\"'])")
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.IGNORECASE)
+# Characters XML 1.0 cannot carry; expat rejects them and feedparser would then
+# fall back to its loose parser, so they are dropped before parsing.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def parse(fetched: FetchResult, source: Source) -> ParsedFeed:
+    """Parse one fetched document, or raise ``ParseError`` naming the source."""
+    content = fetched.content
+    if not content.strip():
+        raise ParseError("empty response body", source_id=source.id)
+    content_type = fetched.headers.get("content-type", "")
+    try:
+        if _looks_like_json(content, content_type):
+            return _parse_json_feed(fetched, source)
+        return _parse_xml_feed(fetched, source, content_type)
+    except ParseError:
+        raise
+    except Exception as exc:  # feedparser is robust, but a parser bug must not escape
+        raise ParseError(f"parser failed: {type(exc).__name__}: {exc}", source_id=source.id
+                         ) from exc
+
+
+# --- encodings --------------------------------------------------------------------
+
+
+def canonical_encoding(name: str) -> str | None:
+    """Python's codec name for ``name``, or None when Python has no such codec."""
+    try:
+        return codecs.lookup(name.strip().strip("\"'")).name
+    except LookupError:
+        return None
+
+
+def _candidates(name: str | None) -> list[str]:
+    if not name:
+        return []
+    canonical = canonical_encoding(name)
+    if canonical is None:
+        return []
+    chain = _SUPERSETS.get(canonical.replace("-", "_"), ())
+    return [canonical, *chain] if canonical not in chain else list(chain)
+
+
+def charset_from_content_type(content_type: str) -> str | None:
+    match = _CHARSET.search(content_type or "")
+    return match.group(1) if match else None
+
+
+def declared_xml_encoding(content: bytes) -> str | None:
+    match = _XML_DECL.match(content[:1024])
+    return match.group(1).decode("ascii") if match else None
+
+
+def decode_document(content: bytes, *, http_charset: str | None = None,
+                    declared: str | None = None, override: str | None = None
+                    ) -> tuple[str, str, bool]:
+    """Decode feed bytes to text: ``(text, encoding used, exact)``.
+
+    Order: a per-source override; a byte-order mark; the HTTP charset; the XML
+    declaration — each followed by the supersets servers really send (gb2312 →
+    gb18030, big5 → big5hkscs → cp950); then UTF-8; then statistical detection.
+    ``exact`` is False only when no decoding worked strictly and undecodable
+    bytes were replaced.
+    """
+    tried: list[str] = []
+    if override:
+        tried += _candidates(override)
+    else:
+        for bom, encoding in _BOMS:
+            if content.startswith(bom):
+                tried.append(encoding)
+                break
+        tried += _candidates(http_charset) + _candidates(declared)
+    tried.append("utf-8")
+    for encoding in dict.fromkeys(tried):
+        try:
+            return content.decode(encoding), encoding, True
+        except (UnicodeDecodeError, LookupError):
+            continue
+    detected = _detect(content)
+    for encoding in _candidates(detected):
+        try:
+            return content.decode(encoding), encoding, True
+        except (UnicodeDecodeError, LookupError):
+            continue
+    fallback = (tried[:-1] or _candidates(detected) or ["utf-8"])[0]
+    return content.decode(fallback, errors="replace"), fallback, False
+
+
+def _detect(content: bytes) -> str | None:
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(content[:256 * 1024]).best()
+    return best.encoding if best is not None else None
+
+
+def _utf8_document(text: str) -> bytes:
+    text = text.lstrip("\ufeff")
+    text = _XML_DECL_TEXT.sub(r"\1utf-8\3", text, count=1)
+    return _XML_ILLEGAL.sub("", text).encode("utf-8")
+
+
+# --- RSS / Atom through feedparser --------------------------------------------------
+
+
+def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> ParsedFeed:
+    content = fetched.content
+    text, encoding, exact = decode_document(
+        content,
+        http_charset=charset_from_content_type(content_type),
+        declared=declared_xml_encoding(content),
+        override=source.encoding,
+    )
+    media_type = (content_type.split(";", 1)[0].strip() or "application/xml").lower()
+    result = feedparser.parse(
+        _utf8_document(text),
+        response_headers={
+            # feedparser reads only lower-case header keys
+            "content-type": f"{media_type}; charset=utf-8",
+            "content-location": fetched.headers.get("content-location") or fetched.url,
+        },
+        resolve_relative_uris=True,
+        sanitize_html=False,
+    )
+    warnings: list[str] = []
+    if not exact:
+        warnings.append(f"no encoding decoded the document cleanly; used {encoding} with "
+                        "replacement characters")
+    entries = tuple(_entry(e, fetched.url) for e in result.get("entries", []))
+    if not result.get("version") and not entries:
+        raise ParseError(_not_a_feed_reason(result, text), source_id=source.id)
+    if result.get("bozo") and not isinstance(result.get("bozo_exception"),
+                                             feedparser.CharacterEncodingOverride):
+        warnings.append(f"feed is not well-formed ({_bozo_reason(result)}); read leniently")
+    feed = result.get("feed", {})
+    return ParsedFeed(
+        source_id=source.id,
+        url=fetched.url,
+        title=_text(feed.get("title")),
+        link=_absolute(feed.get("link"), fetched.url),
+        encoding=encoding,
+        entries=entries,
+        warnings=tuple(warnings),
+    )
+
+
+def _not_a_feed_reason(result: Mapping[str, Any], text: str) -> str:
+    head = text[:2048].lstrip().lower()
+    if head.startswith("<!doctype html") or "<html" in head:
+        return "not a feed: the server sent an HTML page"
+    if result.get("bozo"):
+        return f"not a feed: {_bozo_reason(result)}"
+    return "not a feed: no RSS or Atom root element"
+
+
+def _bozo_reason(result: Mapping[str, Any]) -> str:
+    exc = result.get("bozo_exception")
+    message = getattr(exc, "getMessage", None)
+    return str(message() if callable(message) else exc) or type(exc).__name__
+
+
+def _entry(entry: Mapping[str, Any], base: str) -> ParsedEntry:
+    title_detail = entry.get("title_detail") or {}
+    content_html = _first_content(entry.get("content") or [])
+    summary = entry.get("summary")
+    return ParsedEntry(
+        guid=_text(entry.get("id")),
+        link=_absolute(entry.get("link"), base),
+        title=entry.get("title"),
+        title_is_html=title_detail.get("type") in ("text/html", "application/xhtml+xml"),
+        author=_author(entry),
+        # dict.get: feedparser's own get() maps updated_parsed to published_parsed
+        # with a DeprecationWarning; the pipeline does its own fallback.
+        published=_struct_to_datetime(dict.get(entry, "published_parsed")),
+        updated=_struct_to_datetime(dict.get(entry, "updated_parsed")),
+        content=content_html if content_html is not None else summary,
+        summary=summary if content_html is not None else None,
+        thumbnails=tuple(_media_images(entry, _absolute(entry.get("link"), base) or base)),
+        image_enclosures=tuple(
+            url for enc in entry.get("enclosures") or []
+            if str(enc.get("type", "")).startswith("image/")
+            and (url := _absolute(enc.get("href"), base))
+        ),
+    )
+
+
+def _first_content(contents: Iterable[Mapping[str, Any]]) -> str | None:
+    contents = list(contents)
+    for wanted in ("text/html", "application/xhtml+xml"):
+        for item in contents:
+            if item.get("type") == wanted and item.get("value"):
+                return str(item["value"])
+    for item in contents:
+        if item.get("value"):
+            return str(item["value"])
+    return None
+
+
+def _author(entry: Mapping[str, Any]) -> str | None:
+    detail = entry.get("author_detail") or {}
+    name = detail.get("name") or entry.get("author")
+    if not name:
+        authors = [a.get("name") for a in entry.get("authors") or [] if a.get("name")]
+        name = ", ".join(authors) if authors else None
+    return _text(name)
+
+
+def _media_images(entry: Mapping[str, Any], base: str) -> Iterable[str]:
+    for thumb in entry.get("media_thumbnail") or []:
+        if url := _absolute(thumb.get("url"), base):
+            yield url
+    for media in entry.get("media_content") or []:
+        if media.get("medium") == "image" or str(media.get("type", "")).startswith("image/"):
+            if url := _absolute(media.get("url"), base):
+                yield url
+
+
+def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime(*value[:5], min(value[5], 59), tzinfo=UTC)
+    except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _absolute(url: Any, base: str) -> str | None:
+    text = _text(url)
+    if text is None:
+        return None
+    try:
+        return urljoin(base, text)
+    except ValueError:
+        return None
+
+
+# --- JSON Feed ----------------------------------------------------------------------
+
+
+def _looks_like_json(content: bytes, content_type: str) -> bool:
+    if "json" in content_type.lower():
+        return True
+    return content.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{"
+
+
+def _parse_json_feed(fetched: FetchResult, source: Source) -> ParsedFeed:
+    try:
+        text, encoding, _ = decode_document(fetched.content, override=source.encoding)
+        document = json.loads(text.lstrip("\ufeff"))
+    except ValueError as exc:
+        raise ParseError(f"invalid JSON Feed: {exc}", source_id=source.id) from None
+    if not isinstance(document, dict) or not str(document.get("version", "")).startswith(
+        "https://jsonfeed.org/version/"
+    ):
+        raise ParseError("not a feed: JSON without a JSON Feed version", source_id=source.id)
+    base = _text(document.get("feed_url")) or fetched.url
+    base = urljoin(fetched.url, base)
+    items = document.get("items")
+    if not isinstance(items, list):
+        raise ParseError("invalid JSON Feed: 'items' is not a list", source_id=source.id)
+    feed_authors = _json_authors(document)
+    entries = tuple(
+        _json_entry(item, base, feed_authors) for item in items if isinstance(item, dict)
+    )
+    return ParsedFeed(
+        source_id=source.id,
+        url=fetched.url,
+        title=_text(document.get("title")),
+        link=_absolute(document.get("home_page_url"), base),
+        encoding=encoding,
+        entries=entries,
+    )
+
+
+def _json_authors(obj: Mapping[str, Any]) -> str | None:
+    authors = obj.get("authors")
+    if not isinstance(authors, list):
+        single = obj.get("author")
+        authors = [single] if isinstance(single, dict) else []
+    names = [str(a["name"]).strip() for a in authors if isinstance(a, dict) and a.get("name")]
+    return ", ".join(names) or None
+
+
+def _json_entry(item: Mapping[str, Any], base: str, feed_author: str | None) -> ParsedEntry:
+    content = item.get("content_html")
+    if not isinstance(content, str):
+        plain = item.get("content_text")
+        content = _plain_to_html(plain) if isinstance(plain, str) else None
+    summary = item.get("summary")
+    images = [item.get("image"), item.get("banner_image")]
+    enclosures = [
+        a.get("url") for a in item.get("attachments") or []
+        if isinstance(a, dict) and str(a.get("mime_type", "")).startswith("image/")
+    ]
+    item_id = item.get("id")
+    return ParsedEntry(
+        guid=_text(item_id) if isinstance(item_id, str | int) else None,
+        link=_absolute(item.get("url") or item.get("external_url"), base),
+        title=_text(item.get("title")) if isinstance(item.get("title"), str) else None,
+        author=_json_authors(item) or feed_author,
+        published=_iso_datetime(item.get("date_published")),
+        updated=_iso_datetime(item.get("date_modified")),
+        content=content,
+        summary=_plain_to_html(summary) if isinstance(summary, str) else None,
+        thumbnails=tuple(u for i in images if isinstance(i, str) and (u := _absolute(i, base))),
+        image_enclosures=tuple(
+            u for e in enclosures if isinstance(e, str) and (u := _absolute(e, base))
+        ),
+    )
+
+
+def _plain_to_html(text: str) -> str:
+    from html import escape
+
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    return "".join(f"<p>{escape(p)}</p>" for p in paragraphs)
+
+
+def _iso_datetime(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

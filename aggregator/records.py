@@ -1,0 +1,198 @@
+"""Typed records that flow between the pipeline stages.
+
+Every stage takes and returns these frozen dataclasses, never ORM rows, HTTP
+responses or feedparser dicts, so a stage can be tested with values alone and
+swapped without its neighbours noticing.  This module imports nothing from the
+project and no outside library: it is the bottom of the import graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+
+
+def _frozen_mapping(value: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One portal feed an operator listed in the config."""
+
+    id: str
+    name: str
+    url: str
+    categories: tuple[str, ...]
+    interval: timedelta = timedelta(minutes=30)
+    encoding: str | None = None  # overrides whatever the server or document declares
+    comments: bool = False
+    enabled: bool = True
+    max_bytes: int | None = None  # overrides FetchOptions.max_bytes for this source
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """How the fetch stage talks to portals."""
+
+    user_agent: str = "aggregator/0.1 (+https://github.com/aggregator)"
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    deadline: float = 30.0  # wall-clock bound on one whole fetch, seconds
+    max_bytes: int = 10 * 1024 * 1024  # decompressed body size limit
+    max_redirects: int = 5
+    allow_private_networks: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """HTTP cache validators remembered from the previous successful fetch."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What the server answered.  ``content`` is empty when ``not_modified``."""
+
+    source_id: str
+    url: str  # final URL, after redirects
+    status: int
+    content: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)  # keys lower-case
+    etag: str | None = None
+    last_modified: str | None = None
+    elapsed: float = 0.0  # seconds
+
+    def __post_init__(self) -> None:
+        lowered = {k.lower(): v for k, v in self.headers.items()}
+        object.__setattr__(self, "headers", _frozen_mapping(lowered))
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    @property
+    def validators(self) -> Validators:
+        return Validators(etag=self.etag, last_modified=self.last_modified)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEntry:
+    """One feed entry as the document says it, before any cleaning.
+
+    HTML fields are raw (unsanitized); dates are timezone-aware UTC or None.
+    """
+
+    guid: str | None = None
+    link: str | None = None
+    title: str | None = None
+    title_is_html: bool = False
+    author: str | None = None
+    published: datetime | None = None
+    updated: datetime | None = None
+    content: str | None = None  # HTML
+    summary: str | None = None  # HTML
+    thumbnails: tuple[str, ...] = ()  # media:thumbnail / media:content images
+    image_enclosures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """A parsed document: feed-level metadata and its entries in document order."""
+
+    source_id: str
+    url: str  # base URL that relative links resolve against
+    title: str | None = None
+    link: str | None = None
+    encoding: str | None = None
+    entries: tuple[ParsedEntry, ...] = ()
+    warnings: tuple[str, ...] = ()  # non-fatal problems (bozo feeds that still had entries)
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeOptions:
+    """Site-wide rules for turning entries into articles."""
+
+    image_proxy: str | None = None  # prefix, e.g. "https://cors.zfour.workers.dev/?"
+    image_proxy_scope: str = "http"  # "http": only http:// images; "all": https too
+    default_image: str | None = None
+    summary_length: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """The one article schema (see shared/seed): what is stored, generated and exported."""
+
+    source_id: str
+    key: str  # identity within the source: guid, else link, else content hash
+    guid: str | None
+    link: str | None
+    title: str
+    author: str
+    date: datetime  # published -> updated -> first seen; aware UTC
+    date_from_feed: bool  # False when ``date`` is the first-seen fallback
+    categories: tuple[str, ...]
+    content: str  # sanitized HTML
+    summary: str  # plain text excerpt
+    headimg: str | None
+    thumbnail: str | None
+    comments: bool
+    first_seen: datetime
+    updated_at: datetime
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOptions:
+    """How generated feeds are laid out and published."""
+
+    output_dir: str
+    site_url: str  # every file in output_dir is served at site_url + relative path
+    feed_size: int = 50
+    title_prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    """What a save did to one source's articles."""
+
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """What the store remembers about one source's polling."""
+
+    source_id: str
+    url: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_poll_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_result: str | None = None  # "new", "updated", "unchanged", "not-modified", "error"
+    last_error: str | None = None
+    error_count: int = 0
+    article_count: int = 0
+
+    @property
+    def validators(self) -> Validators:
+        return Validators(etag=self.etag, last_modified=self.last_modified)
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """One line of a poll summary."""
+
+    source_id: str
+    result: str  # "new", "updated", "unchanged", "not-modified", "error"
+    counts: StoreCounts = StoreCounts()
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+    elapsed: float = 0.0

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import load_config, parse_duration, parse_size, resolve_config_path
+from aggregator.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+VALID = """\
+database_url: sqlite:///data/aggregator.db
+output_dir: public
+site_url: http://localhost:8080/
+image_proxy: "https://cors.zfour.workers.dev/?"
+allow_private_networks: false
+sources:
+  - id: ofweek-news
+    name: 高科技行业门户
+    url: https://rsshub.app/ofweek/news
+    categories: [新媒体, 高科技行业门户, 新闻]
+    interval: 30m
+  - id: juejin
+    name: 掘金
+    url: https://juejin.cn/rss
+    categories: [编程]
+    interval: 2h
+    encoding: gbk
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "conf" / "aggregator.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_valid_config_resolves_relative_paths_against_the_config_folder(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, VALID))
+    folder = (tmp_path / "conf").resolve()
+    assert settings.database_url == f"sqlite:///{folder}/data/aggregator.db"
+    assert settings.output_dir == folder / "public"
+    assert settings.image_proxy == "https://cors.zfour.workers.dev/?"
+    sources = settings.source_list()
+    assert [s.id for s in sources] == ["ofweek-news", "juejin"]
+    assert sources[0].categories == ("新媒体", "高科技行业门户", "新闻")
+    assert sources[0].interval == timedelta(minutes=30)
+    assert sources[1].interval == timedelta(hours=2)
+    assert sources[1].encoding == "gbk"
+    assert settings.fetch_options().allow_private_networks is False
+    assert settings.feed_options().feed_size == 50
+
+
+def test_absolute_and_non_sqlite_urls_are_kept(tmp_path: Path) -> None:
+    text = VALID.replace("sqlite:///data/aggregator.db", "postgresql+psycopg://u@db/agg")
+    assert load_config(write(tmp_path, text)).database_url == "postgresql+psycopg://u@db/agg"
+    text = VALID.replace("sqlite:///data/aggregator.db", "sqlite:////var/lib/agg.db")
+    assert load_config(write(tmp_path, text)).database_url == "sqlite:////var/lib/agg.db"
+
+
+@pytest.mark.parametrize(
+    ("edit", "source_id", "field", "words"),
+    [
+        (("interval: 30m", "interval: 30 minutes"), "ofweek-news", "interval", "duration"),
+        (("interval: 2h", "interval: 2h\n    colour: red"), "juejin", "colour", "unknown key"),
+        (("url: https://juejin.cn/rss", "url: not-a-url"), "juejin", "url", "URL"),
+        (("id: juejin", "id: ofweek-news"), "ofweek-news", "sources[1].id", "duplicate"),
+        (("id: juejin", "id: Juejin_Bad"), "Juejin_Bad", "id", "pattern"),
+        (("    categories: [编程]\n", ""), "juejin", "categories", "missing"),
+        (("encoding: gbk", "encoding: klingon"), "juejin", "encoding", "unknown encoding"),
+    ],
+)
+def test_bad_source_fields_name_file_source_and_field(
+    tmp_path: Path, edit: tuple[str, str], source_id: str, field: str, words: str
+) -> None:
+    path = write(tmp_path, VALID.replace(*edit))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    error = caught.value
+    assert error.path == str(path)
+    assert error.source_id == source_id
+    assert error.field == field
+    assert words.lower() in str(error).lower()
+    assert str(path) in str(error) and source_id in str(error)
+
+
+def test_unknown_top_level_key_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="field 'output_dri'.*unknown key"):
+        load_config(write(tmp_path, VALID.replace("output_dir:", "output_dri:")))
+    with pytest.raises(ConfigError, match=r"invalid YAML at line \d+"):
+        load_config(write(tmp_path, VALID + "  - id: [unclosed\n"))
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_empty_image_proxy_means_no_rewriting(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, VALID.replace('"https://cors.zfour.workers.dev/?"', '""')))
+    assert settings.normalize_options().image_proxy is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("1d", 86400), (45, 45)]
+)
+def test_durations(text: object, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "0m", "-5m", "5 weeks", True])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_sizes() -> None:
+    assert parse_size("10MB") == 10 * 1024 * 1024
+    assert parse_size("512kb") == 512 * 1024
+    assert parse_size(2048) == 2048
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_config_path_precedence() -> None:
+    assert resolve_config_path("x.yaml", {"AGGREGATOR_CONFIG": "y.yaml"}) == Path("x.yaml")
+    assert resolve_config_path(None, {"AGGREGATOR_CONFIG": "y.yaml"}) == Path("y.yaml")
+    assert resolve_config_path(None, {}) == Path("config/aggregator.yaml")
+
+
+def test_bundled_example_config_is_valid() -> None:
+    settings = load_config(REPO / "config" / "aggregator.yaml")
+    ids = {s.id for s in settings.sources}
+    assert "ofweek-news" in ids and len(ids) >= 8
+    ofweek = next(s for s in settings.sources if s.id == "ofweek-news")
+    assert ofweek.categories == ("新媒体", "高科技行业门户", "新闻")
+    assert ofweek.name == "高科技行业门户"
+    assert {"新媒体", "编程"} <= {c for s in settings.sources for c in s.categories}

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aggregator.normalize import (
+    UNTITLED,
+    choose_date,
+    excerpt,
+    normalize,
+    plain_title,
+    proxied_image,
+    sanitize_html,
+)
+from aggregator.records import NormalizeOptions, ParsedEntry, Source
+
+PROXY = "https://cors.zfour.workers.dev/?"
+SEEN = datetime(2021, 5, 22, 8, 0, tzinfo=UTC)
+SOURCE = Source(
+    id="ofweek-news",
+    name="高科技行业门户",
+    url="http://www.ofweek.com/rss.xml",
+    categories=("新媒体", "高科技行业门户", "新闻"),
+)
+OPTIONS = NormalizeOptions(image_proxy=PROXY)
+IMAGE = "http://images.ofweek.com/Upload/News/2021-05/21/jingwei/1621582693914051820.jpg"
+
+
+def entry(**fields: object) -> ParsedEntry:
+    base: dict[str, object] = {
+        "guid": "http://www.ofweek.com/news/1.html",
+        "link": "http://www.ofweek.com/news/1.html",
+        "title": "来了！2021工业互联网先锋TOP100榜单出炉！",
+        "published": datetime(2021, 5, 21, 7, 25, tzinfo=UTC),
+        "content": f'<p style="text-indent: 2em; text-align: left;">日前</p>'
+                   f'<p style="text-align:center"><img src="{IMAGE}"></p>',
+    }
+    base.update(fields)
+    return ParsedEntry(**base)  # type: ignore[arg-type]
+
+
+def test_seed_like_entry_becomes_the_seed_article() -> None:
+    article = normalize(entry(), SOURCE, OPTIONS, seen_at=SEEN)
+    assert article.title == "来了！2021工业互联网先锋TOP100榜单出炉！"
+    assert article.author == "高科技行业门户"  # no entry author → source name
+    assert article.categories == ("新媒体", "高科技行业门户", "新闻")
+    assert article.date == datetime(2021, 5, 21, 7, 25, tzinfo=UTC)
+    assert article.date_from_feed is True
+    assert article.headimg == article.thumbnail == PROXY + IMAGE
+    assert f'<img src="{PROXY}{IMAGE}" referrerpolicy="no-referrer">' in article.content
+    assert 'style="text-indent:2em;text-align:left"' in article.content
+    assert article.comments is False
+    assert article.key == "http://www.ofweek.com/news/1.html"
+    assert article.first_seen == article.updated_at == SEEN
+    assert article.summary == "日前"
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "<script>alert(1)</script>",
+        '<img src="x.jpg" onerror="alert(1)">',
+        '<a href="javascript:alert(1)">x</a>',
+        '<a href="vbscript:msgbox(1)">x</a>',
+        '<a href="data:text/html;base64,PHNjcmlwdD4=">x</a>',
+        '<iframe src="http://evil/"></iframe>',
+        '<object data="x.swf"></object>',
+        '<svg><script>alert(1)</script></svg>',
+        '<p style="background: url(javascript:alert(1))">x</p>',
+        '<p onclick="alert(1)" onmouseover="alert(2)">x</p>',
+    ],
+)
+def test_nothing_executable_survives(hostile: str) -> None:
+    cleaned = sanitize_html(hostile, "http://portal.test/", OPTIONS).lower()
+    for needle in ("<script", "alert(", "javascript:", "vbscript:", "data:text", "<iframe",
+                   "<object", "<svg", "onerror", "onclick", "onmouseover"):
+        assert needle not in cleaned
+
+
+def test_urls_become_absolute_and_http_images_are_proxied() -> None:
+    html = '<a href="/a/2.html">x</a><img src="img/1.jpg"><img src="https://secure.test/2.png">'
+    cleaned = sanitize_html(html, "http://portal.test/news/", OPTIONS)
+    assert 'href="http://portal.test/a/2.html"' in cleaned
+    assert f'src="{PROXY}http://portal.test/news/img/1.jpg"' in cleaned
+    assert 'src="https://secure.test/2.png"' in cleaned  # scope "http" leaves https alone
+    assert cleaned.count('referrerpolicy="no-referrer"') == 2
+
+
+def test_proxy_scope_all_and_no_proxy() -> None:
+    everything = replace(OPTIONS, image_proxy_scope="all")
+    assert proxied_image("https://a.test/i.png", everything) == PROXY + "https://a.test/i.png"
+    assert proxied_image(PROXY + IMAGE, OPTIONS) == PROXY + IMAGE  # never twice
+    assert proxied_image(IMAGE, NormalizeOptions()) == IMAGE
+
+
+def test_headimg_falls_back_to_media_thumbnail_then_default_image() -> None:
+    no_img = entry(content="<p>text</p>", thumbnails=("http://img.test/t.jpg",))
+    assert normalize(no_img, SOURCE, OPTIONS, seen_at=SEEN).headimg == PROXY + "http://img.test/t.jpg"
+    enclosure = entry(content="<p>text</p>", image_enclosures=("https://img.test/e.jpg",))
+    assert normalize(enclosure, SOURCE, OPTIONS, seen_at=SEEN).headimg == "https://img.test/e.jpg"
+    bare = entry(content="<p>text</p>")
+    with_default = replace(OPTIONS, default_image="https://site.test/default.png")
+    assert normalize(bare, SOURCE, with_default, seen_at=SEEN).thumbnail == "https://site.test/default.png"
+    assert normalize(bare, SOURCE, OPTIONS, seen_at=SEEN).headimg is None
+
+
+def test_titles_are_plain_text_with_entities_decoded_once() -> None:
+    assert plain_title("<b>Rust</b> &amp; Go", True) == "Rust & Go"
+    assert plain_title("A &amp;quot;quoted&amp;quot; word", False) == 'A &quot;quoted&quot; word'
+    assert plain_title("  多行\n标题\t ", False) == "多行 标题"
+    assert plain_title("x\x01y\x0bz", False) == "xyz"
+
+
+def test_entry_without_title_date_or_link_still_makes_a_valid_article() -> None:
+    bare = ParsedEntry(content="<p>只有正文的条目，没有标题也没有日期。</p>")
+    article = normalize(bare, SOURCE, OPTIONS, seen_at=SEEN)
+    assert article.title == "只有正文的条目，没有标题也没有日期。"
+    assert article.date == SEEN and article.date_from_feed is False
+    assert article.key.startswith("sha256:")
+    empty = normalize(ParsedEntry(), SOURCE, OPTIONS, seen_at=SEEN)
+    assert empty.title == UNTITLED
+
+
+def test_fallback_date_does_not_change_the_hash_between_polls() -> None:
+    bare = ParsedEntry(guid="g1", title="t", content="<p>c</p>")
+    first = normalize(bare, SOURCE, OPTIONS, seen_at=SEEN)
+    later = normalize(bare, SOURCE, OPTIONS, seen_at=SEEN + timedelta(hours=1))
+    assert first.content_hash == later.content_hash
+    changed = normalize(replace(bare, content="<p>d</p>"), SOURCE, OPTIONS, seen_at=SEEN)
+    assert changed.content_hash != first.content_hash
+
+
+def test_dates_fall_back_and_future_dates_are_not_believed() -> None:
+    published = datetime(2021, 1, 1, tzinfo=UTC)
+    updated = datetime(2021, 2, 1, tzinfo=UTC)
+    assert choose_date(published, updated, SEEN) == (published, True)
+    assert choose_date(None, updated, SEEN) == (updated, True)
+    assert choose_date(None, None, SEEN) == (SEEN, False)
+    assert choose_date(datetime(9999, 1, 1, tzinfo=UTC), None, SEEN) == (SEEN, False)
+    old = datetime(1900, 1, 1, tzinfo=UTC)
+    assert choose_date(old, None, SEEN) == (old, True)
+
+
+def test_entry_author_wins_over_source_name() -> None:
+    assert normalize(entry(author="张喆"), SOURCE, OPTIONS, seen_at=SEEN).author == "张喆"
+
+
+def test_excerpt_is_plain_and_bounded() -> None:
+    text = excerpt("<p>" + "字" * 500 + "</p><script>x()</script>", 200)
+    assert len(text) == 200 and text.endswith("…") and "<" not in text
+    assert excerpt("<p>a &amp; b</p>", 200) == "a & b"

@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from aggregator.errors import ParseError
+from aggregator.parse import decode_document, parse
+from aggregator.records import FetchResult, Source
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "encodings"
+SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
+
+
+def fetched(content: bytes, content_type: str | None = "text/xml",
+            url: str = "http://portal.test/feed.xml") -> FetchResult:
+    headers = {"Content-Type": content_type} if content_type else {}
+    return FetchResult(source_id="portal", url=url, status=200, content=content, headers=headers)
+
+
+def rss(items: str, encoding: str = "utf-8", title: str = "频道") -> str:
+    return (f'<?xml version="1.0" encoding="{encoding}"?>\n<rss version="2.0"><channel>'
+            f"<title>{title}</title><link>http://portal.test/</link>{items}</channel></rss>")
+
+
+# --- golden encoding fixtures -------------------------------------------------------
+
+def golden_cases() -> list[Path]:
+    return sorted(FIXTURES.glob("*.xml"))
+
+
+def test_there_are_golden_encoding_fixtures() -> None:
+    assert len(golden_cases()) >= 6
+
+
+@pytest.mark.parametrize("path", golden_cases(), ids=lambda p: p.name)
+def test_golden_encodings(path: Path) -> None:
+    expected = json.loads(path.with_suffix(".expected.json").read_text(encoding="utf-8"))
+    content_type = expected.get("content_type", "text/xml")
+    feed = parse(fetched(path.read_bytes(), content_type), SOURCE)
+    assert feed.title == expected["feed_title"]
+    assert [e.title for e in feed.entries] == expected["item_titles"]
+    for entry in feed.entries:
+        assert "\ufffd" not in (entry.title or "") + (entry.content or "")
+
+
+# --- encodings ------------------------------------------------------------------------
+
+def test_gb2312_declared_gbk_sent_keeps_gbk_only_characters() -> None:
+    doc = rss("<item><title>王喆与李堃</title></item>", "gb2312").encode("gbk")
+    with pytest.raises(UnicodeDecodeError):
+        doc.decode("gb2312")
+    feed = parse(fetched(doc, "text/xml"), SOURCE)
+    assert feed.entries[0].title == "王喆与李堃"
+    assert feed.encoding == "gb18030"
+
+
+def test_big5_declared_hkscs_and_cp950_characters() -> None:
+    hk = rss("<item><title>係咪真㗎</title></item>", "big5", title="頻道").encode("big5hkscs")
+    assert parse(fetched(hk, "application/rss+xml; charset=big5"), SOURCE).entries[0].title == "係咪真㗎"
+    euro = rss("<item><title>歐元€匯率</title></item>", "big5", title="頻道").encode("cp950")
+    assert parse(fetched(euro, "text/xml"), SOURCE).entries[0].title == "歐元€匯率"
+
+
+def test_http_charset_beats_a_wrong_declaration_and_override_beats_both() -> None:
+    doc = rss("<item><title>中文标题</title></item>", "iso-8859-1").encode("gbk")
+    assert parse(fetched(doc, "text/xml; charset=gbk"), SOURCE).entries[0].title == "中文标题"
+    forced = Source(id="portal", name="P", url=SOURCE.url, categories=("c",), encoding="gbk")
+    assert parse(fetched(doc, "text/xml; charset=utf-8"), forced).entries[0].title == "中文标题"
+
+
+def test_undeclared_encoding_is_detected() -> None:
+    body = "".join(f"<item><title>第{i}条新闻：国务院常务会议研究部署经济工作</title>"
+                   f"<description>会议指出，要坚持稳中求进工作总基调，推动高质量发展。</description>"
+                   "</item>" for i in range(20))
+    doc = ('<?xml version="1.0"?>' + rss(body).split("?>", 1)[1]).encode("gbk")
+    feed = parse(fetched(doc, "text/xml"), SOURCE)
+    assert feed.entries[0].title == "第0条新闻：国务院常务会议研究部署经济工作"
+
+
+def test_decode_document_prefers_strict_candidates() -> None:
+    text, encoding, exact = decode_document("喆".encode("gbk"), declared="gb2312")
+    assert (text, encoding, exact) == ("喆", "gb18030", True)
+    text, encoding, exact = decode_document("€".encode("cp950"), declared="big5")
+    assert (text, encoding, exact) == ("€", "cp950", True)
+    text, encoding, exact = decode_document(b"\xef\xbb\xbfabc")
+    assert text == "abc" and exact
+
+
+# --- dialects -------------------------------------------------------------------------
+
+def test_rss_entry_fields_and_relative_links() -> None:
+    doc = rss("""<item><title>Hello &amp; welcome</title><link>/news/1.html</link>
+      <guid isPermaLink="false">id-1</guid><author>ed@portal.test (编辑部)</author>
+      <pubDate>Fri, 21 May 2021 07:25:00 GMT</pubDate>
+      <description><![CDATA[<p>Body <img src="/img/1.jpg"></p>]]></description>
+      <enclosure url="http://portal.test/e.jpg" type="image/jpeg" length="1"/></item>""")
+    entry = parse(fetched(doc.encode()), SOURCE).entries[0]
+    assert entry.title == "Hello & welcome"
+    assert entry.link == "http://portal.test/news/1.html"
+    assert entry.guid == "id-1"
+    assert entry.author == "编辑部"
+    assert entry.published == datetime(2021, 5, 21, 7, 25, tzinfo=UTC)
+    assert 'src="http://portal.test/img/1.jpg"' in (entry.content or "")
+    assert entry.image_enclosures == ("http://portal.test/e.jpg",)
+
+
+def test_atom_with_media_thumbnail_and_xml_base() -> None:
+    doc = """<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:media="http://search.yahoo.com/mrss/"
+      xml:base="http://blog.test/posts/">
+  <title>掘金</title><id>urn:x</id><updated>2021-05-21T07:25:00Z</updated>
+  <entry><title type="html">&lt;b&gt;Rust&lt;/b&gt; 入门</title><id>urn:e1</id>
+    <link href="rust.html"/><updated>2021-05-21T08:00:00+08:00</updated>
+    <author><name>张三</name></author>
+    <content type="html">&lt;p&gt;正文&lt;/p&gt;</content>
+    <media:thumbnail url="thumb.jpg"/></entry>
+</feed>"""
+    feed = parse(fetched(doc.encode(), "application/atom+xml"), SOURCE)
+    entry = feed.entries[0]
+    assert entry.title_is_html and "Rust" in (entry.title or "")
+    assert entry.link == "http://blog.test/posts/rust.html"
+    assert entry.updated == datetime(2021, 5, 21, 0, 0, tzinfo=UTC)
+    assert entry.author == "张三"
+    assert entry.content == "<p>正文</p>"
+    assert entry.thumbnails == ("http://blog.test/posts/thumb.jpg",)
+
+
+def test_json_feed() -> None:
+    doc = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "开源中国",
+        "home_page_url": "https://oschina.test/",
+        "authors": [{"name": "OSC"}],
+        "items": [
+            {"id": "1", "url": "/news/1", "title": "发布", "content_html": "<p>x</p>",
+             "date_published": "2021-05-21T15:25:00+08:00", "image": "/i.png"},
+            {"id": 2, "content_text": "plain\n\ntext", "authors": [{"name": "李四"}]},
+        ],
+    }
+    feed = parse(fetched(json.dumps(doc).encode(), "application/feed+json",
+                         "https://oschina.test/feed.json"), SOURCE)
+    first, second = feed.entries
+    assert feed.title == "开源中国"
+    assert first.link == "https://oschina.test/news/1"
+    assert first.published == datetime(2021, 5, 21, 7, 25, tzinfo=UTC)
+    assert first.author == "OSC" and first.thumbnails == ("https://oschina.test/i.png",)
+    assert second.guid == "2" and second.content == "<p>plain</p><p>text</p>"
+    assert second.author == "李四"
+
+
+# --- broken input ------------------------------------------------------------------------
+
+def test_truncated_feed_with_entries_is_read_with_a_warning() -> None:
+    doc = rss("<item><title>one</title></item><item><title>two</title></item>")
+    cut = doc.encode()[: doc.index("</channel>") - 5]
+    feed = parse(fetched(cut), SOURCE)
+    assert [e.title for e in feed.entries][:1] == ["one"]
+    assert feed.warnings and "not well-formed" in feed.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "reason"),
+    [
+        (b"", "text/xml", "empty response body"),
+        (b"   \n", "text/xml", "empty response body"),
+        (b"<!DOCTYPE html><html><head><title>404</title></head><body>nope</body></html>",
+         "text/html", "HTML page"),
+        (b"\x00\x01\x02garbage\xff\xfe", "application/octet-stream", "not a feed"),
+        (b'{"hello": "world"}', "application/json", "JSON Feed version"),
+        (b"{not json", "application/json", "invalid JSON Feed"),
+    ],
+)
+def test_not_a_feed_is_a_clear_parse_error(body: bytes, content_type: str, reason: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse(fetched(body, content_type), SOURCE)
+    assert reason in str(caught.value)
+    assert caught.value.source_id == "portal" and "[portal]" in str(caught.value)
+
+
+def test_xml_illegal_characters_do_not_break_parsing() -> None:
+    doc = rss("<item><title>a\x01b\x0bc</title></item>").encode()
+    feed = parse(fetched(doc), SOURCE)
+    assert feed.entries[0].title == "abc"
+    assert not feed.warnings
+
+
+def test_empty_channel_is_a_feed_with_no_entries() -> None:
+    feed = parse(fetched(rss("").encode()), SOURCE)
+    assert feed.entries == () and feed.title == "频道"
