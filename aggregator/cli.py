@@ -42,7 +42,11 @@ def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | N
 def config_option(func: F) -> F:
     """``--config PATH``, accepted both before and after the command name."""
     return click.option(
-        "--config", "config_path", metavar="PATH", expose_value=False, is_eager=True,
+        "--config",
+        "config_path",
+        metavar="PATH",
+        expose_value=False,
+        is_eager=True,
         callback=_remember_config,
         help="Config file (default: $AGGREGATOR_CONFIG, else config/aggregator.yaml).",
     )(func)
@@ -57,8 +61,9 @@ def cli(ctx: click.Context, verbose: int) -> None:
     """Poll news portals' feeds, store articles, publish per-category RSS/Atom feeds."""
     ctx.ensure_object(dict)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -104,8 +109,13 @@ def check_config(ctx: click.Context) -> None:
 
 @cli.command()
 @config_option
-@click.option("--source", "source_ids", multiple=True, metavar="ID",
-              help="Poll only this source (repeatable). Default: every enabled source.")
+@click.option(
+    "--source",
+    "source_ids",
+    multiple=True,
+    metavar="ID",
+    help="Poll only this source (repeatable). Default: every enabled source.",
+)
 @click.pass_context
 def poll(ctx: click.Context, source_ids: tuple[str, ...]) -> None:
     """Fetch every source now and store what is new."""
@@ -116,8 +126,9 @@ def poll(ctx: click.Context, source_ids: tuple[str, ...]) -> None:
         click.echo(line)
 
 
-def _poll(ctx: click.Context, settings: Settings, store: Store,
-          source_ids: tuple[str, ...]) -> list[PollResult]:
+def _poll(
+    ctx: click.Context, settings: Settings, store: Store, source_ids: tuple[str, ...]
+) -> list[PollResult]:
     from aggregator.pipeline import PollOptions, poll_sources
 
     known = {s.id for s in settings.sources}
@@ -125,15 +136,22 @@ def _poll(ctx: click.Context, settings: Settings, store: Store,
     if unknown:
         click.echo(f"unknown source id(s): {', '.join(unknown)}", err=True)
         ctx.exit(EXIT_CONFIG)
-    sources = [s for s in settings.source_list(set(source_ids) or None)
-               if s.enabled or s.id in source_ids]
+    sources = [
+        s for s in settings.source_list(set(source_ids) or None) if s.enabled or s.id in source_ids
+    ]
     options = PollOptions(fetch=settings.fetch_options(), normalize=settings.normalize_options())
     if len(sources) <= PROGRESS_THRESHOLD:
         return poll_sources(sources, store, options, workers=settings.workers)
-    with click.progressbar(length=len(sources), label="polling", file=sys.stderr,
-                           show_pos=True) as bar:
-        return poll_sources(sources, store, options, workers=settings.workers,
-                            on_result=lambda _result: bar.update(1))
+    with click.progressbar(
+        length=len(sources), label="polling", file=sys.stderr, show_pos=True
+    ) as bar:
+        return poll_sources(
+            sources,
+            store,
+            options,
+            workers=settings.workers,
+            on_result=lambda _result: bar.update(1),
+        )
 
 
 def poll_summary(results: list[PollResult]) -> list[str]:
@@ -172,12 +190,15 @@ def _build(settings: Settings, store: Store) -> None:
     options = settings.feed_options()
     configured = [c for s in settings.sources for c in s.categories]
     report = build_feeds(store, options, configured)
-    click.echo(f"built {len(report.written)} file(s), {len(report.unchanged)} unchanged "
-               f"in {options.output_dir}")
+    click.echo(
+        f"built {len(report.written)} file(s), {len(report.unchanged)} unchanged "
+        f"in {options.output_dir}"
+    )
     if report.skipped_articles:
         click.echo(f"skipped {report.skipped_articles} article(s) that could not be rendered")
-    click.echo(f"OPML index: {Path(options.output_dir) / 'feeds.opml'} "
-               f"({options.site_url}feeds.opml)")
+    click.echo(
+        f"OPML index: {Path(options.output_dir) / 'feeds.opml'} ({options.site_url}feeds.opml)"
+    )
 
 
 @cli.group("export")
@@ -187,8 +208,13 @@ def export_group() -> None:
 
 @export_group.command("hexo")
 @config_option
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the Markdown posts (created).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the Markdown posts (created).",
+)
 @click.pass_context
 def export_hexo_command(ctx: click.Context, out_dir: Path) -> None:
     """Write every stored article as a Hexo post (re-export overwrites)."""
@@ -215,22 +241,37 @@ def status(ctx: click.Context) -> None:
     rows = [("SOURCE", "LAST POLL (UTC)", "RESULT", "ARTICLES", "ERRORS", "LAST ERROR")]
     for source in settings.sources:
         st = remembered.get(source.id)
-        last_poll = st.last_poll_at.strftime("%Y-%m-%d %H:%M:%S") if st and st.last_poll_at else "never"
+        last_poll = (
+            st.last_poll_at.strftime("%Y-%m-%d %H:%M:%S") if st and st.last_poll_at else "never"
+        )
         result = (st.last_result or "-") if st else "-"
         if not source.enabled:
             result += " (disabled)"
-        rows.append((source.id, last_poll, result, str(st.article_count if st else 0),
-                     str(st.error_count if st else 0), (st.last_error or "") if st else ""))
+        rows.append(
+            (
+                source.id,
+                last_poll,
+                result,
+                str(st.article_count if st else 0),
+                str(st.error_count if st else 0),
+                (st.last_error or "") if st else "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
-                   + "  " + row[-1])
+        click.echo(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        )
 
 
 @cli.command()
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("demo-output"), show_default=True,
-              help="Where the demo's config, database, feeds and Hexo posts go.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Where the demo's config, database, feeds and Hexo posts go.",
+)
 @click.pass_context
 def demo(ctx: click.Context, workdir: Path) -> None:
     """Serve bundled sample portals on loopback, poll, build and export them."""

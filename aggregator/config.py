@@ -81,11 +81,16 @@ class _Model(BaseModel):
 class SourceConfig(_Model):
     """One portal feed."""
 
-    id: str = Field(pattern=_SOURCE_ID, description="Unique id, [a-z0-9-]; used in logs and file names.")
-    name: str = Field(min_length=1, description="Portal name; the article author when an entry has none.")
+    id: str = Field(
+        pattern=_SOURCE_ID, description="Unique id, [a-z0-9-]; used in logs and file names."
+    )
+    name: str = Field(
+        min_length=1, description="Portal name; the article author when an entry has none."
+    )
     url: AnyHttpUrl = Field(description="The feed URL (http or https).")
     categories: tuple[str, ...] = Field(
-        min_length=1, description="Categories every article of this source is filed under, in order."
+        min_length=1,
+        description="Categories every article of this source is filed under, in order.",
     )
     interval: timedelta = Field(
         default=timedelta(minutes=30), description="How often to poll: 90s, 30m, 2h, 1d."
@@ -95,7 +100,9 @@ class SourceConfig(_Model):
     )
     comments: bool = Field(default=False, description="Whether exported posts allow comments.")
     enabled: bool = Field(default=True, description="Set false to stop polling without deleting.")
-    max_bytes: int | None = Field(default=None, description="Override max_feed_bytes for this source.")
+    max_bytes: int | None = Field(
+        default=None, description="Override max_feed_bytes for this source."
+    )
 
     @field_validator("interval", mode="before")
     @classmethod
@@ -175,8 +182,12 @@ class Settings(_Model):
         default="aggregator/0.1 (RSS aggregator; +https://github.com/aggregator)",
         description="User-Agent sent to portals.",
     )
-    connect_timeout: timedelta = Field(default=timedelta(seconds=10), description="TCP connect timeout.")
-    read_timeout: timedelta = Field(default=timedelta(seconds=30), description="Socket read timeout.")
+    connect_timeout: timedelta = Field(
+        default=timedelta(seconds=10), description="TCP connect timeout."
+    )
+    read_timeout: timedelta = Field(
+        default=timedelta(seconds=30), description="Socket read timeout."
+    )
     fetch_deadline: timedelta = Field(
         default=timedelta(seconds=30), description="Wall-clock bound on one whole fetch."
     )
@@ -257,8 +268,9 @@ class _DuplicateId(ValueError):
         super().__init__(f"duplicate source id {source_id!r}")
 
 
-def resolve_config_path(cli_path: str | os.PathLike[str] | None,
-                        environ: Mapping[str, str] | None = None) -> Path:
+def resolve_config_path(
+    cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> Path:
     """``--config PATH``, else ``$AGGREGATOR_CONFIG``, else ``config/aggregator.yaml``."""
     env = os.environ if environ is None else environ
     if cli_path:
@@ -268,8 +280,9 @@ def resolve_config_path(cli_path: str | os.PathLike[str] | None,
     return DEFAULT_CONFIG_PATH
 
 
-def load_config(path: str | os.PathLike[str], *, substitutions: Mapping[str, str] | None = None
-                ) -> Settings:
+def load_config(
+    path: str | os.PathLike[str], *, substitutions: Mapping[str, str] | None = None
+) -> Settings:
     """Read, validate and resolve a config file, or raise ConfigError.
 
     ``substitutions`` replaces ``{name}`` placeholders in the raw text (the demo
@@ -317,8 +330,12 @@ def _config_error(exc: ValidationError, raw: dict[str, Any], file: Path) -> Conf
     field: str | None = None
     ctx_error = (error.get("ctx") or {}).get("error")
     if isinstance(ctx_error, _DuplicateId):
-        return ConfigError(str(ctx_error), path=str(file), source_id=ctx_error.source_id,
-                           field=f"sources[{ctx_error.index}].id")
+        return ConfigError(
+            str(ctx_error),
+            path=str(file),
+            source_id=ctx_error.source_id,
+            field=f"sources[{ctx_error.index}].id",
+        )
     if loc and loc[0] == "sources" and len(loc) > 1 and isinstance(loc[1], int):
         index = loc[1]
         sources = raw.get("sources") or []
@@ -346,11 +363,13 @@ def _resolve_paths(settings: Settings, file: Path) -> Settings:
     output_dir = settings.output_dir
     if not output_dir.is_absolute():
         output_dir = base / output_dir
-    return settings.model_copy(update={
-        "output_dir": output_dir,
-        "database_url": resolve_sqlite_url(settings.database_url, base),
-        "config_path": file.resolve(),
-    })
+    return settings.model_copy(
+        update={
+            "output_dir": output_dir,
+            "database_url": resolve_sqlite_url(settings.database_url, base),
+            "config_path": file.resolve(),
+        }
+    )
 
 
 def resolve_sqlite_url(url: str, base: Path) -> str:
@@ -358,7 +377,7 @@ def resolve_sqlite_url(url: str, base: Path) -> str:
     prefix = "sqlite:///"
     if not url.startswith(prefix):
         return url
-    path = url[len(prefix):]
+    path = url[len(prefix) :]
     if not path or path.startswith(":memory:") or path.startswith("/"):
         return url
     query = ""

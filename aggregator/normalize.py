@@ -34,14 +34,38 @@ UNTITLED = "(无标题)"
 # a 9999 date pinned to the top of every generated feed is not).
 FUTURE_TOLERANCE = timedelta(days=1)
 
-_ALLOWED_STYLE_PROPERTIES = frozenset({
-    "text-indent", "text-align", "text-decoration", "color", "background-color",
-    "font-weight", "font-style", "font-size", "line-height", "vertical-align",
-    "white-space", "width", "height", "max-width", "float", "clear",
-    "margin", "margin-top", "margin-bottom", "margin-left", "margin-right",
-    "padding", "padding-top", "padding-bottom", "padding-left", "padding-right",
-    "border", "border-collapse",
-})
+_ALLOWED_STYLE_PROPERTIES = frozenset(
+    {
+        "text-indent",
+        "text-align",
+        "text-decoration",
+        "color",
+        "background-color",
+        "font-weight",
+        "font-style",
+        "font-size",
+        "line-height",
+        "vertical-align",
+        "white-space",
+        "width",
+        "height",
+        "max-width",
+        "float",
+        "clear",
+        "margin",
+        "margin-top",
+        "margin-bottom",
+        "margin-left",
+        "margin-right",
+        "padding",
+        "padding-top",
+        "padding-bottom",
+        "padding-left",
+        "padding-right",
+        "border",
+        "border-collapse",
+    }
+)
 _URL_ATTRIBUTES = frozenset({"href", "src", "cite", "longdesc", "action"})
 _ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
     tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()
@@ -56,24 +80,33 @@ _ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]*);", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
 
-def normalize(entry: ParsedEntry, source: Source, options: NormalizeOptions, *,
-              seen_at: datetime) -> Article:
+def normalize(
+    entry: ParsedEntry, source: Source, options: NormalizeOptions, *, seen_at: datetime
+) -> Article:
     """Build the stored article for one entry (links in ``entry`` are already absolute)."""
     base = entry.link or source.url
     content = sanitize_html(entry.content or entry.summary or "", base, options)
     summary = excerpt(entry.summary or entry.content or "", options.summary_length)
     title = plain_title(entry.title, entry.title_is_html) or _fallback_title(summary, entry.link)
     date, date_from_feed = choose_date(entry.published, entry.updated, seen_at)
-    headimg = first_image(content) or _first_proxied(
-        (*entry.thumbnails, *entry.image_enclosures), options) or options.default_image
+    headimg = (
+        first_image(content)
+        or _first_proxied((*entry.thumbnails, *entry.image_enclosures), options)
+        or options.default_image
+    )
     author = clean_text(entry.author or "") or source.name
     guid = clean_text(entry.guid or "") or None
     link = clean_text(entry.link or "") or None
     fields = {
-        "title": title, "link": link, "author": author,
+        "title": title,
+        "link": link,
+        "author": author,
         "date": date.isoformat() if date_from_feed else None,
-        "categories": list(source.categories), "content": content, "summary": summary,
-        "headimg": headimg, "comments": source.comments,
+        "categories": list(source.categories),
+        "content": content,
+        "summary": summary,
+        "headimg": headimg,
+        "comments": source.comments,
     }
     content_hash = hashlib.sha256(
         json.dumps(fields, ensure_ascii=False, sort_keys=True).encode("utf-8")
@@ -146,7 +179,7 @@ def plain_title(title: str | None, is_html: bool) -> str:
     if not title:
         return ""
     text = title
-    if is_html or "<" in text and ">" in text:
+    if is_html or ("<" in text and ">" in text):
         text = html.unescape(nh3.clean(text, tags=set()))
     elif _ENTITY.search(text):  # double-escaped titles are common on portals
         text = html.unescape(text)
@@ -157,15 +190,17 @@ def excerpt(fragment: str, length: int) -> str:
     """Plain-text excerpt of an HTML fragment, at most ``length`` characters."""
     if length <= 0 or not fragment:
         return ""
-    text = clean_text(html.unescape(nh3.clean(fragment, tags=set(), clean_content_tags={
-        "script", "style"})))
+    text = clean_text(
+        html.unescape(nh3.clean(fragment, tags=set(), clean_content_tags={"script", "style"}))
+    )
     if len(text) <= length:
         return text
     return text[: length - 1].rstrip() + "…"
 
 
-def choose_date(published: datetime | None, updated: datetime | None,
-                seen_at: datetime) -> tuple[datetime, bool]:
+def choose_date(
+    published: datetime | None, updated: datetime | None, seen_at: datetime
+) -> tuple[datetime, bool]:
     """published → updated → first seen; a date too far in the future is not believed."""
     for candidate in (published, updated):
         if candidate is not None and candidate <= seen_at + FUTURE_TOLERANCE:

@@ -69,8 +69,9 @@ def parse(fetched: FetchResult, source: Source) -> ParsedFeed:
     except ParseError:
         raise
     except Exception as exc:  # feedparser is robust, but a parser bug must not escape
-        raise ParseError(f"parser failed: {type(exc).__name__}: {exc}", source_id=source.id
-                         ) from exc
+        raise ParseError(
+            f"parser failed: {type(exc).__name__}: {exc}", source_id=source.id
+        ) from exc
 
 
 # --- encodings --------------------------------------------------------------------
@@ -104,9 +105,13 @@ def declared_xml_encoding(content: bytes) -> str | None:
     return match.group(1).decode("ascii") if match else None
 
 
-def decode_document(content: bytes, *, http_charset: str | None = None,
-                    declared: str | None = None, override: str | None = None
-                    ) -> tuple[str, str, bool]:
+def decode_document(
+    content: bytes,
+    *,
+    http_charset: str | None = None,
+    declared: str | None = None,
+    override: str | None = None,
+) -> tuple[str, str, bool]:
     """Decode feed bytes to text: ``(text, encoding used, exact)``.
 
     Order: a per-source override; a byte-order mark; the HTTP charset; the XML
@@ -143,7 +148,7 @@ def decode_document(content: bytes, *, http_charset: str | None = None,
 def _detect(content: bytes) -> str | None:
     from charset_normalizer import from_bytes
 
-    best = from_bytes(content[:256 * 1024]).best()
+    best = from_bytes(content[: 256 * 1024]).best()
     return best.encoding if best is not None else None
 
 
@@ -177,13 +182,15 @@ def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> 
     )
     warnings: list[str] = []
     if not exact:
-        warnings.append(f"no encoding decoded the document cleanly; used {encoding} with "
-                        "replacement characters")
+        warnings.append(
+            f"no encoding decoded the document cleanly; used {encoding} with replacement characters"
+        )
     entries = tuple(_entry(e, fetched.url) for e in result.get("entries", []))
     if not result.get("version") and not entries:
         raise ParseError(_not_a_feed_reason(result, text), source_id=source.id)
-    if result.get("bozo") and not isinstance(result.get("bozo_exception"),
-                                             feedparser.CharacterEncodingOverride):
+    if result.get("bozo") and not isinstance(
+        result.get("bozo_exception"), feedparser.CharacterEncodingOverride
+    ):
         warnings.append(f"feed is not well-formed ({_bozo_reason(result)}); read leniently")
     feed = result.get("feed", {})
     return ParsedFeed(
@@ -230,7 +237,8 @@ def _entry(entry: Mapping[str, Any], base: str) -> ParsedEntry:
         summary=summary if content_html is not None else None,
         thumbnails=tuple(_media_images(entry, _absolute(entry.get("link"), base) or base)),
         image_enclosures=tuple(
-            url for enc in entry.get("enclosures") or []
+            url
+            for enc in entry.get("enclosures") or []
             if str(enc.get("type", "")).startswith("image/")
             and (url := _absolute(enc.get("href"), base))
         ),
@@ -263,9 +271,9 @@ def _media_images(entry: Mapping[str, Any], base: str) -> Iterable[str]:
         if url := _absolute(thumb.get("url"), base):
             yield url
     for media in entry.get("media_content") or []:
-        if media.get("medium") == "image" or str(media.get("type", "")).startswith("image/"):
-            if url := _absolute(media.get("url"), base):
-                yield url
+        is_image = media.get("medium") == "image" or str(media.get("type", "")).startswith("image/")
+        if is_image and (url := _absolute(media.get("url"), base)):
+            yield url
 
 
 def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
@@ -349,7 +357,8 @@ def _json_entry(item: Mapping[str, Any], base: str, feed_author: str | None) -> 
     summary = item.get("summary")
     images = [item.get("image"), item.get("banner_image")]
     enclosures = [
-        a.get("url") for a in item.get("attachments") or []
+        a.get("url")
+        for a in item.get("attachments") or []
         if isinstance(a, dict) and str(a.get("mime_type", "")).startswith("image/")
     ]
     item_id = item.get("id")

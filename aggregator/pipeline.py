@@ -56,13 +56,21 @@ class PollOptions:
     normalize: NormalizeOptions
 
 
+NO_COUNTS = StoreCounts()
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def poll_source(source: Source, store: Store, options: PollOptions, *,
-                session: object | None = None,
-                now: Callable[[], datetime] = utc_now) -> PollResult:
+def poll_source(
+    source: Source,
+    store: Store,
+    options: PollOptions,
+    *,
+    session: object | None = None,
+    now: Callable[[], datetime] = utc_now,
+) -> PollResult:
     """Fetch, parse, normalize and store one source; never raises for that source's faults."""
     started = time.monotonic()
     polled_at = now()
@@ -73,38 +81,61 @@ def poll_source(source: Source, store: Store, options: PollOptions, *,
 
         fetched = fetch(source, options.fetch, validators, session)  # type: ignore[arg-type]
         if fetched.not_modified:
-            store.record_unchanged(source.id, source.url, result="not-modified",
-                                   polled_at=polled_at, validators=fetched.validators)
+            store.record_unchanged(
+                source.id,
+                source.url,
+                result="not-modified",
+                polled_at=polled_at,
+                validators=fetched.validators,
+            )
             return _done(source, "not-modified", started)
 
         body_hash = body_fingerprint(fetched.content, source, options.normalize)
         if same_url and remembered is not None and remembered.body_hash == body_hash:
-            store.record_unchanged(source.id, source.url, result="unchanged",
-                                   polled_at=polled_at, validators=fetched.validators)
+            store.record_unchanged(
+                source.id,
+                source.url,
+                result="unchanged",
+                polled_at=polled_at,
+                validators=fetched.validators,
+            )
             return _done(source, "unchanged", started)
 
         parsed = parse(fetched, source)
         for warning in parsed.warnings:
             log.warning("source=%s %s", source.id, warning)
 
-        articles = [normalize(entry, source, options.normalize, seen_at=polled_at)
-                    for entry in parsed.entries]
+        articles = [
+            normalize(entry, source, options.normalize, seen_at=polled_at)
+            for entry in parsed.entries
+        ]
 
-        counts = store.save_articles(source.id, source.url, articles,
-                                     validators=fetched.validators, body_hash=body_hash,
-                                     polled_at=polled_at)
+        counts = store.save_articles(
+            source.id,
+            source.url,
+            articles,
+            validators=fetched.validators,
+            body_hash=body_hash,
+            polled_at=polled_at,
+        )
         return _done(source, result_name(counts), started, counts, parsed.warnings)
     except AggregatorError as exc:
         return _failed(source, store, exc.reason, polled_at, started)
     except Exception as exc:  # a bug in one source's path must not stop the others
         log.exception("source=%s unexpected error", source.id)
-        return _failed(source, store, f"internal error: {type(exc).__name__}: {exc}",
-                       polled_at, started)
+        return _failed(
+            source, store, f"internal error: {type(exc).__name__}: {exc}", polled_at, started
+        )
 
 
-def poll_sources(sources: Sequence[Source], store: Store, options: PollOptions, *,
-                 workers: int = 8,
-                 on_result: Callable[[PollResult], None] | None = None) -> list[PollResult]:
+def poll_sources(
+    sources: Sequence[Source],
+    store: Store,
+    options: PollOptions,
+    *,
+    workers: int = 8,
+    on_result: Callable[[PollResult], None] | None = None,
+) -> list[PollResult]:
     """Poll sources concurrently; results come back in the sources' order."""
     local = threading.local()
 
@@ -114,8 +145,9 @@ def poll_sources(sources: Sequence[Source], store: Store, options: PollOptions, 
         return poll_source(source, store, options, session=local.session)
 
     results: dict[str, PollResult] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources) or 1)),
-                            thread_name_prefix="poll") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(workers, len(sources) or 1)), thread_name_prefix="poll"
+    ) as pool:
         futures = {pool.submit(run, source): source for source in sources}
         for future in as_completed(futures):
             result = future.result()
@@ -125,8 +157,9 @@ def poll_sources(sources: Sequence[Source], store: Store, options: PollOptions, 
     return [results[source.id] for source in sources]
 
 
-def build_feeds(store: Store, options: FeedOptions,
-                configured_categories: Iterable[str] = ()) -> generate.BuildReport:
+def build_feeds(
+    store: Store, options: FeedOptions, configured_categories: Iterable[str] = ()
+) -> generate.BuildReport:
     """Regenerate every category's RSS and Atom feed and the OPML index."""
     categories = sorted(set(store.categories()) | set(configured_categories))
     articles = {c: store.latest_articles(c, options.feed_size) for c in categories}
@@ -145,8 +178,12 @@ def body_fingerprint(content: bytes, source: Source, options: NormalizeOptions) 
     new normalize options (image proxy) re-process an otherwise unchanged feed.
     """
     digest = hashlib.sha256(content)
-    digest.update(b"\0" + repr((source.name, source.categories, source.encoding,
-                                source.comments, options)).encode("utf-8"))
+    digest.update(
+        b"\0"
+        + repr((source.name, source.categories, source.encoding, source.comments, options)).encode(
+            "utf-8"
+        )
+    )
     return digest.hexdigest()
 
 
@@ -158,21 +195,36 @@ def result_name(counts: StoreCounts) -> str:
     return "unchanged"
 
 
-def _done(source: Source, result: str, started: float, counts: StoreCounts = StoreCounts(),
-          warnings: tuple[str, ...] = ()) -> PollResult:
+def _done(
+    source: Source,
+    result: str,
+    started: float,
+    counts: StoreCounts = NO_COUNTS,
+    warnings: tuple[str, ...] = (),
+) -> PollResult:
     elapsed = time.monotonic() - started
-    log.info("source=%s result=%s new=%d updated=%d unchanged=%d elapsed=%.3fs", source.id,
-             result, counts.new, counts.updated, counts.unchanged, elapsed)
-    return PollResult(source_id=source.id, result=result, counts=counts, warnings=warnings,
-                      elapsed=elapsed)
+    log.info(
+        "source=%s result=%s new=%d updated=%d unchanged=%d elapsed=%.3fs",
+        source.id,
+        result,
+        counts.new,
+        counts.updated,
+        counts.unchanged,
+        elapsed,
+    )
+    return PollResult(
+        source_id=source.id, result=result, counts=counts, warnings=warnings, elapsed=elapsed
+    )
 
 
-def _failed(source: Source, store: Store, reason: str, polled_at: datetime,
-            started: float) -> PollResult:
+def _failed(
+    source: Source, store: Store, reason: str, polled_at: datetime, started: float
+) -> PollResult:
     log.warning("source=%s result=error reason=%s", source.id, reason)
     try:
         store.record_error(source.id, source.url, reason, polled_at=polled_at)
     except AggregatorError as exc:
         log.error("source=%s could not record the error: %s", source.id, exc.reason)
-    return PollResult(source_id=source.id, result="error", error=reason,
-                      elapsed=time.monotonic() - started)
+    return PollResult(
+        source_id=source.id, result="error", error=reason, elapsed=time.monotonic() - started
+    )

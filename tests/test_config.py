@@ -88,7 +88,7 @@ def test_bad_source_fields_name_file_source_and_field(
 
 
 def test_unknown_top_level_key_and_bad_yaml(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="field 'output_dri'.*unknown key"):
+    with pytest.raises(ConfigError, match=r"field 'output_dri'.*unknown key"):
         load_config(write(tmp_path, VALID.replace("output_dir:", "output_dri:")))
     with pytest.raises(ConfigError, match=r"invalid YAML at line \d+"):
         load_config(write(tmp_path, VALID + "  - id: [unclosed\n"))
@@ -97,7 +97,9 @@ def test_unknown_top_level_key_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_empty_image_proxy_means_no_rewriting(tmp_path: Path) -> None:
-    settings = load_config(write(tmp_path, VALID.replace('"https://cors.zfour.workers.dev/?"', '""')))
+    settings = load_config(
+        write(tmp_path, VALID.replace('"https://cors.zfour.workers.dev/?"', '""'))
+    )
     assert settings.normalize_options().image_proxy is None
 
 

@@ -35,7 +35,7 @@ def entry(**fields: object) -> ParsedEntry:
         "title": "来了！2021工业互联网先锋TOP100榜单出炉！",
         "published": datetime(2021, 5, 21, 7, 25, tzinfo=UTC),
         "content": f'<p style="text-indent: 2em; text-align: left;">日前</p>'
-                   f'<p style="text-align:center"><img src="{IMAGE}"></p>',
+        f'<p style="text-align:center"><img src="{IMAGE}"></p>',
     }
     base.update(fields)
     return ParsedEntry(**base)  # type: ignore[arg-type]
@@ -67,15 +67,26 @@ def test_seed_like_entry_becomes_the_seed_article() -> None:
         '<a href="data:text/html;base64,PHNjcmlwdD4=">x</a>',
         '<iframe src="http://evil/"></iframe>',
         '<object data="x.swf"></object>',
-        '<svg><script>alert(1)</script></svg>',
+        "<svg><script>alert(1)</script></svg>",
         '<p style="background: url(javascript:alert(1))">x</p>',
         '<p onclick="alert(1)" onmouseover="alert(2)">x</p>',
     ],
 )
 def test_nothing_executable_survives(hostile: str) -> None:
     cleaned = sanitize_html(hostile, "http://portal.test/", OPTIONS).lower()
-    for needle in ("<script", "alert(", "javascript:", "vbscript:", "data:text", "<iframe",
-                   "<object", "<svg", "onerror", "onclick", "onmouseover"):
+    for needle in (
+        "<script",
+        "alert(",
+        "javascript:",
+        "vbscript:",
+        "data:text",
+        "<iframe",
+        "<object",
+        "<svg",
+        "onerror",
+        "onclick",
+        "onmouseover",
+    ):
         assert needle not in cleaned
 
 
@@ -97,18 +108,23 @@ def test_proxy_scope_all_and_no_proxy() -> None:
 
 def test_headimg_falls_back_to_media_thumbnail_then_default_image() -> None:
     no_img = entry(content="<p>text</p>", thumbnails=("http://img.test/t.jpg",))
-    assert normalize(no_img, SOURCE, OPTIONS, seen_at=SEEN).headimg == PROXY + "http://img.test/t.jpg"
+    assert (
+        normalize(no_img, SOURCE, OPTIONS, seen_at=SEEN).headimg == PROXY + "http://img.test/t.jpg"
+    )
     enclosure = entry(content="<p>text</p>", image_enclosures=("https://img.test/e.jpg",))
     assert normalize(enclosure, SOURCE, OPTIONS, seen_at=SEEN).headimg == "https://img.test/e.jpg"
     bare = entry(content="<p>text</p>")
     with_default = replace(OPTIONS, default_image="https://site.test/default.png")
-    assert normalize(bare, SOURCE, with_default, seen_at=SEEN).thumbnail == "https://site.test/default.png"
+    assert (
+        normalize(bare, SOURCE, with_default, seen_at=SEEN).thumbnail
+        == "https://site.test/default.png"
+    )
     assert normalize(bare, SOURCE, OPTIONS, seen_at=SEEN).headimg is None
 
 
 def test_titles_are_plain_text_with_entities_decoded_once() -> None:
     assert plain_title("<b>Rust</b> &amp; Go", True) == "Rust & Go"
-    assert plain_title("A &amp;quot;quoted&amp;quot; word", False) == 'A &quot;quoted&quot; word'
+    assert plain_title("A &amp;quot;quoted&amp;quot; word", False) == "A &quot;quoted&quot; word"
     assert plain_title("  多行\n标题\t ", False) == "多行 标题"
     assert plain_title("x\x01y\x0bz", False) == "xyz"
 

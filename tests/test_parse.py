@@ -14,18 +14,22 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "encodings"
 SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
 
 
-def fetched(content: bytes, content_type: str | None = "text/xml",
-            url: str = "http://portal.test/feed.xml") -> FetchResult:
+def fetched(
+    content: bytes, content_type: str | None = "text/xml", url: str = "http://portal.test/feed.xml"
+) -> FetchResult:
     headers = {"Content-Type": content_type} if content_type else {}
     return FetchResult(source_id="portal", url=url, status=200, content=content, headers=headers)
 
 
 def rss(items: str, encoding: str = "utf-8", title: str = "频道") -> str:
-    return (f'<?xml version="1.0" encoding="{encoding}"?>\n<rss version="2.0"><channel>'
-            f"<title>{title}</title><link>http://portal.test/</link>{items}</channel></rss>")
+    return (
+        f'<?xml version="1.0" encoding="{encoding}"?>\n<rss version="2.0"><channel>'
+        f"<title>{title}</title><link>http://portal.test/</link>{items}</channel></rss>"
+    )
 
 
 # --- golden encoding fixtures -------------------------------------------------------
+
 
 def golden_cases() -> list[Path]:
     return sorted(FIXTURES.glob("*.xml"))
@@ -48,6 +52,7 @@ def test_golden_encodings(path: Path) -> None:
 
 # --- encodings ------------------------------------------------------------------------
 
+
 def test_gb2312_declared_gbk_sent_keeps_gbk_only_characters() -> None:
     doc = rss("<item><title>王喆与李堃</title></item>", "gb2312").encode("gbk")
     with pytest.raises(UnicodeDecodeError):
@@ -59,7 +64,10 @@ def test_gb2312_declared_gbk_sent_keeps_gbk_only_characters() -> None:
 
 def test_big5_declared_hkscs_and_cp950_characters() -> None:
     hk = rss("<item><title>係咪真㗎</title></item>", "big5", title="頻道").encode("big5hkscs")
-    assert parse(fetched(hk, "application/rss+xml; charset=big5"), SOURCE).entries[0].title == "係咪真㗎"
+    assert (
+        parse(fetched(hk, "application/rss+xml; charset=big5"), SOURCE).entries[0].title
+        == "係咪真㗎"
+    )
     euro = rss("<item><title>歐元€匯率</title></item>", "big5", title="頻道").encode("cp950")
     assert parse(fetched(euro, "text/xml"), SOURCE).entries[0].title == "歐元€匯率"
 
@@ -72,9 +80,12 @@ def test_http_charset_beats_a_wrong_declaration_and_override_beats_both() -> Non
 
 
 def test_undeclared_encoding_is_detected() -> None:
-    body = "".join(f"<item><title>第{i}条新闻：国务院常务会议研究部署经济工作</title>"
-                   f"<description>会议指出，要坚持稳中求进工作总基调，推动高质量发展。</description>"
-                   "</item>" for i in range(20))
+    body = "".join(
+        f"<item><title>第{i}条新闻：国务院常务会议研究部署经济工作</title>"
+        f"<description>会议指出，要坚持稳中求进工作总基调，推动高质量发展。</description>"
+        "</item>"
+        for i in range(20)
+    )
     doc = ('<?xml version="1.0"?>' + rss(body).split("?>", 1)[1]).encode("gbk")
     feed = parse(fetched(doc, "text/xml"), SOURCE)
     assert feed.entries[0].title == "第0条新闻：国务院常务会议研究部署经济工作"
@@ -90,6 +101,7 @@ def test_decode_document_prefers_strict_candidates() -> None:
 
 
 # --- dialects -------------------------------------------------------------------------
+
 
 def test_rss_entry_fields_and_relative_links() -> None:
     doc = rss("""<item><title>Hello &amp; welcome</title><link>/news/1.html</link>
@@ -135,13 +147,23 @@ def test_json_feed() -> None:
         "home_page_url": "https://oschina.test/",
         "authors": [{"name": "OSC"}],
         "items": [
-            {"id": "1", "url": "/news/1", "title": "发布", "content_html": "<p>x</p>",
-             "date_published": "2021-05-21T15:25:00+08:00", "image": "/i.png"},
+            {
+                "id": "1",
+                "url": "/news/1",
+                "title": "发布",
+                "content_html": "<p>x</p>",
+                "date_published": "2021-05-21T15:25:00+08:00",
+                "image": "/i.png",
+            },
             {"id": 2, "content_text": "plain\n\ntext", "authors": [{"name": "李四"}]},
         ],
     }
-    feed = parse(fetched(json.dumps(doc).encode(), "application/feed+json",
-                         "https://oschina.test/feed.json"), SOURCE)
+    feed = parse(
+        fetched(
+            json.dumps(doc).encode(), "application/feed+json", "https://oschina.test/feed.json"
+        ),
+        SOURCE,
+    )
     first, second = feed.entries
     assert feed.title == "开源中国"
     assert first.link == "https://oschina.test/news/1"
@@ -152,6 +174,7 @@ def test_json_feed() -> None:
 
 
 # --- broken input ------------------------------------------------------------------------
+
 
 def test_truncated_feed_with_entries_is_read_with_a_warning() -> None:
     doc = rss("<item><title>one</title></item><item><title>two</title></item>")
@@ -166,8 +189,11 @@ def test_truncated_feed_with_entries_is_read_with_a_warning() -> None:
     [
         (b"", "text/xml", "empty response body"),
         (b"   \n", "text/xml", "empty response body"),
-        (b"<!DOCTYPE html><html><head><title>404</title></head><body>nope</body></html>",
-         "text/html", "HTML page"),
+        (
+            b"<!DOCTYPE html><html><head><title>404</title></head><body>nope</body></html>",
+            "text/html",
+            "HTML page",
+        ),
         (b"\x00\x01\x02garbage\xff\xfe", "application/octet-stream", "not a feed"),
         (b'{"hello": "world"}', "application/json", "JSON Feed version"),
         (b"{not json", "application/json", "invalid JSON Feed"),

@@ -1,0 +1,188 @@
+"""Render articles as Hexo posts and write them to a directory.
+
+Why: the project started from one portal article exported as a Hexo post
+(``shared/seed/000_08ef3d22c0e5d0f0.txt``); this module reproduces that file's
+front matter byte for byte (keys, order, quoting, the ``categories: `` line with
+its trailing space, the one-space `` - item`` list) and its ``<div>`` body
+wrapper, so a Hexo site can consume the aggregator's output unchanged.
+
+The front matter is written by hand rather than with ``yaml.dump`` because the
+seed's exact layout is the contract; every scalar therefore goes through one
+quoting rule (``_yaml_scalar``) that keeps it a valid, loss-free YAML string
+even for hostile values (quotes, ``: ``, `` #``, ``---``, ``yes``, ``2021``...).
+Values are single-line: line breaks collapse to one space, so no front-matter
+line can ever be a ``---`` delimiter, and characters YAML cannot carry at all
+(C0/C1 controls, lone surrogates, U+FFFE/U+FFFF) are dropped.
+
+What this module must NOT do: touch a database or the network, sanitize or
+rewrite the article HTML (the normalize stage owns that), decide which articles
+to export, or delete posts it did not write in this call (stale files are left
+alone).  It only renders and writes files, one per article, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+
+from aggregator.errors import AggregatorError
+from aggregator.records import Article
+
+__all__ = [
+    "ExportReport",
+    "export_hexo",
+    "hexo_filename",
+    "render_front_matter",
+    "render_hexo",
+]
+
+# Line breaks (YAML 1.1 counts NEL, LS and PS too), with the blanks around them.
+_LINE_BREAKS = re.compile(r"[ \t]*(?:\r\n|[\r\n\x85\u2028\u2029])[\s]*")
+# Everything YAML's reader refuses outright (it accepts \t \n \r \x20-\x7e \x85
+# \xa0-\ud7ff \ue000-\ufffd and the astral planes); breaks are handled above.
+_UNREPRESENTABLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]"
+)
+# First characters that make a plain scalar mean something else.
+_INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
+# Words YAML 1.1 (PyYAML) or 1.2 (js-yaml, used by Hexo) read as null/bool/special.
+_RESERVED = frozenset(
+    {
+        "", "~", "null", "true", "false", "yes", "no", "on", "off", "y", "n",
+        "<<", "=", ".inf", "-.inf", "+.inf", ".nan",
+    }
+)
+# Anything that could start a number, a timestamp or a sexagesimal int.
+_NUMBERISH = re.compile(r"[-+]?\.?[0-9]")
+
+
+def _yaml_text(value: str) -> str:
+    """Make ``value`` one line of YAML-representable text."""
+    value = _LINE_BREAKS.sub(" ", value)
+    return _UNREPRESENTABLE.sub("", value)
+
+
+def _single_quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _is_plain_safe(value: str) -> bool:
+    """True when ``value`` reads back as the same string written as a plain scalar.
+
+    Deliberately conservative: quoting a value that did not need it is harmless,
+    leaving one unquoted that needed it is not.
+    """
+    if value.lower() in _RESERVED:
+        return False
+    if value[0] in _INDICATORS or _NUMBERISH.match(value):
+        return False
+    if value[0].isspace() or value[-1].isspace():
+        return False
+    if "\t" in value or ": " in value or " #" in value or value.endswith(":"):
+        return False
+    return value.isprintable()  # no NBSP, ideographic space, format or private chars
+
+
+def _yaml_scalar(value: str) -> str:
+    """Plain when safe (like the seed's author and categories), single-quoted otherwise."""
+    value = _yaml_text(value)
+    return value if _is_plain_safe(value) else _single_quoted(value)
+
+
+def _format_date(date: datetime) -> str:
+    if date.tzinfo is None or date.utcoffset() is None:
+        raise ValueError(f"article date must be timezone-aware, got naive {date!r}")
+    return format_datetime(date.astimezone(UTC), usegmt=True)
+
+
+def hexo_filename(article: Article) -> str:
+    """Stable post file name: the same (source, key) always maps to the same file."""
+    source_id = article.source_id
+    if not source_id or any(sep in source_id for sep in ("/", "\\", "\x00")):
+        raise ValueError(f"source id {source_id!r} cannot be part of a file name")
+    digest = hashlib.sha1(f"{source_id}\n{article.key}".encode()).hexdigest()
+    return f"{source_id}_{digest[:16]}.md"
+
+
+def render_front_matter(article: Article) -> str:
+    """The ``---`` ... ``---`` block, in the seed's key order and formats."""
+    lines = ["---", f"title: {_single_quoted(_yaml_text(article.title))}"]
+    if article.categories:
+        lines.append("categories: ")
+        lines.extend(f" - {_yaml_scalar(category)}" for category in article.categories)
+    else:
+        lines.append("categories: []")  # the seed's empty block would load as null
+    lines += [
+        f"headimg: {_single_quoted(_yaml_text(article.headimg or ''))}",
+        f"author: {_yaml_scalar(article.author)}",
+        f"comments: {'true' if article.comments else 'false'}",
+        f"date: {_format_date(article.date)}",
+        f"thumbnail: {_single_quoted(_yaml_text(article.thumbnail or ''))}",
+        "---",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_hexo(article: Article) -> str:
+    """The whole post: front matter, a blank line, the content in the seed's ``<div>``."""
+    return f"{render_front_matter(article)}\n<div>   \n{article.content} \n  \n</div>\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    """What one export did: files (re)written and files already up to date."""
+
+    written: int
+    unchanged: int
+    out_dir: str
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write via a hidden temp file in the same directory, then ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def export_hexo(articles: Iterable[Article], out_dir: Path) -> ExportReport:
+    """Write one ``.md`` post per article into ``out_dir``, skipping identical files.
+
+    Re-exporting an article overwrites its file (names are stable); a file whose
+    bytes already match is not touched and counts as unchanged.  An article
+    listed twice is written once per listing, the last one wins.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AggregatorError(f"cannot create export directory {out_dir}: {exc}") from exc
+    written = unchanged = 0
+    for article in articles:
+        path = out_dir / hexo_filename(article)
+        data = render_hexo(article).encode("utf-8")
+        try:
+            if path.is_file() and path.read_bytes() == data:
+                unchanged += 1
+                continue
+            _write_atomically(path, data)
+        except OSError as exc:
+            raise AggregatorError(
+                f"cannot write Hexo post {path}: {exc}", source_id=article.source_id
+            ) from exc
+        written += 1
+    return ExportReport(written=written, unchanged=unchanged, out_dir=str(out_dir))

@@ -1,0 +1,451 @@
+"""Render stored articles as per-category RSS 2.0 / Atom 1.0 feeds and an OPML index.
+
+Why: republishing is the aggregator's output.  Every category gets
+``categories/<name>/rss.xml`` and ``categories/<name>/atom.xml`` under
+``FeedOptions.output_dir`` and ``feeds.opml`` lists them all.  This is the only
+module of the project that imports ``feedgen``; it wraps feedgen's traps so the
+rest of the project never meets them: ``add_entry()`` prepends by default,
+naive datetimes are rejected, RSS ``<author>`` demands an e-mail (names go to
+``dc:creator``), an Atom entry needs a title and either content or an
+alternate link, and the feed dates default to *now*.
+
+Output is a pure function of the input: entries are ordered by date (newest
+first) then by ``(source_id, key)``, entry ids are UUID-5s of the article's
+identity, and the feed's ``updated`` / ``lastBuildDate`` is the newest
+``updated_at`` of the included articles (the Unix epoch for an empty feed),
+never the build time.  Identical input therefore gives byte-identical files,
+which ``write_atomic`` then leaves untouched so HTTP validators stay stable.
+
+One bad article never fails a build: each entry is rendered on its own first
+and an article feedgen or lxml rejects is logged and left out.  Characters XML
+1.0 cannot carry are stripped from every string as a last line of defence.
+
+What this module must NOT do: touch a database or the network, decide which
+articles belong to a category (the caller passes them), sanitize or rewrite
+article HTML (the normalize stage owns that), or delete files it did not write
+(feeds of categories that disappeared are left alone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import os
+import re
+import secrets
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote, urlsplit
+
+from feedgen.entry import FeedEntry
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from aggregator.errors import AggregatorError
+from aggregator.records import Article, FeedOptions
+
+__all__ = [
+    "EPOCH",
+    "GENERATOR",
+    "LANGUAGE",
+    "OPML_FILENAME",
+    "BuildReport",
+    "CategoryFeedPaths",
+    "build_feeds",
+    "category_paths",
+    "entry_id",
+    "render_atom",
+    "render_opml",
+    "render_rss",
+    "write_atomic",
+]
+
+log = logging.getLogger(__name__)
+
+GENERATOR = "aggregator"
+LANGUAGE = "zh-CN"
+OPML_FILENAME = "feeds.opml"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # ``updated`` of a feed with no entries
+
+_CATEGORIES_DIR = "categories"
+_RSS_TYPE = "application/rss+xml"
+_ATOM_TYPE = "application/atom+xml"
+_UNTITLED = "(untitled)"
+# Longest category directory name, in UTF-8 bytes (file systems stop at 255).
+_MAX_NAME_BYTES = 180
+
+# Everything outside XML 1.0's Char production (lone surrogates included).
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Characters a directory name must not contain: separators, NUL, C0/C1 controls,
+# lone surrogates (not encodable as a file name).
+_NOT_PATH_CHAR = re.compile("[/\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Separators trimmed off ``title_prefix`` when it doubles as the site's name.
+_PREFIX_SEPARATORS = " \t-–—|:：·•»>/"
+
+_Format = Literal["rss", "atom"]
+
+
+@dataclass(frozen=True)
+class CategoryFeedPaths:
+    """Where a category's feeds live: '/'-separated paths relative to ``output_dir``."""
+
+    category: str
+    rss: str
+    atom: str
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What ``build_feeds`` did.
+
+    ``written`` and ``unchanged`` are relative paths (feeds and ``feeds.opml``);
+    ``skipped_articles`` counts distinct articles (by ``source_id`` and ``key``)
+    that were left out of at least one feed because rendering rejected them.
+    """
+
+    written: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    skipped_articles: int
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One article's values, cleaned and ready for feedgen."""
+
+    id: str
+    title: str
+    link: str | None
+    author: str
+    published: datetime
+    updated: datetime
+    categories: tuple[str, ...]
+    content: str
+    summary: str
+    thumbnail: str | None
+
+
+# --------------------------------------------------------------------------- paths and URLs
+
+
+def category_paths(category: str) -> CategoryFeedPaths:
+    """The feed files of ``category``; CJK and other printable text is kept as is.
+
+    Separators, NUL and control characters become ``_``, leading dots are
+    dropped and over-long names are cut.  Whenever the name had to change, a
+    short hash of the original is appended so two categories never share files.
+    """
+    name = _NOT_PATH_CHAR.sub("_", category).lstrip(".")
+    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        while len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+            name = name[:-1]
+    if name != category or not name:
+        digest = hashlib.sha1(category.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        name = f"{name}-{digest}" if name else f"category-{digest}"
+    base = f"{_CATEGORIES_DIR}/{name}"
+    return CategoryFeedPaths(category=category, rss=f"{base}/rss.xml", atom=f"{base}/atom.xml")
+
+
+def _site_root(options: FeedOptions) -> str:
+    root = options.site_url.strip()
+    return root if root.endswith("/") else root + "/"
+
+
+def _url(options: FeedOptions, relative: str) -> str:
+    return _site_root(options) + quote(relative)
+
+
+def _site_name(options: FeedOptions) -> str:
+    name = _clean(options.title_prefix).strip(_PREFIX_SEPARATORS)
+    if name:
+        return name
+    host = urlsplit(_clean(options.site_url).strip()).hostname
+    return host or GENERATOR
+
+
+# --------------------------------------------------------------------------- cleaning
+
+
+def _clean(value: str) -> str:
+    """Drop the characters XML 1.0 cannot carry (lxml refuses them)."""
+    return _NOT_XML_CHAR.sub("", value)
+
+
+def _utc(value: datetime) -> datetime:
+    """Aware datetime in UTC, whole seconds (RSS dates cannot carry fractions)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} (articles need aware UTC)")
+    return value.astimezone(UTC).replace(microsecond=0)
+
+
+def _sort_timestamp(value: object) -> float:
+    """Sort key that never raises: naive counts as UTC, garbage sorts last."""
+    if not isinstance(value, datetime):
+        return float("-inf")
+    try:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return float("-inf")
+
+
+def _identity(article: Article) -> tuple[str, str]:
+    return (str(article.source_id), str(article.key))
+
+
+def entry_id(article: Article) -> str:
+    """The article's permanent entry id: ``urn:uuid:`` + uuid5 of source id and key."""
+    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"{article.source_id}\n{article.key}"))
+
+
+def _entry_values(article: Article) -> _Entry:
+    link = _clean(article.link or "").strip() or None
+    title = _clean(article.title or "").strip() or link or _UNTITLED
+    summary = _clean(article.summary or "")
+    content = _clean(article.content or "")
+    if not content.strip() and not link:
+        # Atom wants content or an alternate link; say what little we know.
+        content = html.escape(summary.strip() or title, quote=False)
+    categories: list[str] = []
+    for raw in article.categories:
+        term = _clean(raw).strip()
+        if term and term not in categories:
+            categories.append(term)
+    return _Entry(
+        id=entry_id(article),
+        title=title,
+        link=link,
+        author=_clean(article.author or "").strip(),
+        published=_utc(article.date),
+        updated=_utc(article.updated_at),
+        categories=tuple(categories),
+        content=content if content.strip() else "",
+        summary=summary if summary.strip() else "",
+        thumbnail=_clean(article.headimg or "").strip() or None,
+    )
+
+
+# --------------------------------------------------------------------------- feedgen
+
+
+def _new_generator() -> FeedGenerator:
+    fg = FeedGenerator()
+    fg.load_extension("dc", atom=False, rss=True)  # dc:creator: RSS author names
+    fg.load_extension("media", atom=True, rss=True)  # media:thumbnail
+    return fg
+
+
+def _fill(entry: FeedEntry, values: _Entry) -> None:
+    entry.id(values.id)  # also the RSS guid, isPermaLink="false"
+    entry.title(values.title)
+    entry.updated(values.updated)
+    entry.published(values.published)
+    if values.link:
+        entry.link(href=values.link, rel="alternate")
+    if values.author:
+        entry.author(name=values.author)
+        entry.dc.dc_creator(values.author)
+    if values.categories:
+        entry.category([{"term": term} for term in values.categories])
+    if values.content:
+        entry.content(values.content, type="html")
+    if values.summary:
+        # Plain text, but RSS <description> is HTML by convention: escape it and
+        # say so in Atom too, so both formats display exactly the same text.
+        entry.summary(html.escape(values.summary, quote=False), type="html")
+    if values.thumbnail:
+        entry.media.thumbnail(url=values.thumbnail, group=None)
+
+
+def _order(articles: Iterable[Article]) -> list[Article]:
+    """Newest first; equal dates by (source_id, key), whatever order they came in."""
+    by_identity = sorted(
+        articles,
+        key=lambda a: (*_identity(a), -_sort_timestamp(a.updated_at), str(a.content_hash)),
+    )
+    return sorted(by_identity, key=lambda a: _sort_timestamp(a.date), reverse=True)
+
+
+def _select(
+    category: str, articles: Sequence[Article], options: FeedOptions
+) -> tuple[list[_Entry], set[tuple[str, str]]]:
+    """The newest ``feed_size`` articles that render, and the identities of those that don't.
+
+    Each candidate is rendered alone, in both formats, before it is accepted, so
+    the RSS and Atom files always hold the same entries.
+    """
+    limit = max(0, options.feed_size)
+    probe = _new_generator()
+    chosen: list[_Entry] = []
+    seen: set[tuple[str, str]] = set()
+    skipped: set[tuple[str, str]] = set()
+    for article in _order(articles):
+        if len(chosen) >= limit:
+            break
+        identity = _identity(article)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        entry = probe.add_entry(order="append")
+        try:
+            values = _entry_values(article)
+            _fill(entry, values)
+            entry.atom_entry()
+            entry.rss_entry()
+        except Exception as exc:  # feedgen and lxml raise ValueError, TypeError, ...
+            log.warning(
+                "feed %r: skipping article source_id=%r key=%r: %s: %s",
+                category, identity[0], identity[1], type(exc).__name__, exc,
+            )
+            skipped.add(identity)
+            continue
+        finally:
+            probe.remove_entry(entry)
+        chosen.append(values)
+    return chosen, skipped
+
+
+def _render(category: str, entries: Sequence[_Entry], options: FeedOptions, fmt: _Format) -> bytes:
+    paths = category_paths(category)
+    site = _clean(_site_root(options))
+    self_url = _clean(_url(options, paths.rss if fmt == "rss" else paths.atom))
+    name = _clean(category).strip() or paths.rss.split("/")[1]
+    title = _clean(options.title_prefix) + name
+    try:
+        fg = _new_generator()
+        fg.id(_clean(_url(options, paths.atom)))
+        fg.title(title)
+        fg.author(name=_site_name(options))
+        fg.link(href=self_url, rel="self", type=_RSS_TYPE if fmt == "rss" else _ATOM_TYPE)
+        fg.link(href=site, rel="alternate", type="text/html")  # the last link is RSS <link>
+        fg.description(f"“{name}”分类的最新文章 — {_site_name(options)}")
+        fg.language(LANGUAGE)
+        fg.generator(GENERATOR)
+        fg.updated(max((e.updated for e in entries), default=EPOCH))
+        for values in entries:
+            _fill(fg.add_entry(order="append"), values)
+        if fmt == "rss":
+            data = fg.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+        else:
+            data = fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    except Exception as exc:
+        raise AggregatorError(f"cannot render the {fmt} feed of category {category!r}: {exc}") \
+            from exc
+    return bytes(data)
+
+
+def render_rss(category: str, articles: Sequence[Article], options: FeedOptions) -> bytes:
+    """RSS 2.0 feed of the newest ``options.feed_size`` articles of ``category``."""
+    entries, _ = _select(category, articles, options)
+    return _render(category, entries, options, "rss")
+
+
+def render_atom(category: str, articles: Sequence[Article], options: FeedOptions) -> bytes:
+    """Atom 1.0 feed (valid against RFC 4287's RELAX NG schema) of ``category``."""
+    entries, _ = _select(category, articles, options)
+    return _render(category, entries, options, "atom")
+
+
+# --------------------------------------------------------------------------- OPML
+
+
+def render_opml(categories: Sequence[str], options: FeedOptions) -> bytes:
+    """OPML 2.0 listing every category's RSS and Atom feed, in the order given.
+
+    Two grouping outlines, ``RSS 2.0`` and ``Atom 1.0``; no dates, so the same
+    categories always give the same bytes.  Duplicate names are listed once.
+    """
+    site = _clean(_site_root(options))
+    unique = list(dict.fromkeys(categories))
+    root = etree.Element("opml", {"version": "2.0"})
+    head = etree.SubElement(root, "head")
+    etree.SubElement(head, "title").text = f"{_site_name(options)} feeds"
+    body = etree.SubElement(root, "body")
+    for label, fmt in (("RSS 2.0", "rss"), ("Atom 1.0", "atom")):
+        group = etree.SubElement(body, "outline", {"text": label, "title": label})
+        for category in unique:
+            paths = category_paths(category)
+            text = _clean(category)
+            etree.SubElement(
+                group,
+                "outline",
+                {
+                    "text": text,
+                    "title": text,
+                    "type": "rss",
+                    "xmlUrl": _clean(_url(options, paths.rss if fmt == "rss" else paths.atom)),
+                    "htmlUrl": site,
+                },
+            )
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_atomic(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` unless it already holds exactly these bytes.
+
+    Creates missing parent directories, writes a hidden temp file in the same
+    directory and ``os.replace``s it over ``path`` (readers see the old or the
+    new file, never a partial one).  Returns True when the file changed.
+    """
+    path = Path(path)
+    try:
+        if path.is_file() and path.read_bytes() == data:
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise AggregatorError(f"cannot write {path}: {exc}") from exc
+    return True
+
+
+def build_feeds(
+    articles_by_category: Mapping[str, Sequence[Article]],
+    options: FeedOptions,
+    all_categories: Sequence[str] | None = None,
+) -> BuildReport:
+    """Render and write both feeds of every category, then ``feeds.opml``.
+
+    Categories are those of ``articles_by_category`` plus ``all_categories``
+    (the latter get empty feeds when they have no articles); they are processed
+    and listed in sorted order.  Files whose bytes would not change are left
+    alone and reported as unchanged.
+    """
+    out_dir = Path(options.output_dir)
+    names = sorted(set(articles_by_category) | set(all_categories or ()))
+    written: list[str] = []
+    unchanged: list[str] = []
+    skipped: set[tuple[str, str]] = set()
+
+    def emit(relative: str, data: bytes) -> None:
+        (written if write_atomic(out_dir / relative, data) else unchanged).append(relative)
+
+    for name in names:
+        entries, bad = _select(name, articles_by_category.get(name, ()), options)
+        skipped |= bad
+        paths = category_paths(name)
+        emit(paths.rss, _render(name, entries, options, "rss"))
+        emit(paths.atom, _render(name, entries, options, "atom"))
+    emit(OPML_FILENAME, render_opml(names, options))
+    return BuildReport(
+        written=tuple(written), unchanged=tuple(unchanged), skipped_articles=len(skipped)
+    )

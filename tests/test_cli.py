@@ -1,0 +1,237 @@
+"""End to end through the CLI against a loopback portal (pytest-httpserver)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import feedparser
+import pytest
+from click.testing import CliRunner, Result
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from aggregator.cli import cli
+
+GBK_FEED = (
+    '<?xml version="1.0" encoding="gb2312"?>\n<rss version="2.0"><channel>'
+    "<title>OFweek 高科技行业门户</title><link>http://www.ofweek.com/</link>"
+    "<item><title>王喆：堃字号企业数字化转型</title><link>http://www.ofweek.com/news/1.html</link>"
+    "<pubDate>Fri, 21 May 2021 07:25:00 GMT</pubDate>"
+    '<description><![CDATA[<p style="text-indent: 2em;">正文<img src="http://images.ofweek.com/1.jpg">'
+    "</p>]]></description></item>"
+    "<item><title>第二条新闻</title><link>http://www.ofweek.com/news/2.html</link>"
+    "<pubDate>Fri, 21 May 2021 06:00:00 GMT</pubDate><description>二</description></item>"
+    "</channel></rss>"
+).encode("gbk")
+BIG5_FEED = (
+    '<?xml version="1.0" encoding="big5"?>\n<rss version="2.0"><channel><title>香港新聞</title>'
+    "<item><title>係咪真㗎</title><link>http://hk.test/1</link>"
+    "<pubDate>Fri, 21 May 2021 05:00:00 GMT</pubDate></item></channel></rss>"
+).encode("big5hkscs")
+PLAIN_FEED = (
+    '<?xml version="1.0"?>\n<rss version="2.0"><channel><title>No charset</title>'
+    "<item><title>没有声明编码的中文标题</title><link>http://plain.test/1</link>"
+    "<description>这是一段足够长的中文正文，用来检测编码。</description></item></channel></rss>"
+).encode()
+TRUNCATED = GBK_FEED[: GBK_FEED.index(b"</channel>") - 30]
+HTML_PAGE = b"<!DOCTYPE html><html><head><title>Portal</title></head><body>Hi</body></html>"
+
+
+def etag_handler(body: bytes, content_type: str):  # type: ignore[no-untyped-def]
+    etag = '"' + hashlib.sha1(body).hexdigest() + '"'
+
+    def handle(request: Request) -> Response:
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=304, headers={"ETag": etag})
+        return Response(
+            body,
+            content_type=content_type,
+            headers={"ETag": etag, "Last-Modified": "Fri, 21 May 2021 08:00:00 GMT"},
+        )
+
+    return handle
+
+
+@pytest.fixture()
+def portal(httpserver: HTTPServer) -> HTTPServer:
+    httpserver.expect_request("/gbk.xml").respond_with_handler(etag_handler(GBK_FEED, "text/xml"))
+    httpserver.expect_request("/big5.xml").respond_with_handler(
+        etag_handler(BIG5_FEED, "application/rss+xml; charset=big5")
+    )
+    httpserver.expect_request("/plain.xml").respond_with_data(PLAIN_FEED, content_type="text/xml")
+    httpserver.expect_request("/truncated.xml").respond_with_data(
+        TRUNCATED, content_type="text/xml"
+    )
+    httpserver.expect_request("/missing.xml").respond_with_data("gone", status=404)
+    httpserver.expect_request("/broken.xml").respond_with_data("oops", status=500)
+    httpserver.expect_request("/page.html").respond_with_data(HTML_PAGE, content_type="text/html")
+    return httpserver
+
+
+def write_config(tmp_path: Path, server: HTTPServer) -> Path:
+    sources = [
+        ("ofweek-news", "高科技行业门户", "/gbk.xml", "[新媒体, 高科技行业门户, 新闻]"),
+        ("hk-news", "香港新聞", "/big5.xml", "[新闻]"),
+        ("plain", "Plain", "/plain.xml", "[编程]"),
+        ("truncated", "Truncated", "/truncated.xml", "[新闻]"),
+        ("missing", "Missing", "/missing.xml", "[新闻]"),
+        ("broken", "Broken", "/broken.xml", "[新闻]"),
+        ("html-page", "HTML", "/page.html", "[新闻]"),
+    ]
+    lines = [
+        "database_url: sqlite:///data/aggregator.db",
+        "output_dir: public",
+        "site_url: http://feeds.test/",
+        'image_proxy: "https://cors.zfour.workers.dev/?"',
+        "allow_private_networks: true",
+        "sources:",
+    ]
+    for source_id, name, path, categories in sources:
+        lines += [
+            f"  - id: {source_id}",
+            f"    name: {name}",
+            f'    url: "{server.url_for(path)}"',
+            f"    categories: {categories}",
+            "    interval: 30m",
+        ]
+    config = tmp_path / "aggregator.yaml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def summary_line(result: Result, source_id: str) -> str:
+    return next(line for line in result.output.splitlines() if line.startswith(source_id + " "))
+
+
+def test_poll_build_export_end_to_end(portal: HTTPServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, portal)
+
+    first = run("--config", str(config), "poll")
+    assert first.exit_code == 0, first.output
+    assert "new: 2 new" in summary_line(first, "ofweek-news")
+    assert "new: 1 new" in summary_line(first, "hk-news")
+    assert "new: 1 new" in summary_line(first, "plain")
+    assert "new:" in summary_line(first, "truncated")  # bozo but has an entry
+    assert "warning" in summary_line(first, "truncated")
+    assert "error: HTTP 404" in summary_line(first, "missing")
+    assert "error: HTTP 500" in summary_line(first, "broken")
+    assert "error: not a feed: the server sent an HTML page" in summary_line(first, "html-page")
+    assert "polled 7 source(s): 4 ok, 3 failed" in first.output
+
+    database = tmp_path / "data" / "aggregator.db"
+    with sqlite3.connect(database) as db:
+        titles = {row[0] for row in db.execute("SELECT title FROM articles")}
+        count_before = db.execute("SELECT count(*) FROM articles").fetchone()[0]
+    assert {"王喆：堃字号企业数字化转型", "係咪真㗎", "没有声明编码的中文标题"} <= titles
+
+    # the second poll is conditional and adds nothing
+    portal.clear_log()
+    second = run("poll", "--config", str(config))  # --config after the command works too
+    assert second.exit_code == 0, second.output
+    assert "not-modified" in summary_line(second, "ofweek-news")
+    assert "not-modified" in summary_line(second, "hk-news")
+    assert "unchanged" in summary_line(second, "plain")  # no validators: same body, no parse
+    gbk_requests = [r for r, _ in portal.log if r.path == "/gbk.xml"]
+    assert gbk_requests[0].headers.get("If-None-Match")
+    assert gbk_requests[0].headers.get("If-Modified-Since") == "Fri, 21 May 2021 08:00:00 GMT"
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM articles").fetchone()[0] == count_before
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    built = run("--config", str(config), "build")
+    assert built.exit_code == 0, built.output
+    rss = feedparser.parse(
+        (tmp_path / "public" / "categories" / "高科技行业门户" / "rss.xml").read_bytes()
+    )
+    assert not rss.bozo
+    assert [e.title for e in rss.entries] == ["王喆：堃字号企业数字化转型", "第二条新闻"]
+    assert rss.entries[0].author == "高科技行业门户"
+    opml = (tmp_path / "public" / "feeds.opml").read_text(encoding="utf-8")
+    assert "http://feeds.test/categories/%E6%96%B0%E9%97%BB/rss.xml" in opml  # 新闻
+
+    out = tmp_path / "hexo"
+    exported = run("--config", str(config), "export", "hexo", "--out", str(out))
+    assert exported.exit_code == 0, exported.output
+    posts = sorted(out.glob("*.md"))
+    assert len(posts) == count_before
+    again = run("--config", str(config), "export", "hexo", "--out", str(out))
+    assert (
+        sorted(out.glob("*.md")) == posts and f"0 post(s), {len(posts)} unchanged" in again.output
+    )
+    ofweek_post = next(
+        p.read_text(encoding="utf-8") for p in posts if "王喆" in p.read_text(encoding="utf-8")
+    )
+    assert "author: 高科技行业门户\n" in ofweek_post
+    assert (
+        "headimg: 'https://cors.zfour.workers.dev/?http://images.ofweek.com/1.jpg'" in ofweek_post
+    )
+
+    status = run("--config", str(config), "status")
+    assert status.exit_code == 0
+    assert "ofweek-news" in status.output and "not-modified" in status.output
+    missing_row = next(line for line in status.output.splitlines() if line.startswith("missing "))
+    assert "HTTP 404" in missing_row and " 2 " in missing_row  # two failed polls
+
+
+def test_poll_single_source_and_unknown_source(portal: HTTPServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, portal)
+    result = run("--config", str(config), "poll", "--source", "hk-news")
+    assert result.exit_code == 0
+    assert "polled 1 source(s)" in result.output and "hk-news" in result.output
+    assert [r.path for r, _ in portal.log] == ["/big5.xml"]
+    unknown = run("--config", str(config), "poll", "--source", "nope")
+    assert unknown.exit_code != 0 and "unknown source id(s): nope" in unknown.output
+
+
+def test_check_config_reports_bad_field_without_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "aggregator.yaml"
+    config.write_text(
+        "sources:\n  - id: good\n    name: G\n    url: http://a.test/\n"
+        "    categories: [x]\n    interval: soon\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "aggregator", "--config", str(config), "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert str(config) in result.stderr and "'good'" in result.stderr
+    assert "'interval'" in result.stderr
+    config.write_text(config.read_text().replace("soon", "90s"), encoding="utf-8")
+    ok = subprocess.run(
+        [sys.executable, "-m", "aggregator", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0 and "OK" in ok.stdout
+
+
+def test_demo_command_runs_offline(tmp_path: Path) -> None:
+    result = run("demo", "--workdir", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output
+    assert "failed" in result.output and ", 0 failed" in result.output
+    feeds = tmp_path / "demo" / "public"
+    assert (feeds / "feeds.opml").is_file()
+    posts = list((tmp_path / "demo" / "hexo").glob("*.md"))
+    seed_post = next(
+        p.read_text(encoding="utf-8")
+        for p in posts
+        if "来了！2021工业互联网先锋TOP100榜单出炉！" in p.read_text(encoding="utf-8")
+    )
+    assert "date: Fri, 21 May 2021 07:25:00 GMT\n" in seed_post
+    assert (
+        "thumbnail: 'https://cors.zfour.workers.dev/?http://images.ofweek.com/Upload/News/"
+        "2021-05/21/jingwei/1621582693914051820.jpg'"
+    ) in seed_post

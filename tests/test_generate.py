@@ -1,0 +1,455 @@
+"""Tests for aggregator.generate: feeds are parsed back, validated and compared byte for byte."""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import feedparser
+import pytest
+from lxml import etree
+
+from aggregator.generate import (
+    EPOCH,
+    OPML_FILENAME,
+    BuildReport,
+    build_feeds,
+    category_paths,
+    entry_id,
+    render_atom,
+    render_opml,
+    render_rss,
+    write_atomic,
+)
+from aggregator.records import Article, FeedOptions
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+ATOM_RNG = SHARED / "corpus" / "schemas" / "atom-rfc4287.rng"
+ATOM_NS = "{http://www.w3.org/2005/Atom}"
+SITE = "https://news.example.org/agg"  # no trailing slash on purpose
+BASE = datetime(2021, 5, 21, 7, 25, tzinfo=UTC)
+
+
+def make_article(n: int, **overrides: Any) -> Article:
+    """Article number ``n``: a higher ``n`` is newer."""
+    date = BASE + timedelta(hours=n)
+    fields: dict[str, Any] = {
+        "source_id": "ofweek",
+        "key": f"https://ofweek.example/{n}.html",
+        "guid": f"guid-{n}",
+        "link": f"https://ofweek.example/{n}.html",
+        "title": f"工业互联网先锋榜 {n}",
+        "author": f"作者{n}",
+        "date": date,
+        "date_from_feed": True,
+        "categories": ("新媒体", "高科技行业门户"),
+        "content": f"<p>正文 {n} &amp; <b>more</b></p>",
+        "summary": f"摘要 {n} <not a tag>",
+        "headimg": None,
+        "thumbnail": None,
+        "comments": False,
+        "first_seen": date + timedelta(minutes=5),
+        "updated_at": date + timedelta(minutes=10),
+        "content_hash": f"hash{n}",
+    }
+    fields.update(overrides)
+    return Article(**fields)
+
+
+def options(tmp_path: Path, **overrides: Any) -> FeedOptions:
+    fields: dict[str, Any] = {
+        "output_dir": str(tmp_path / "out"),
+        "site_url": SITE,
+        "feed_size": 50,
+        "title_prefix": "聚合 · ",
+    }
+    fields.update(overrides)
+    return FeedOptions(**fields)
+
+
+def expected_id(article: Article) -> str:
+    return "urn:uuid:" + str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"{article.source_id}\n{article.key}")
+    )
+
+
+def parsed(data: bytes) -> feedparser.FeedParserDict:
+    result = feedparser.parse(data)
+    assert not result.bozo, result.get("bozo_exception")
+    return result
+
+
+def struct_utc(dt: datetime) -> tuple[int, ...]:
+    return tuple(dt.astimezone(UTC).utctimetuple())[:6]
+
+
+@pytest.fixture(scope="module")
+def atom_schema() -> etree.RelaxNG:
+    return etree.RelaxNG(etree.parse(str(ATOM_RNG)))
+
+
+def assert_valid_atom(schema: etree.RelaxNG, data: bytes) -> etree._Element:
+    root = etree.fromstring(data)
+    assert schema.validate(root), schema.error_log
+    # RFC 4287's Schematron rule RELAX NG cannot check: a feed-level author
+    # unless every entry has one.
+    entries = root.findall(f"{ATOM_NS}entry")
+    assert root.find(f"{ATOM_NS}author") is not None or all(
+        e.find(f"{ATOM_NS}author") is not None for e in entries
+    )
+    return root
+
+
+# --------------------------------------------------------------------------- RSS
+
+
+def test_rss_parses_back_with_every_field(tmp_path: Path) -> None:
+    articles = [make_article(2), make_article(3), make_article(1)]  # not in date order
+    data = render_rss("新媒体", articles, options(tmp_path))
+    feed = parsed(data)
+
+    assert feed.version == "rss20"
+    assert feed.feed.title == "聚合 · 新媒体"
+    assert feed.feed.link == SITE + "/"
+    assert feed.feed.language == "zh-CN"
+    assert feed.feed.generator == "aggregator"
+    newest_first = sorted(articles, key=lambda a: a.date, reverse=True)
+    assert [e.title for e in feed.entries] == [a.title for a in newest_first]
+    for entry, article in zip(feed.entries, newest_first, strict=True):
+        assert entry.link == article.link
+        assert entry.id == expected_id(article) == entry_id(article)
+        assert entry.guidislink is False
+        assert entry.author == article.author
+        assert [t.term for t in entry.tags] == list(article.categories)
+        assert tuple(entry.published_parsed)[:6] == struct_utc(article.date)
+        assert html.unescape(entry.summary) == article.summary  # HTML-escaped plain text
+        assert entry.content[0].value == article.content
+
+
+def test_rss_structure_guid_author_and_self_link(tmp_path: Path) -> None:
+    article = make_article(1)
+    root = etree.fromstring(render_rss("编程", [article], options(tmp_path)))
+    item = root.find("channel/item")
+    assert item is not None
+    guid = item.find("guid")
+    assert guid is not None and guid.get("isPermaLink") == "false"
+    assert guid.text == expected_id(article)
+    assert item.find("author") is None  # RSS <author> needs an e-mail; names go to dc:creator
+    assert item.findtext("{http://purl.org/dc/elements/1.1/}creator") == article.author
+    self_link = root.find(f"channel/{ATOM_NS}link")
+    assert self_link is not None and self_link.get("rel") == "self"
+    assert self_link.get("href") == f"{SITE}/categories/{quote('编程')}/rss.xml"
+
+
+def test_feed_size_keeps_the_newest(tmp_path: Path) -> None:
+    articles = [make_article(n) for n in (5, 1, 9, 3, 7, 2, 8)]
+    opts = options(tmp_path, feed_size=3)
+    rss = parsed(render_rss("新媒体", articles, opts))
+    atom = parsed(render_atom("新媒体", articles, opts))
+    wanted = [make_article(n).title for n in (9, 8, 7)]
+    assert [e.title for e in rss.entries] == wanted
+    assert [e.title for e in atom.entries] == wanted
+
+
+def test_equal_dates_order_by_key_whatever_the_input_order(tmp_path: Path) -> None:
+    same = BASE + timedelta(days=1)
+    articles = [
+        make_article(n, key=f"k{n}", date=same, updated_at=same) for n in (3, 1, 2)
+    ]
+    opts = options(tmp_path)
+    first = render_atom("新媒体", articles, opts)
+    second = render_atom("新媒体", list(reversed(articles)), opts)
+    assert first == second
+    assert [e.id for e in parsed(first).entries] == [
+        expected_id(make_article(n, key=f"k{n}")) for n in (1, 2, 3)
+    ]
+
+
+def test_thumbnail_from_headimg(tmp_path: Path, atom_schema: etree.RelaxNG) -> None:
+    img = "https://cors.example/?http://images.example/1.jpg"
+    articles = [make_article(1, headimg=img), make_article(2)]
+    opts = options(tmp_path)
+    rss = parsed(render_rss("新媒体", articles, opts))
+    atom_bytes = render_atom("新媒体", articles, opts)
+    atom = parsed(atom_bytes)
+    assert_valid_atom(atom_schema, atom_bytes)
+    for feed in (rss, atom):
+        by_title = {e.title: e for e in feed.entries}
+        assert by_title[articles[0].title].media_thumbnail[0]["url"] == img
+        assert "media_thumbnail" not in by_title[articles[1].title]
+
+
+# --------------------------------------------------------------------------- Atom
+
+
+def test_atom_parses_back_and_validates(tmp_path: Path, atom_schema: etree.RelaxNG) -> None:
+    articles = [make_article(1), make_article(3), make_article(2)]
+    data = render_atom("高科技行业门户", articles, options(tmp_path))
+    assert_valid_atom(atom_schema, data)
+    feed = parsed(data)
+
+    assert feed.version == "atom10"
+    assert feed.feed.title == "聚合 · 高科技行业门户"
+    atom_url = f"{SITE}/categories/{quote('高科技行业门户')}/atom.xml"
+    assert feed.feed.id == atom_url
+    links = {link.rel: link.href for link in feed.feed.links}
+    assert links == {"self": atom_url, "alternate": SITE + "/"}
+    assert feed.feed.author == "聚合"
+    newest_first = sorted(articles, key=lambda a: a.date, reverse=True)
+    assert [e.title for e in feed.entries] == [a.title for a in newest_first]
+    for entry, article in zip(feed.entries, newest_first, strict=True):
+        assert entry.id == expected_id(article)
+        assert entry.link == article.link
+        assert entry.author == article.author
+        assert [t.term for t in entry.tags] == list(article.categories)
+        assert tuple(entry.published_parsed)[:6] == struct_utc(article.date)
+        assert tuple(entry.updated_parsed)[:6] == struct_utc(article.updated_at)
+        assert entry.content[0].type == "text/html"
+        assert entry.content[0].value == article.content
+        assert html.unescape(entry.summary) == article.summary  # HTML-escaped plain text
+
+
+def test_atom_entry_without_author_or_link_still_validates(
+    tmp_path: Path, atom_schema: etree.RelaxNG
+) -> None:
+    article = make_article(1, author="", link=None, content="", summary="只有摘要")
+    data = render_atom("新媒体", [article], options(tmp_path))
+    root = assert_valid_atom(atom_schema, data)
+    entry = root.find(f"{ATOM_NS}entry")
+    assert entry is not None
+    assert entry.find(f"{ATOM_NS}author") is None
+    assert root.find(f"{ATOM_NS}author/{ATOM_NS}name") is not None
+    assert entry.findtext(f"{ATOM_NS}content") == "只有摘要"  # fallback content
+    assert parsed(data).entries[0].id == expected_id(article)
+
+
+def test_microseconds_and_non_utc_offsets_are_normalized(tmp_path: Path) -> None:
+    plus8 = datetime(2021, 5, 21, 23, 25, 0, 123456, tzinfo=timezone(timedelta(hours=8)))
+    article = make_article(1, date=plus8, updated_at=plus8)
+    root = etree.fromstring(render_atom("新媒体", [article], options(tmp_path)))
+    assert root.findtext(f"{ATOM_NS}entry/{ATOM_NS}published") == "2021-05-21T15:25:00+00:00"
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_same_input_gives_same_bytes_and_ids(tmp_path: Path) -> None:
+    articles = [make_article(n) for n in range(1, 6)]
+    opts = options(tmp_path)
+    for render in (render_rss, render_atom):
+        first = render("新媒体", articles, opts)
+        again = render("新媒体", list(reversed(articles)), opts)
+        assert first == again
+        assert [e.id for e in parsed(first).entries] == [
+            expected_id(a) for a in reversed(articles)
+        ]
+    # The id depends on the identity only, not on the content.
+    edited = replace(articles[0], title="改过的标题", content="<p>new</p>")
+    assert parsed(render_rss("新媒体", [edited], opts)).entries[0].id == expected_id(articles[0])
+
+
+def test_last_build_date_is_newest_updated_at_not_now(tmp_path: Path) -> None:
+    # Article 1 is the oldest by date but was updated last.
+    late_update = BASE + timedelta(days=30, seconds=7)
+    articles = [make_article(1, updated_at=late_update), make_article(2), make_article(3)]
+    opts = options(tmp_path)
+    rss = parsed(render_rss("新媒体", articles, opts))
+    atom = parsed(render_atom("新媒体", articles, opts))
+    assert tuple(rss.feed.updated_parsed)[:6] == struct_utc(late_update)
+    assert tuple(atom.feed.updated_parsed)[:6] == struct_utc(late_update)
+
+
+def test_last_build_date_only_counts_included_articles(tmp_path: Path) -> None:
+    old_but_updated = make_article(1, updated_at=BASE + timedelta(days=99))
+    articles = [old_but_updated, make_article(2), make_article(3)]
+    atom = parsed(render_atom("新媒体", articles, options(tmp_path, feed_size=2)))
+    assert [e.title for e in atom.entries] == [make_article(3).title, make_article(2).title]
+    assert tuple(atom.feed.updated_parsed)[:6] == struct_utc(make_article(3).updated_at)
+
+
+def test_empty_category_is_a_valid_empty_feed(tmp_path: Path, atom_schema: etree.RelaxNG) -> None:
+    opts = options(tmp_path)
+    rss = parsed(render_rss("编程", [], opts))
+    atom_bytes = render_atom("编程", [], opts)
+    atom = parsed(atom_bytes)
+    assert_valid_atom(atom_schema, atom_bytes)
+    assert rss.entries == [] and atom.entries == []
+    assert rss.feed.title == atom.feed.title == "聚合 · 编程"
+    assert tuple(rss.feed.updated_parsed)[:6] == struct_utc(EPOCH)
+    assert tuple(atom.feed.updated_parsed)[:6] == struct_utc(EPOCH)
+    assert render_atom("编程", [], opts) == atom_bytes  # no clock in the output
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_hostile_articles_do_not_break_the_feed(
+    tmp_path: Path, atom_schema: etree.RelaxNG, caplog: pytest.LogCaptureFixture
+) -> None:
+    huge = "<p>" + "长" * 1_000_000 + "</p>"
+    control = make_article(
+        5,
+        title="控制\x01字符\x0b标题\x00",
+        content="<p>a\x01b\x0bc\ud800d\ufffe</p>",
+        summary="s\x1fummary",
+        author="坏\x08作者",
+        categories=("新媒体", "bad\x0ccat", "", "\x01"),
+    )
+    no_link = make_article(4, link=None)
+    big = make_article(3, content=huge)
+    naive = make_article(6, date=datetime(2021, 5, 22, 1, 0))  # naive: feedgen rejects it
+    empty_title = make_article(2, title="  \x01 ")
+    good = make_article(1)
+    articles = [control, no_link, big, naive, empty_title, good]
+    opts = options(tmp_path)
+
+    with caplog.at_level(logging.WARNING, logger="aggregator.generate"):
+        rss_bytes = render_rss("新媒体", articles, opts)
+        atom_bytes = render_atom("新媒体", articles, opts)
+
+    etree.fromstring(rss_bytes, etree.XMLParser(huge_tree=True))
+    assert_valid_atom(atom_schema, atom_bytes)
+    rss = parsed(rss_bytes)
+    atom = parsed(atom_bytes)
+    survivors = [control, no_link, big, empty_title, good]
+    for feed in (rss, atom):
+        assert [e.id for e in feed.entries] == [expected_id(a) for a in survivors]
+        first = feed.entries[0]
+        assert first.title == "控制字符标题"
+        assert first.author == "坏作者"
+        assert [t.term for t in first.tags] == ["新媒体", "badcat"]
+        assert first.content[0].value == "<p>abcd</p>"
+    assert rss.entries[1].get("link") is None
+    assert atom.entries[1].get("link") in (None, expected_id(no_link))  # feedparser: id as link
+    assert etree.fromstring(atom_bytes).findall(f"{ATOM_NS}entry")[1].find(f"{ATOM_NS}link") is None
+    for feed in (rss, atom):
+        assert len(feed.entries[2].content[0].value) == len(huge)
+        assert feed.entries[3].title == empty_title.link  # falls back to the link
+    assert "ofweek" in caplog.text and naive.key in caplog.text
+
+
+def test_bad_article_frees_its_slot_for_the_next(tmp_path: Path) -> None:
+    naive = make_article(9, updated_at=datetime(2021, 6, 1))
+    articles = [naive, make_article(1), make_article(2), make_article(3)]
+    atom = parsed(render_atom("新媒体", articles, options(tmp_path, feed_size=3)))
+    assert [e.title for e in atom.entries] == [make_article(n).title for n in (3, 2, 1)]
+
+
+def test_hostile_category_name_and_prefix(tmp_path: Path, atom_schema: etree.RelaxNG) -> None:
+    opts = options(tmp_path, title_prefix="前缀\x01 ")
+    name = "../a/b\x00c"
+    atom_bytes = render_atom(name, [make_article(1)], opts)
+    assert_valid_atom(atom_schema, atom_bytes)
+    assert parsed(atom_bytes).feed.title == "前缀 ../a/bc"
+    rss = parsed(render_rss(name, [make_article(1)], opts))
+    assert len(rss.entries) == 1
+
+
+# --------------------------------------------------------------------------- paths and OPML
+
+
+def test_category_paths_keep_cjk_and_make_names_safe() -> None:
+    paths = category_paths("新媒体")
+    assert paths.category == "新媒体"
+    assert paths.rss == "categories/新媒体/rss.xml"
+    assert paths.atom == "categories/新媒体/atom.xml"
+
+    hostile = ["a/b", "a\\b", "a\x00b", "..", ".hidden", "x\x07y", "a_b", "", "长" * 200]
+    dirs = [category_paths(name).rss.split("/") for name in hostile]
+    for parts in dirs:
+        assert len(parts) == 3 and parts[0] == "categories" and parts[2] == "rss.xml"
+        directory = parts[1]
+        assert directory and not directory.startswith(".")
+        assert not any(ch in directory for ch in "/\\\x00\x07")
+        assert len(directory.encode("utf-8")) <= 255
+    assert len({parts[1] for parts in dirs}) == len(hostile)  # no two share files
+    assert dirs[6][1] == "a_b"  # an already safe name is kept as is
+
+
+def test_opml_lists_every_feed_with_encoded_urls(tmp_path: Path) -> None:
+    categories = ["新媒体", "高科技行业门户", "编程", "C/C++"]
+    root = etree.fromstring(render_opml(categories, options(tmp_path)))
+    assert root.tag == "opml" and root.get("version") == "2.0"
+    assert root.findtext("head/title")
+    groups = root.findall("body/outline")
+    assert [g.get("text") for g in groups] == ["RSS 2.0", "Atom 1.0"]
+    for group, attr in zip(groups, ("rss", "atom"), strict=True):
+        outlines = group.findall("outline")
+        assert [o.get("text") for o in outlines] == categories
+        assert [o.get("title") for o in outlines] == categories
+        for outline, category in zip(outlines, categories, strict=True):
+            relative = getattr(category_paths(category), attr)
+            assert outline.get("type") == "rss"
+            assert outline.get("xmlUrl") == SITE + "/" + quote(relative)
+            assert outline.get("htmlUrl") == SITE + "/"
+    first = groups[0].find("outline")
+    assert first is not None
+    assert first.get("xmlUrl") == (
+        "https://news.example.org/agg/categories/%E6%96%B0%E5%AA%92%E4%BD%93/rss.xml"
+    )
+    assert render_opml(categories, options(tmp_path)) == render_opml(categories, options(tmp_path))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_write_atomic_detects_unchanged_files(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "er" / "feed.xml"
+    assert write_atomic(target, b"one") is True
+    assert target.read_bytes() == b"one"
+    inode = target.stat().st_ino
+    assert write_atomic(target, b"one") is False
+    assert target.stat().st_ino == inode  # not replaced
+    assert write_atomic(target, b"two") is True
+    assert target.read_bytes() == b"two"
+    assert target.stat().st_ino != inode  # a new file was moved in
+    assert sorted(os.listdir(target.parent)) == ["feed.xml"]  # no temp files left
+
+
+def test_build_feeds_writes_everything_then_nothing(
+    tmp_path: Path, atom_schema: etree.RelaxNG
+) -> None:
+    opts = options(tmp_path, feed_size=2)
+    naive = make_article(9, date=datetime(2021, 6, 1))
+    by_category = {
+        "新媒体": [make_article(1), make_article(2), make_article(3), naive],
+        "高科技行业门户": [make_article(2), naive],
+    }
+    report = build_feeds(by_category, opts, all_categories=["编程", "新媒体"])
+    assert isinstance(report, BuildReport)
+    names = sorted(["新媒体", "高科技行业门户", "编程"])
+    expected = [p for n in names for p in (category_paths(n).rss, category_paths(n).atom)]
+    assert report.written == (*expected, OPML_FILENAME)
+    assert report.unchanged == ()
+    assert report.skipped_articles == 1  # the same bad article in two categories
+
+    out = Path(opts.output_dir)
+    for name in names:
+        paths = category_paths(name)
+        rss = parsed((out / paths.rss).read_bytes())
+        atom_bytes = (out / paths.atom).read_bytes()
+        atom = parsed(atom_bytes)
+        assert_valid_atom(atom_schema, atom_bytes)
+        wanted = [a.title for a in by_category.get(name, []) if a is not naive]
+        wanted = sorted(wanted, reverse=True)[:2]
+        assert [e.title for e in rss.entries] == wanted
+        assert [e.title for e in atom.entries] == wanted
+        assert (out / paths.rss).read_bytes() == render_rss(name, by_category.get(name, []), opts)
+    opml = etree.parse(str(out / OPML_FILENAME)).getroot()
+    assert [o.get("text") for o in opml.findall("body/outline/outline")] == names * 2
+
+    again = build_feeds(by_category, opts, all_categories=["编程", "新媒体"])
+    assert again.written == ()
+    assert again.unchanged == report.written
+
+    by_category["编程"] = [make_article(4, categories=("编程",))]
+    third = build_feeds(by_category, opts, all_categories=["编程", "新媒体"])
+    assert third.written == (category_paths("编程").rss, category_paths("编程").atom)
+    assert OPML_FILENAME in third.unchanged

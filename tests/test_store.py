@@ -1,0 +1,538 @@
+"""Tests for aggregator.store against real databases.
+
+Every test using the ``store`` fixture runs twice: on a SQLite file in tmp_path and
+on the PostgreSQL server at $AGGREGATOR_TEST_PG_URL (default
+postgresql+psycopg://postgres@127.0.0.1:5432/test), each PostgreSQL test in its own
+freshly created schema (search_path set per connection) so parallel runs never
+collide.  The PostgreSQL half is skipped when the server is not reachable.
+
+These tests must not touch the network beyond that server, and must not sleep.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from aggregator.errors import StoreError
+from aggregator.records import Article, StoreCounts, Validators
+from aggregator.store import Store
+from aggregator.store.models import Base
+
+PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REPO = Path(__file__).resolve().parents[1]
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+V1 = Validators(etag='"v1"', last_modified="Wed, 01 May 2024 12:00:00 GMT")
+
+
+def make_article(key: str = "k1", **overrides: object) -> Article:
+    values: dict[str, object] = {
+        "source_id": "src",
+        "key": key,
+        "guid": key,
+        "link": f"https://example.com/{key}",
+        "title": f"Title {key}",
+        "author": "Author",
+        "date": T0,
+        "date_from_feed": True,
+        "categories": ("news",),
+        "content": f"<p>Body {key}</p>",
+        "summary": f"Body {key}",
+        "headimg": None,
+        "thumbnail": None,
+        "comments": False,
+        "first_seen": T0,
+        "updated_at": T0,
+        "content_hash": f"hash-{key}",
+    }
+    values.update(overrides)
+    return Article(**values)  # type: ignore[arg-type]
+
+
+def save(store: Store, articles: list[Article], *, source_id: str = "src",
+         polled_at: datetime = T0, validators: Validators = V1,
+         body_hash: str | None = "body-1") -> StoreCounts:
+    return store.save_articles(source_id, f"https://example.com/{source_id}.xml", articles,
+                               validators=validators, body_hash=body_hash, polled_at=polled_at)
+
+
+# -- backends ------------------------------------------------------------------
+
+
+@functools.cache
+def _pg_unreachable() -> str | None:
+    engine = create_engine(PG_URL, poolclass=NullPool, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure just means "no PostgreSQL here"
+        return f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}"
+    finally:
+        engine.dispose()
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database: a SQLite file (in a missing folder) or a fresh PG schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'store.db'}"
+        return
+    reason = _pg_unreachable()
+    if reason is not None:
+        pytest.skip(reason)
+    schema = f"test_store_{uuid.uuid4().hex}"
+    admin = create_engine(PG_URL, poolclass=NullPool)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    with Store.open(database_url) as opened:
+        yield opened
+
+
+# -- opening and migrations ------------------------------------------------------
+
+
+def test_open_creates_folder_and_sets_wal(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "store.db"
+    with Store.open(f"sqlite:///{path}") as opened:
+        assert opened.count_articles() == 0
+    assert path.is_file()
+    connection = sqlite3.connect(path)
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        connection.close()
+
+
+def test_open_twice_keeps_data_and_one_version(database_url: str) -> None:
+    with Store.open(database_url) as first:
+        save(first, [make_article("k1")])
+    with Store.open(database_url) as second:  # upgrade head again: a no-op
+        assert second.count_articles() == 1
+        assert [a.key for a in second.iter_articles()] == ["k1"]
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    finally:
+        engine.dispose()
+    assert [v[0] for v in versions] == ["0001"]
+
+
+def test_migration_matches_models(database_url: str) -> None:
+    Store.open(database_url).close()
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            diff = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_alembic_ini_upgrade_and_check(tmp_path: Path) -> None:
+    """The developer path (repo alembic.ini, env.py connecting by itself) works too."""
+    path = tmp_path / "dev" / "dev.db"
+    config = Config(str(REPO / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{path}")
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+    command.check(config)  # raises if autogenerate would write a new migration
+    with Store.open(f"sqlite:///{path}") as opened:
+        assert opened.statuses() == []
+
+
+def test_open_failure_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot open database"):
+        Store.open(f"sqlite:///{blocker / 'store.db'}")
+
+
+def test_in_memory_sqlite_works() -> None:
+    with Store.open("sqlite://") as opened:
+        assert save(opened, [make_article("k1")]) == StoreCounts(new=1)
+        assert opened.count_articles("src") == 1
+
+
+# -- saving ------------------------------------------------------------------------
+
+
+def test_new_unchanged_updated_counts(store: Store) -> None:
+    assert save(store, [make_article("k1"), make_article("k2")]) == StoreCounts(new=2)
+    assert store.source_status("src").last_result == "new"  # type: ignore[union-attr]
+
+    changed = make_article("k2", title="New title", content_hash="hash-k2-v2")
+    assert save(store, [make_article("k1"), changed]) == StoreCounts(updated=1, unchanged=1)
+    assert store.source_status("src").last_result == "updated"  # type: ignore[union-attr]
+
+    assert save(store, [make_article("k1"), changed, make_article("k3")]) == StoreCounts(
+        new=1, unchanged=2)
+    assert save(store, [make_article("k1")]) == StoreCounts(unchanged=1)
+    assert store.source_status("src").last_result == "unchanged"  # type: ignore[union-attr]
+    assert {a.key: a.title for a in store.iter_articles("src")} == {
+        "k1": "Title k1", "k2": "New title", "k3": "Title k3"}
+
+
+def test_same_batch_twice_adds_no_duplicates(store: Store) -> None:
+    batch = [make_article(f"k{i}") for i in range(5)]
+    save(store, batch)
+    assert save(store, batch) == StoreCounts(unchanged=5)
+    assert store.count_articles() == 5
+    assert store.count_articles("src") == 5
+    assert sorted(a.key for a in store.iter_articles()) == [f"k{i}" for i in range(5)]
+
+
+def test_duplicate_keys_in_one_batch_first_wins(store: Store) -> None:
+    first = make_article("dup", title="first")
+    second = make_article("dup", title="second", content_hash="other")
+    assert save(store, [first, second]) == StoreCounts(new=1)
+    assert [a.title for a in store.iter_articles()] == ["first"]
+
+
+def test_update_keeps_first_seen_and_fallback_date(store: Store) -> None:
+    original = make_article("k1", date=T0, first_seen=T0, updated_at=T0)
+    save(store, [original])
+    later = T0 + timedelta(days=3)
+    fallback = make_article("k1", date=later, date_from_feed=False, first_seen=later,
+                            updated_at=later, title="Edited", content_hash="v2")
+    assert save(store, [fallback], polled_at=later) == StoreCounts(updated=1)
+    (stored,) = store.iter_articles()
+    assert stored.title == "Edited"
+    assert stored.first_seen == T0
+    assert stored.date == T0
+    assert stored.date_from_feed is True
+    assert stored.updated_at == later
+    assert stored.content_hash == "v2"
+
+    # A date read from the feed does replace the stored one.
+    dated = replace(fallback, date=later, date_from_feed=True, content_hash="v3")
+    save(store, [dated], polled_at=later)
+    (stored,) = store.iter_articles()
+    assert (stored.date, stored.date_from_feed, stored.first_seen) == (later, True, T0)
+
+
+def test_update_replaces_every_other_field(store: Store) -> None:
+    save(store, [make_article("k1")])
+    edited = make_article("k1", guid="g2", link="https://example.com/moved", title="T2",
+                          author="A2", content="<p>C2</p>", summary="S2",
+                          headimg="https://img/h.jpg", thumbnail="https://img/t.jpg",
+                          comments=True, updated_at=T0 + timedelta(hours=1),
+                          content_hash="v2", first_seen=T0 + timedelta(hours=1))
+    save(store, [edited])
+    assert list(store.iter_articles()) == [replace(edited, first_seen=T0)]
+
+
+def test_categories_keep_their_order(store: Store) -> None:
+    save(store, [make_article("k1", categories=("tech", "ai", "business"))])
+    assert next(store.iter_articles()).categories == ("tech", "ai", "business")
+    save(store, [make_article("k1", categories=("ai", "tech"), content_hash="v2")])
+    assert next(store.iter_articles()).categories == ("ai", "tech")
+    save(store, [make_article("k1", categories=("z", "ai", "tech", "a"), content_hash="v3")])
+    assert next(store.iter_articles()).categories == ("z", "ai", "tech", "a")
+    assert store.latest_articles("business", 10) == []
+    assert store.categories() == ["a", "ai", "tech", "z"]
+
+
+def test_empty_batch_is_an_unchanged_success(store: Store) -> None:
+    store.record_error("src", "https://example.com/src.xml", "boom", polled_at=T0)
+    assert save(store, [], body_hash="empty") == StoreCounts()
+    status = store.source_status("src")
+    assert status is not None
+    assert (status.last_result, status.error_count, status.body_hash) == ("unchanged", 0, "empty")
+
+
+def test_article_of_another_source_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="other"):
+        save(store, [make_article("k1", source_id="other")])
+    assert store.source_status("src") is None
+
+
+def test_batches_larger_than_one_in_list(store: Store) -> None:
+    batch = [make_article(f"k{i:04d}") for i in range(1203)]
+    assert save(store, batch) == StoreCounts(new=1203)
+    assert save(store, batch) == StoreCounts(unchanged=1203)
+    keys = [a.key for a in store.iter_articles("src")]  # crosses read-chunk boundaries
+    assert keys == [a.key for a in batch]
+    assert store.count_articles("src") == 1203
+
+
+# -- reading -----------------------------------------------------------------------
+
+
+def test_latest_articles_order_limit_and_category(store: Store) -> None:
+    day = timedelta(days=1)
+    save(store, [
+        make_article("b", date=T0, categories=("news",)),
+        make_article("a", date=T0, categories=("news", "tech")),
+        make_article("c", date=T0 + day, categories=("tech", "news")),
+        make_article("d", date=T0 - day, categories=("news",)),
+        make_article("e", date=T0 + 2 * day, categories=("sport",)),
+    ])
+    save(store, [make_article("a", source_id="other", date=T0 + 5 * day,
+                              categories=("news",))], source_id="other")
+
+    news = store.latest_articles("news", 10)
+    assert [(a.source_id, a.key) for a in news] == [
+        ("other", "a"), ("src", "c"), ("src", "a"), ("src", "b"), ("src", "d")]
+    assert news[2].categories == ("news", "tech")
+    assert [a.key for a in store.latest_articles("news", 3)] == ["a", "c", "a"]
+    assert [a.key for a in store.latest_articles("tech", 10)] == ["c", "a"]
+    assert store.latest_articles("news", 0) == []
+    assert store.latest_articles("missing", 10) == []
+    assert store.categories() == ["news", "sport", "tech"]
+    assert store.count_articles() == 6
+    assert store.count_articles("other") == 1
+    assert [a.key for a in store.iter_articles("other")] == ["a"]
+
+
+def test_statuses_and_article_counts(store: Store) -> None:
+    assert store.statuses() == []
+    assert store.source_status("src") is None
+    save(store, [make_article("k1"), make_article("k2")])
+    save(store, [make_article("k1", source_id="other")], source_id="other",
+         validators=Validators(), body_hash=None)
+    store.record_error("broken", "https://broken.example/feed", "HTTP 500", polled_at=T0)
+
+    statuses = store.statuses()
+    assert [(s.source_id, s.article_count) for s in statuses] == [
+        ("broken", 0), ("other", 1), ("src", 2)]
+    src = statuses[2]
+    assert src.url == "https://example.com/src.xml"
+    assert src.validators == V1
+    assert src.body_hash == "body-1"
+    assert (src.last_poll_at, src.last_success_at) == (T0, T0)
+    assert (src.last_result, src.last_error, src.error_count) == ("new", None, 0)
+    assert store.source_status("src") == src
+    other = statuses[1]
+    assert (other.etag, other.last_modified, other.body_hash) == (None, None, None)
+
+
+# -- poll outcomes -----------------------------------------------------------------
+
+
+def test_record_error_keeps_articles_and_validators(store: Store) -> None:
+    save(store, [make_article("k1")])
+    later = T0 + timedelta(minutes=30)
+    store.record_error("src", "https://example.com/src.xml", "timeout", polled_at=later)
+    store.record_error("src", "https://example.com/moved.xml", "HTTP 503",
+                       polled_at=later + timedelta(minutes=30))
+    status = store.source_status("src")
+    assert status is not None
+    assert status.error_count == 2
+    assert (status.last_result, status.last_error) == ("error", "HTTP 503")
+    assert status.last_poll_at == later + timedelta(minutes=30)
+    assert status.last_success_at == T0
+    assert status.validators == V1
+    assert status.body_hash == "body-1"
+    assert status.url == "https://example.com/src.xml"  # the URL its validators belong to
+    assert status.article_count == 1
+    assert [a.key for a in store.iter_articles()] == ["k1"]
+
+
+def test_record_error_for_a_new_source(store: Store) -> None:
+    store.record_error("new", "https://new.example/feed", "DNS failure", polled_at=T0)
+    status = store.source_status("new")
+    assert status is not None
+    assert (status.url, status.error_count, status.last_success_at) == (
+        "https://new.example/feed", 1, None)
+
+
+def test_record_unchanged_is_a_success(store: Store) -> None:
+    save(store, [make_article("k1")])
+    store.record_error("src", "https://example.com/src.xml", "boom", polled_at=T0)
+    store.record_error("src", "https://example.com/src.xml", "boom", polled_at=T0)
+    later = T0 + timedelta(hours=1)
+    store.record_unchanged("src", "https://example.com/src.xml", result="not-modified",
+                           polled_at=later)
+    status = store.source_status("src")
+    assert status is not None
+    assert (status.error_count, status.last_error, status.last_result) == (
+        0, None, "not-modified")
+    assert (status.last_poll_at, status.last_success_at) == (later, later)
+    assert status.validators == V1  # validators=None keeps them
+    assert status.body_hash == "body-1"
+    assert status.article_count == 1
+
+
+def test_record_unchanged_validators(store: Store) -> None:
+    save(store, [make_article("k1")])
+    # A 304 that only repeats the ETag keeps the stored Last-Modified.
+    store.record_unchanged("src", "https://example.com/src.xml", result="not-modified",
+                           polled_at=T0, validators=Validators(etag='"v2"'))
+    assert store.source_status("src").validators == Validators(  # type: ignore[union-attr]
+        etag='"v2"', last_modified=V1.last_modified)
+    # A full 200 response with the same body replaces both.
+    store.record_unchanged("src", "https://example.com/src.xml", result="unchanged",
+                           polled_at=T0, validators=Validators(etag='"v3"'))
+    status = store.source_status("src")
+    assert status is not None
+    assert status.validators == Validators(etag='"v3"')
+    assert status.last_result == "unchanged"
+    with pytest.raises(ValueError, match="result"):
+        store.record_unchanged("src", "https://example.com/src.xml", result="new",
+                               polled_at=T0)
+
+
+# -- failures ----------------------------------------------------------------------
+
+
+def test_failing_batch_rolls_back_entirely(store: Store) -> None:
+    save(store, [make_article("k1"), make_article("k2")])
+    before_status = store.source_status("src")
+    before_articles = list(store.iter_articles())
+
+    bad = make_article("bad", title=None)  # NOT NULL violation, past the type checker
+    batch = [make_article("k1", title="Changed", content_hash="v2"), make_article("k3"), bad]
+    with pytest.raises(StoreError) as caught:
+        save(store, batch, polled_at=T0 + timedelta(hours=1), validators=Validators("x"),
+             body_hash="body-2")
+    assert caught.value.source_id == "src"
+    assert "[src]" in str(caught.value)
+
+    assert store.source_status("src") == before_status
+    assert list(store.iter_articles()) == before_articles
+    assert store.count_articles() == 2
+
+    # The store is still usable after the failure.
+    assert save(store, batch[:2]) == StoreCounts(new=1, updated=1)
+
+
+def test_failing_first_batch_leaves_no_source(store: Store) -> None:
+    with pytest.raises(StoreError):
+        save(store, [make_article("k1"), make_article("bad", content=None)])
+    assert store.source_status("src") is None
+    assert store.statuses() == []
+    assert store.count_articles() == 0
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    naive = datetime(2024, 5, 1, 12, 0)
+    with pytest.raises(StoreError, match="naive"):
+        save(store, [make_article("k1", date=naive)])
+    with pytest.raises(StoreError, match="naive"):
+        store.record_error("src", "https://example.com/src.xml", "x", polled_at=naive)
+    assert store.count_articles() == 0
+    assert store.source_status("src") is None
+
+
+# -- round trips -------------------------------------------------------------------
+
+
+def test_datetimes_come_back_aware_utc(store: Store) -> None:
+    beijing = timezone(timedelta(hours=8))
+    local = datetime(2021, 5, 21, 15, 25, 30, 123456, tzinfo=beijing)
+    save(store, [make_article("k1", date=local, first_seen=local, updated_at=local)],
+         polled_at=local)
+    (stored,) = store.iter_articles()
+    for value in (stored.date, stored.first_seen, stored.updated_at):
+        assert value == local
+        assert value.tzinfo is UTC
+        assert value.hour == 7
+        assert value.microsecond == 123456
+    status = store.source_status("src")
+    assert status is not None
+    assert status.last_poll_at == local
+    assert status.last_poll_at.utcoffset() == timedelta(0)  # type: ignore[union-attr]
+
+
+def test_cjk_and_long_text_round_trip(store: Store) -> None:
+    content = "<p>" + "中文内容，日本語のテキスト、한국어 텍스트。" * 20000 + "</p>"
+    article = make_article(
+        "https://例子.中国/文章/1", title="维科网：激光雷达的新进展 🚗", author="记者 张三",
+        categories=("科技", "汽车"), content=content, summary="激光雷达" * 100,
+        headimg="https://图片.example/头图.jpg")
+    save(store, [article])
+    assert list(store.iter_articles()) == [article]
+    assert store.latest_articles("科技", 5) == [article]
+    assert store.categories() == ["汽车", "科技"] == sorted(["科技", "汽车"])
+    assert save(store, [article]) == StoreCounts(unchanged=1)
+
+
+# -- concurrency -------------------------------------------------------------------
+
+
+def test_concurrent_writers(store: Store) -> None:
+    threads_n, calls, per_call = 8, 30, 5
+    store.record_error("shared", "https://shared.example/feed", "first", polled_at=T0)
+    barrier = threading.Barrier(threads_n + 1)
+    failures: list[BaseException] = []
+    results: list[StoreCounts] = []
+    lock = threading.Lock()
+
+    def writer(n: int) -> None:
+        source_id = f"src{n}"
+        try:
+            barrier.wait()
+            for call in range(calls):
+                batch = [make_article(f"k{call}-{i}", source_id=source_id)
+                         for i in range(per_call)]
+                # Overlap with the previous call's batch: those keys are unchanged now.
+                if call:
+                    batch.append(make_article(f"k{call - 1}-0", source_id=source_id))
+                counts = save(store, batch, source_id=source_id)
+                store.record_error("shared", "https://shared.example/feed", f"e{n}",
+                                   polled_at=T0)
+                with lock:
+                    results.append(counts)
+        except BaseException as exc:  # reported below, with the thread's failure
+            with lock:
+                failures.append(exc)
+
+    def reader() -> None:
+        try:
+            barrier.wait()
+            for _ in range(calls):
+                store.latest_articles("news", 20)
+                store.statuses()
+        except BaseException as exc:
+            with lock:
+                failures.append(exc)
+
+    workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads_n)]
+    workers.append(threading.Thread(target=reader))
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert failures == []
+    assert len(results) == threads_n * calls
+    assert all(c.new == per_call and c.updated == 0 for c in results)
+    assert sum(c.unchanged for c in results) == threads_n * (calls - 1)
+    assert store.count_articles() == threads_n * calls * per_call
+    for n in range(threads_n):
+        assert store.count_articles(f"src{n}") == calls * per_call
+    shared = store.source_status("shared")
+    assert shared is not None
+    assert shared.error_count == 1 + threads_n * calls
