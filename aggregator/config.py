@@ -323,39 +323,36 @@ def parse_config(text: str, file: Path) -> Settings:
 
 
 def _config_error(exc: ValidationError, raw: dict[str, Any], file: Path) -> ConfigError:
-    """The first validation problem, named by file, source id and field."""
-    error = exc.errors()[0]
-    loc = list(error["loc"])
-    source_id: str | None = None
-    field: str | None = None
+    """Every validation problem, each named by source id and field; the first one is
+    the error's structured ``source_id``/``field``."""
+    problems = [_problem(error, raw) for error in exc.errors()]
+    message, source_id, field = problems[0]
+    for other_message, other_source, other_field in problems[1:]:
+        where = [f"source {other_source!r}" if other_source else None,
+                 f"field {other_field!r}" if other_field else None]
+        message += "\n  also: " + ": ".join([w for w in where if w] + [other_message])
+    return ConfigError(message, path=str(file), source_id=source_id, field=field)
+
+
+def _problem(error: Any, raw: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """(message, source id, field) of one pydantic error."""
     ctx_error = (error.get("ctx") or {}).get("error")
     if isinstance(ctx_error, _DuplicateId):
-        return ConfigError(
-            str(ctx_error),
-            path=str(file),
-            source_id=ctx_error.source_id,
-            field=f"sources[{ctx_error.index}].id",
-        )
+        return str(ctx_error), ctx_error.source_id, f"sources[{ctx_error.index}].id"
+    loc = list(error["loc"])
+    source_id: str | None = None
     if loc and loc[0] == "sources" and len(loc) > 1 and isinstance(loc[1], int):
         index = loc[1]
         sources = raw.get("sources") or []
         entry = sources[index] if index < len(sources) else None
-        if isinstance(entry, dict) and entry.get("id"):
-            source_id = str(entry["id"])
-        else:
-            source_id = f"#{index + 1}"
-        field = ".".join(str(part) for part in loc[2:]) or None
-    else:
-        field = ".".join(str(part) for part in loc) or None
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif error["type"] == "missing":
-        message = "required key is missing"
-    message = message.removeprefix("Value error, ")
-    if len(exc.errors()) > 1:
-        message += f" (and {len(exc.errors()) - 1} more problem(s))"
-    return ConfigError(message, path=str(file), source_id=source_id, field=field)
+        has_id = isinstance(entry, dict) and entry.get("id")
+        source_id = str(entry["id"]) if has_id else f"#{index + 1}"  # type: ignore[index]
+        loc = loc[2:]
+    field = ".".join(str(part) for part in loc) or None
+    message = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(
+        error["type"], error["msg"]
+    )
+    return message.removeprefix("Value error, "), source_id, field
 
 
 def _resolve_paths(settings: Settings, file: Path) -> Settings:

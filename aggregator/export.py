@@ -23,9 +23,7 @@ alone).  It only renders and writes files, one per article, atomically.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from aggregator.errors import AggregatorError
+from aggregator.files import write_atomic
 from aggregator.records import Article
 
 __all__ = [
@@ -130,9 +129,16 @@ def render_front_matter(article: Article) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Hexo renders post bodies through Nunjucks: "{{", "{%" and "{#" in an article would be
+# executed as template code (or break the build).  The HTML entity for "{" shows the
+# same character in the browser and is inert to Nunjucks.
+_NUNJUCKS_TAG = re.compile(r"\{[{%#]")
+
+
 def render_hexo(article: Article) -> str:
     """The whole post: front matter, a blank line, the content in the seed's ``<div>``."""
-    return f"{render_front_matter(article)}\n<div>   \n{article.content} \n  \n</div>\n"
+    body = _NUNJUCKS_TAG.sub(lambda m: "&#123;" + m.group(0)[1:], article.content)
+    return f"{render_front_matter(article)}\n<div>   \n{body} \n  \n</div>\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,21 +148,6 @@ class ExportReport:
     written: int
     unchanged: int
     out_dir: str
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write via a hidden temp file in the same directory, then ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def export_hexo(articles: Iterable[Article], out_dir: Path) -> ExportReport:
@@ -176,13 +167,13 @@ def export_hexo(articles: Iterable[Article], out_dir: Path) -> ExportReport:
         path = out_dir / hexo_filename(article)
         data = render_hexo(article).encode("utf-8")
         try:
-            if path.is_file() and path.read_bytes() == data:
-                unchanged += 1
-                continue
-            _write_atomically(path, data)
+            changed = write_atomic(path, data)
         except OSError as exc:
             raise AggregatorError(
                 f"cannot write Hexo post {path}: {exc}", source_id=article.source_id
             ) from exc
-        written += 1
+        if changed:
+            written += 1
+        else:
+            unchanged += 1
     return ExportReport(written=written, unchanged=unchanged, out_dir=str(out_dir))

@@ -73,6 +73,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # --------------------------------------------------------------------------- public API
 
 
+# What callers hold between fetches (connection pooling) without importing requests.
+HttpSession = requests.Session
+
+
 def make_session(options: FetchOptions) -> requests.Session:
     """A session for ``fetch``: no environment leaks, feed-friendly headers, watched sockets.
 

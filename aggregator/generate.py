@@ -31,9 +31,7 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
-import os
 import re
-import secrets
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +44,7 @@ from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
+from aggregator import files
 from aggregator.errors import AggregatorError
 from aggregator.records import Article, FeedOptions
 
@@ -397,25 +396,10 @@ def write_atomic(path: Path, data: bytes) -> bool:
     directory and ``os.replace``s it over ``path`` (readers see the old or the
     new file, never a partial one).  Returns True when the file changed.
     """
-    path = Path(path)
     try:
-        if path.is_file() and path.read_bytes() == data:
-            return False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        return files.write_atomic(path, data)
     except OSError as exc:
         raise AggregatorError(f"cannot write {path}: {exc}") from exc
-    return True
 
 
 def build_feeds(

@@ -33,6 +33,7 @@ UNTITLED = "(无标题)"
 # A feed date further in the future than this is not believed (clock skew is fine,
 # a 9999 date pinned to the top of every generated feed is not).
 FUTURE_TOLERANCE = timedelta(days=1)
+MAX_KEY_LENGTH = 512
 
 _ALLOWED_STYLE_PROPERTIES = frozenset(
     {
@@ -113,7 +114,7 @@ def normalize(
     ).hexdigest()
     return Article(
         source_id=source.id,
-        key=guid or link or "sha256:" + _identity_hash(title, content),
+        key=article_key(guid, link, title, content),
         guid=guid,
         link=link,
         title=title,
@@ -241,5 +242,15 @@ def _fallback_title(summary: str, link: str | None) -> str:
     return link or UNTITLED
 
 
-def _identity_hash(title: str, content: str) -> str:
-    return hashlib.sha256(f"{title}\n{content}".encode()).hexdigest()
+def article_key(guid: str | None, link: str | None, title: str, content: str) -> str:
+    """Identity within a source: guid, else link, else a hash of what the entry shows.
+
+    Keys are indexed (UNIQUE with the source id), so absurdly long ones are hashed:
+    PostgreSQL refuses index entries over ~2.7 KB.
+    """
+    key = guid or link or "sha256:" + _sha256(f"{title}\n{content}")
+    return key if len(key) <= MAX_KEY_LENGTH else "sha256:" + _sha256(key)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from aggregator import export, generate
 from aggregator.errors import AggregatorError
-from aggregator.fetch import fetch, make_session
+from aggregator.fetch import HttpSession, fetch, make_session
 from aggregator.normalize import normalize
 from aggregator.parse import parse
 from aggregator.records import (
@@ -68,7 +68,7 @@ def poll_source(
     store: Store,
     options: PollOptions,
     *,
-    session: object | None = None,
+    session: HttpSession | None = None,
     now: Callable[[], datetime] = utc_now,
 ) -> PollResult:
     """Fetch, parse, normalize and store one source; never raises for that source's faults."""
@@ -79,7 +79,7 @@ def poll_source(
         same_url = remembered is not None and remembered.url == source.url
         validators = remembered.validators if same_url else Validators()
 
-        fetched = fetch(source, options.fetch, validators, session)  # type: ignore[arg-type]
+        fetched = fetch(source, options.fetch, validators, session)
         if fetched.not_modified:
             store.record_unchanged(
                 source.id,

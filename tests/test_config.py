@@ -138,3 +138,15 @@ def test_bundled_example_config_is_valid() -> None:
     assert ofweek.categories == ("新媒体", "高科技行业门户", "新闻")
     assert ofweek.name == "高科技行业门户"
     assert {"新媒体", "编程"} <= {c for s in settings.sources for c in s.categories}
+
+
+def test_every_problem_is_reported(tmp_path: Path) -> None:
+    text = VALID.replace("interval: 30m", "interval: never").replace(
+        "url: https://juejin", "url: x"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    lines = str(caught.value).splitlines()
+    assert caught.value.source_id == "ofweek-news" and caught.value.field == "interval"
+    assert len(lines) == 2
+    assert "source 'juejin': field 'url'" in lines[1]

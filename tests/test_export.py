@@ -18,7 +18,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator import export
+from aggregator import files
 from aggregator.errors import AggregatorError
 from aggregator.export import (
     ExportReport,
@@ -113,6 +113,13 @@ def test_body_wraps_seed_content_like_the_seed() -> None:
     assert content in body
     assert body == f"\n<div>   \n{content} \n  \n</div>\n"
     assert rendered == post
+
+
+def test_hexo_template_syntax_in_content_is_inert() -> None:
+    article = make_article(content="<p>{{ config.secret }} {% include 'x' %} {# c #} {a}</p>")
+    body = render_hexo(article).split("---\n", 2)[2]
+    assert "{{" not in body and "{%" not in body and "{#" not in body
+    assert "&#123;{ config.secret }}" in body and "{a}" in body
 
 
 def test_seed_front_matter_loads_to_the_article_values() -> None:
@@ -377,7 +384,7 @@ def test_failed_write_leaves_old_file_and_no_temp_files(
     def refuse(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(export.os, "replace", refuse)
+    monkeypatch.setattr(files.os, "replace", refuse)
     with pytest.raises(AggregatorError, match="disk full") as info:
         export_hexo([replace(article, title="new")], tmp_path)
     assert info.value.source_id == article.source_id

@@ -159,6 +159,15 @@ def test_dates_fall_back_and_future_dates_are_not_believed() -> None:
     assert choose_date(old, None, SEEN) == (old, True)
 
 
+def test_overlong_guids_are_hashed_into_a_bounded_key() -> None:
+    long_guid = "urn:x:" + "a" * 5000
+    article = normalize(entry(guid=long_guid), SOURCE, OPTIONS, seen_at=SEEN)
+    assert article.guid == long_guid
+    assert article.key.startswith("sha256:") and len(article.key) == 7 + 64
+    again = normalize(entry(guid=long_guid, title="changed"), SOURCE, OPTIONS, seen_at=SEEN)
+    assert again.key == article.key
+
+
 def test_entry_author_wins_over_source_name() -> None:
     assert normalize(entry(author="张喆"), SOURCE, OPTIONS, seen_at=SEEN).author == "张喆"
 
