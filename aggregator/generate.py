@@ -11,8 +11,9 @@ alternate link, and the feed dates default to *now*.
 
 Output is a pure function of the input: entries are ordered by date (newest
 first) then by ``(source_id, key)``, entry ids are UUID-5s of the article's
-identity, and the feed's ``updated`` / ``lastBuildDate`` is the newest
-``updated_at`` of the included articles (the Unix epoch for an empty feed),
+identity, an entry's ``updated`` is ``modified_at`` (its own date until its content
+changes), and the feed's ``updated`` / ``lastBuildDate`` is the newest entry
+``updated`` of the included articles (the Unix epoch for an empty feed),
 never the build time.  Identical input therefore gives byte-identical files,
 which ``write_atomic`` then leaves untouched so HTTP validators stay stable.
 
@@ -204,6 +205,18 @@ def entry_id(article: Article) -> str:
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"{article.source_id}\n{article.key}"))
 
 
+def modified_at(article: Article) -> datetime:
+    """When the entry last changed, as readers should see it.
+
+    An article never changed since we first saw it was last modified at its own
+    date (not at our first poll, which would show a 2021 article as new today);
+    one whose content changed later was modified when we stored the change.
+    """
+    if article.updated_at <= article.first_seen:
+        return article.date
+    return max(article.date, article.updated_at)
+
+
 def _entry_values(article: Article) -> _Entry:
     link = _clean(article.link or "").strip() or None
     title = _clean(article.title or "").strip() or link or _UNTITLED
@@ -223,7 +236,7 @@ def _entry_values(article: Article) -> _Entry:
         link=link,
         author=_clean(article.author or "").strip(),
         published=_utc(article.date),
-        updated=_utc(article.updated_at),
+        updated=_utc(modified_at(article)),
         categories=tuple(categories),
         content=content if content.strip() else "",
         summary=summary if summary.strip() else "",

@@ -53,6 +53,12 @@ _XML_DECL_TEXT = re.compile(r"^(\s*<\?xml[^>]*?encoding\s*=\s*[\"'])([A-Za-z0-9.
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.IGNORECASE)
 # Characters XML 1.0 cannot carry; expat rejects them and feedparser would then
 # fall back to its loose parser, so they are dropped before parsing.
+# The root element of a feed document, after the prolog, comments and doctype.
+_FEED_ROOT = re.compile(
+    r"^\ufeff?\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*"
+    r"<(?:[\w.-]+:)?(?:rss|feed|rdf|channel)\b",
+    re.IGNORECASE | re.DOTALL,
+)
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -186,7 +192,7 @@ def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> 
             f"no encoding decoded the document cleanly; used {encoding} with replacement characters"
         )
     entries = tuple(_entry(e, fetched.url) for e in result.get("entries", []))
-    if not result.get("version") and not entries:
+    if not result.get("version") and not entries and not _is_empty_feed(result, text):
         raise ParseError(_not_a_feed_reason(result, text), source_id=source.id)
     if result.get("bozo") and not isinstance(
         result.get("bozo_exception"), feedparser.CharacterEncodingOverride
@@ -204,9 +210,19 @@ def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> 
     )
 
 
-def _not_a_feed_reason(result: Mapping[str, Any], text: str) -> str:
+def _is_empty_feed(result: Mapping[str, Any], text: str) -> bool:
+    """A well-formed feed document with no items that feedparser names no version for
+    (e.g. a CDF ``<CHANNEL>``): an empty feed, not an error."""
+    return not result.get("bozo") and bool(_FEED_ROOT.match(text[:4096]))
+
+
+def _looks_like_html(text: str) -> bool:
     head = text[:2048].lstrip().lower()
-    if head.startswith("<!doctype html") or "<html" in head:
+    return head.startswith("<!doctype html") or "<html" in head
+
+
+def _not_a_feed_reason(result: Mapping[str, Any], text: str) -> str:
+    if _looks_like_html(text):
         return "not a feed: the server sent an HTML page"
     if result.get("bozo"):
         return f"not a feed: {_bozo_reason(result)}"

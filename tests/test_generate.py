@@ -23,6 +23,7 @@ from aggregator.generate import (
     build_feeds,
     category_paths,
     entry_id,
+    modified_at,
     render_atom,
     render_opml,
     render_rss,
@@ -35,6 +36,7 @@ ATOM_RNG = SHARED / "corpus" / "schemas" / "atom-rfc4287.rng"
 ATOM_NS = "{http://www.w3.org/2005/Atom}"
 SITE = "https://news.example.org/agg"  # no trailing slash on purpose
 BASE = datetime(2021, 5, 21, 7, 25, tzinfo=UTC)
+NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 
 def make_article(n: int, **overrides: Any) -> Article:
@@ -453,3 +455,13 @@ def test_build_feeds_writes_everything_then_nothing(
     third = build_feeds(by_category, opts, all_categories=["编程", "新媒体"])
     assert third.written == (category_paths("编程").rss, category_paths("编程").atom)
     assert OPML_FILENAME in third.unchanged
+
+
+def test_entry_updated_is_its_date_until_its_content_changes(tmp_path: Path) -> None:
+    fresh = make_article(1, first_seen=NOW, updated_at=NOW)
+    assert modified_at(fresh) == fresh.date  # an old article first seen today is not "new"
+    changed = make_article(1, first_seen=NOW, updated_at=NOW + timedelta(hours=1))
+    assert modified_at(changed) == NOW + timedelta(hours=1)
+    atom = feedparser.parse(render_atom("新媒体", [fresh], options(tmp_path)))
+    assert atom.entries[0].updated_parsed[:6] == fresh.date.timetuple()[:6]
+    assert atom.feed.updated_parsed[:6] == fresh.date.timetuple()[:6]

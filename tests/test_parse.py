@@ -216,3 +216,10 @@ def test_xml_illegal_characters_do_not_break_parsing() -> None:
 def test_empty_channel_is_a_feed_with_no_entries() -> None:
     feed = parse(fetched(rss("").encode()), SOURCE)
     assert feed.entries == () and feed.title == "频道"
+
+
+def test_feed_document_without_items_is_an_empty_feed_not_an_error() -> None:
+    cdf = b'<?xml version="1.0"?>\n<!-- portal -->\n<CHANNEL HREF="http://portal.test/"></CHANNEL>'
+    assert parse(fetched(cdf), SOURCE).entries == ()
+    with pytest.raises(ParseError, match="no RSS or Atom root element"):
+        parse(fetched(b'<?xml version="1.0"?><catalog><book id="1"/></catalog>'), SOURCE)
