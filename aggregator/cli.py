@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,15 +56,19 @@ def config_option(func: F) -> F:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="key=value text for people, JSON lines for collectors.")
 @click.version_option(package_name="aggregator")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int) -> None:
+def cli(ctx: click.Context, verbose: int, log_format: str) -> None:
     """Poll news portals' feeds, store articles, publish per-category RSS/Atom feeds."""
+    from aggregator import logs
+
     ctx.ensure_object(dict)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    if ctx.invoked_subcommand in ("run", "serve") and verbose == 0:
+        level = logging.INFO  # a daemon's log is its record of what it did
+    logs.configure(level, log_format)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -234,34 +239,87 @@ def _export(store: Store, out_dir: Path) -> None:
 @config_option
 @click.pass_context
 def status(ctx: click.Context) -> None:
-    """A table per source: last poll, result, articles, errors."""
+    """A table per source: last poll, result, articles, errors, next poll."""
     settings = _settings(ctx)
     with _open_store(ctx, settings) as store:
         remembered = {s.source_id: s for s in store.statuses()}
-    rows = [("SOURCE", "LAST POLL (UTC)", "RESULT", "ARTICLES", "ERRORS", "LAST ERROR")]
+    rows = [("SOURCE", "LAST POLL (UTC)", "RESULT", "ARTICLES", "ERRORS", "NEXT POLL (UTC)",
+             "LAST ERROR")]
     for source in settings.sources:
         st = remembered.get(source.id)
-        last_poll = (
-            st.last_poll_at.strftime("%Y-%m-%d %H:%M:%S") if st and st.last_poll_at else "never"
-        )
         result = (st.last_result or "-") if st else "-"
         if not source.enabled:
-            result += " (disabled)"
-        rows.append(
-            (
-                source.id,
-                last_poll,
-                result,
-                str(st.article_count if st else 0),
-                str(st.error_count if st else 0),
-                (st.last_error or "") if st else "",
-            )
-        )
+            result += " (off in config)"
+        if st and st.moved_to and st.moved_from == str(source.url):
+            result += f" (moved to {st.moved_to})"
+        rows.append((
+            source.id,
+            _when(st.last_poll_at if st else None, "never"),
+            result,
+            str(st.article_count if st else 0),
+            str(st.error_count if st else 0),
+            "disabled" if st and st.disabled_reason else _when(st.next_poll_at if st else None),
+            (st.last_error or "") if st else "",
+        ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        click.echo(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
-        )
+        cells = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+        click.echo(f"{cells}  {row[-1]}")
+
+
+def _when(moment: datetime | None, missing: str = "-") -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else missing
+
+
+def _listen_options(func: F) -> F:
+    func = click.option("--port", type=int, default=8080, show_default=True,
+                        help="TCP port to listen on (0: any free port).")(func)
+    return click.option("--host", default="127.0.0.1", show_default=True,
+                        help="Address to listen on (0.0.0.0 for every interface).")(func)
+
+
+def _health(settings_of: Callable[[], Settings], store: Store) -> Callable[[], Any]:
+    from aggregator.pipeline import utc_now
+    from aggregator.serve import health_report
+
+    def report() -> Any:
+        settings = settings_of()
+        return health_report(settings.source_list(), store.statuses(), utc_now())
+
+    return report
+
+
+@cli.command()
+@config_option
+@_listen_options
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the generated feeds, OPML and index page (no polling)."""
+    from aggregator.serve import make_app, serve_forever
+
+    settings = _settings(ctx)
+    with _open_store(ctx, settings) as store:
+        app = make_app(settings.output_dir, str(settings.site_url),
+                       health=_health(lambda: settings, store))
+        serve_forever(app, host, port)
+
+
+@cli.command()
+@config_option
+@_listen_options
+@click.pass_context
+def run(ctx: click.Context, host: str, port: int) -> None:
+    """The daemon: poll every source on its interval, rebuild feeds, serve them.
+
+    Reloads the config when the file changes or on SIGHUP (an invalid edit is
+    logged and the last good config keeps running); SIGTERM/SIGINT stop it cleanly.
+    """
+    from aggregator.daemon import run_daemon
+
+    settings = _settings(ctx)
+    with _open_store(ctx, settings) as store:
+        code = run_daemon(settings, store, host=host, port=port)
+    ctx.exit(code)
 
 
 @cli.command()

@@ -193,14 +193,48 @@ class Settings(_Model):
     )
     max_feed_bytes: int = Field(default=10 * 1024 * 1024, description="Largest feed body accepted.")
     workers: int = Field(default=8, ge=1, le=64, description="Sources polled in parallel.")
+    # --- the daemon (aggregator run) ---
+    host_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Polls of one host running at the same time."
+    )
+    max_backoff: timedelta = Field(
+        default=timedelta(hours=24), description="Longest wait after repeated errors."
+    )
+    start_jitter: timedelta = Field(
+        default=timedelta(minutes=1),
+        description="First polls after a (re)start are spread over up to this long.",
+    )
+    build_debounce: timedelta = Field(
+        default=timedelta(seconds=2),
+        description="Wait this long after a poll changed articles, to build once for many.",
+    )
+    shutdown_timeout: timedelta = Field(
+        default=timedelta(seconds=20), description="How long in-flight polls may finish on stop."
+    )
+    retention_days: int | None = Field(
+        default=None, ge=1, description="Delete articles older than this many days."
+    )
+    max_articles_per_source: int | None = Field(
+        default=None, ge=1, description="Keep at most this many newest articles per source."
+    )
     sources: tuple[SourceConfig, ...] = Field(default=(), description="The portals to poll.")
 
     # Where the file was read from; relative paths were resolved against its folder.
     config_path: Path | None = Field(default=None, exclude=True)
 
-    @field_validator("connect_timeout", "read_timeout", "fetch_deadline", mode="before")
+    @field_validator(
+        "connect_timeout", "read_timeout", "fetch_deadline", "max_backoff", "build_debounce",
+        "shutdown_timeout", mode="before",
+    )
     @classmethod
     def _durations(cls, value: object) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("start_jitter", mode="before")
+    @classmethod
+    def _jitter(cls, value: object) -> timedelta:
+        if value in (0, "0", "0s"):
+            return timedelta(0)
         return parse_duration(value)
 
     @field_validator("max_feed_bytes", mode="before")
@@ -258,6 +292,7 @@ class Settings(_Model):
             site_url=str(self.site_url),
             feed_size=self.feed_size,
             title_prefix=f"{self.site_title} · " if self.site_title else "",
+            site_title=self.site_title,
         )
 
 

@@ -42,6 +42,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
@@ -144,6 +145,9 @@ def _fetch(source: Source, options: FetchOptions, validators: Validators,
     url = source.url
     seen: set[str] = set()
     hops = 0
+    # Where an unbroken chain of permanent redirects (301/308) from source.url leads.
+    moved_to: str | None = None
+    permanent_so_far = True
     while True:
         try:
             prepared = session.prepare_request(requests.Request("GET", url, headers=conditional))
@@ -175,9 +179,13 @@ def _fetch(source: Source, options: FetchOptions, validators: Validators,
                 except ValueError as exc:
                     raise FetchError(f"invalid redirect Location {location!r}: {exc}",
                                      source_id=source.id) from exc
+                permanent_so_far = permanent_so_far and response.status_code in (301, 308)
+                if permanent_so_far:
+                    moved_to = url
                 continue
-            return _finish(source, options, validators, response, url, watchdog, started,
-                           deadline_at)
+            result = _finish(source, options, validators, response, url, watchdog, started,
+                             deadline_at)
+            return replace(result, permanent_redirect=moved_to) if moved_to else result
         finally:
             response.close()  # never drain: a redirect or error body may be endless
 

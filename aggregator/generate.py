@@ -34,7 +34,7 @@ import html
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,7 +160,8 @@ def _url(options: FeedOptions, relative: str) -> str:
 
 
 def _site_name(options: FeedOptions) -> str:
-    name = _clean(options.title_prefix).strip(_PREFIX_SEPARATORS)
+    name = (_clean(options.site_title).strip()
+            or _clean(options.title_prefix).strip(_PREFIX_SEPARATORS))
     if name:
         return name
     host = urlsplit(_clean(options.site_url).strip()).hostname
@@ -419,13 +420,16 @@ def build_feeds(
     articles_by_category: Mapping[str, Sequence[Article]],
     options: FeedOptions,
     all_categories: Sequence[str] | None = None,
+    only: Collection[str] | None = None,
 ) -> BuildReport:
     """Render and write both feeds of every category, then ``feeds.opml``.
 
     Categories are those of ``articles_by_category`` plus ``all_categories``
     (the latter get empty feeds when they have no articles); they are processed
     and listed in sorted order.  Files whose bytes would not change are left
-    alone and reported as unchanged.
+    alone and reported as unchanged.  With ``only``, just those categories' feeds
+    are rendered (the daemon rebuilds what a poll changed); the OPML index still
+    lists every category.
     """
     out_dir = Path(options.output_dir)
     names = sorted(set(articles_by_category) | set(all_categories or ()))
@@ -437,6 +441,8 @@ def build_feeds(
         (written if write_atomic(out_dir / relative, data) else unchanged).append(relative)
 
     for name in names:
+        if only is not None and name not in only:
+            continue
         entries, bad = _select(name, articles_by_category.get(name, ()), options)
         skipped |= bad
         paths = category_paths(name)

@@ -2,18 +2,20 @@
 
 ``poll_source`` reads top to bottom as the life of one poll:
 
-1. look up what the store remembers (validators, body hash);
-2. fetch, conditionally — a 304 ends the poll cheaply;
+1. look up what the store remembers (validators, body hash, a confirmed move);
+2. fetch, conditionally — a 304 ends the poll cheaply; a permanent redirect is
+   tracked and followed once confirmed (``policy``);
 3. an unchanged body (same bytes, same rules) ends it too, before any parsing;
 4. parse the document into entries;
 5. normalize every entry into an Article;
 6. store the articles and the new source state in one transaction.
 
 Any ``AggregatorError`` ends that source's poll as an "error" result that is
-recorded and logged with its id; it never reaches the other sources.
+recorded and logged with its id (a 410 Gone disables the source); it never
+reaches the other sources.
 ``poll_sources`` runs many polls on a thread pool; ``build_feeds`` and
-``export_hexo`` turn what is stored into files.  Decisions live in the stages
-and in small pure helpers here (``body_fingerprint``, ``result_name``); this
+``export_hexo`` turn what is stored into files.  Decisions live in the stages,
+in ``policy`` and in small pure helpers here (``body_fingerprint``, ``result_name``); this
 module only sequences them and owns no I/O of its own.
 """
 
@@ -23,23 +25,26 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aggregator import export, generate
-from aggregator.errors import AggregatorError
+from aggregator import export, generate, site
+from aggregator.errors import AggregatorError, FetchError
 from aggregator.fetch import HttpSession, fetch, make_session
 from aggregator.normalize import normalize
 from aggregator.parse import parse
+from aggregator.policy import effective_source, is_gone, should_move
 from aggregator.records import (
     FeedOptions,
     FetchOptions,
+    FetchResult,
     NormalizeOptions,
     PollResult,
     Source,
+    SourceStatus,
     StoreCounts,
     Validators,
 )
@@ -57,6 +62,7 @@ class PollOptions:
 
 
 NO_COUNTS = StoreCounts()
+INDEX_ARTICLES = 30  # latest articles on the index page
 
 
 def utc_now() -> datetime:
@@ -64,7 +70,7 @@ def utc_now() -> datetime:
 
 
 def poll_source(
-    source: Source,
+    configured: Source,
     store: Store,
     options: PollOptions,
     *,
@@ -72,60 +78,46 @@ def poll_source(
     now: Callable[[], datetime] = utc_now,
 ) -> PollResult:
     """Fetch, parse, normalize and store one source; never raises for that source's faults."""
-    started = time.monotonic()
-    polled_at = now()
+    poll = _Poll(configured, time.monotonic(), now())
     try:
-        remembered = store.source_status(source.id)
+        remembered = store.source_status(configured.id)
+        source = poll.source = effective_source(configured, remembered)
         same_url = remembered is not None and remembered.url == source.url
         validators = remembered.validators if same_url else Validators()
 
         fetched = fetch(source, options.fetch, validators, session)
+        poll.fetched(fetched)
+        _track_permanent_redirect(store, configured, source, remembered,
+                                  fetched.permanent_redirect)
         if fetched.not_modified:
-            store.record_unchanged(
-                source.id,
-                source.url,
-                result="not-modified",
-                polled_at=polled_at,
-                validators=fetched.validators,
-            )
-            return _done(source, "not-modified", started)
+            store.record_unchanged(source.id, source.url, result="not-modified",
+                                   polled_at=poll.at, validators=fetched.validators)
+            return poll.done("not-modified")
 
         body_hash = body_fingerprint(fetched.content, source, options.normalize)
         if same_url and remembered is not None and remembered.body_hash == body_hash:
-            store.record_unchanged(
-                source.id,
-                source.url,
-                result="unchanged",
-                polled_at=polled_at,
-                validators=fetched.validators,
-            )
-            return _done(source, "unchanged", started)
+            store.record_unchanged(source.id, source.url, result="unchanged",
+                                   polled_at=poll.at, validators=fetched.validators)
+            return poll.done("unchanged")
 
         parsed = parse(fetched, source)
         for warning in parsed.warnings:
             log.warning("source=%s %s", source.id, warning)
 
-        articles = [
-            normalize(entry, source, options.normalize, seen_at=polled_at)
-            for entry in parsed.entries
-        ]
+        articles = [normalize(entry, source, options.normalize, seen_at=poll.at)
+                    for entry in parsed.entries]
 
-        counts = store.save_articles(
-            source.id,
-            source.url,
-            articles,
-            validators=fetched.validators,
-            body_hash=body_hash,
-            polled_at=polled_at,
-        )
-        return _done(source, result_name(counts), started, counts, parsed.warnings)
+        counts = store.save_articles(source.id, source.url, articles,
+                                     validators=fetched.validators, body_hash=body_hash,
+                                     polled_at=poll.at)
+        return poll.done(result_name(counts), counts, parsed.warnings)
+    except FetchError as exc:
+        return poll.failed(store, exc.reason, status=exc.status, retry_after=exc.retry_after)
     except AggregatorError as exc:
-        return _failed(source, store, exc.reason, polled_at, started)
+        return poll.failed(store, exc.reason)
     except Exception as exc:  # a bug in one source's path must not stop the others
-        log.exception("source=%s unexpected error", source.id)
-        return _failed(
-            source, store, f"internal error: {type(exc).__name__}: {exc}", polled_at, started
-        )
+        log.exception("source=%s unexpected error", configured.id)
+        return poll.failed(store, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def poll_sources(
@@ -157,13 +149,20 @@ def poll_sources(
     return [results[source.id] for source in sources]
 
 
-def build_feeds(
-    store: Store, options: FeedOptions, configured_categories: Iterable[str] = ()
-) -> generate.BuildReport:
-    """Regenerate every category's RSS and Atom feed and the OPML index."""
+def build_feeds(store: Store, options: FeedOptions, configured_categories: Iterable[str] = (),
+                only: Collection[str] | None = None) -> generate.BuildReport:
+    """Regenerate the RSS and Atom feeds of every category (or ``only`` these) and the
+    OPML index."""
     categories = sorted(set(store.categories()) | set(configured_categories))
-    articles = {c: store.latest_articles(c, options.feed_size) for c in categories}
-    return generate.build_feeds(articles, options, all_categories=categories)
+    selected = [c for c in categories if only is None or c in only]
+    articles = {c: store.latest_articles(c, options.feed_size) for c in selected}
+    report = generate.build_feeds(articles, options, all_categories=categories, only=only)
+
+    page = site.render_index(categories, store.latest_articles(None, INDEX_ARTICLES), options,
+                             site_title=options.site_title or "Aggregator")
+    if generate.write_atomic(Path(options.output_dir) / site.INDEX_FILENAME, page):
+        return replace(report, written=(*report.written, site.INDEX_FILENAME))
+    return replace(report, unchanged=(*report.unchanged, site.INDEX_FILENAME))
 
 
 def export_hexo(store: Store, out_dir: Path) -> export.ExportReport:
@@ -195,36 +194,57 @@ def result_name(counts: StoreCounts) -> str:
     return "unchanged"
 
 
-def _done(
-    source: Source,
-    result: str,
-    started: float,
-    counts: StoreCounts = NO_COUNTS,
-    warnings: tuple[str, ...] = (),
-) -> PollResult:
-    elapsed = time.monotonic() - started
-    log.info(
-        "source=%s result=%s new=%d updated=%d unchanged=%d elapsed=%.3fs",
-        source.id,
-        result,
-        counts.new,
-        counts.updated,
-        counts.unchanged,
-        elapsed,
-    )
-    return PollResult(
-        source_id=source.id, result=result, counts=counts, warnings=warnings, elapsed=elapsed
-    )
+def _track_permanent_redirect(store: Store, configured: Source, polled: Source,
+                              remembered: SourceStatus | None, target: str | None) -> None:
+    """Follow a 301/308 only once it has been confirmed on consecutive polls."""
+    if target is None and (remembered is None or not remembered.redirect_count):
+        return  # the common case costs no write
+    confirmations = store.note_redirect(configured.id, polled.url, target)
+    if target is not None and should_move(confirmations):
+        store.move_source(configured.id, configured.url, target)
+        log.warning("source=%s moved permanently: now polling %s instead of %s "
+                    "(confirmed on %d polls)", configured.id, target, polled.url, confirmations)
 
 
-def _failed(
-    source: Source, store: Store, reason: str, polled_at: datetime, started: float
-) -> PollResult:
-    log.warning("source=%s result=error reason=%s", source.id, reason)
-    try:
-        store.record_error(source.id, source.url, reason, polled_at=polled_at)
-    except AggregatorError as exc:
-        log.error("source=%s could not record the error: %s", source.id, exc.reason)
-    return PollResult(
-        source_id=source.id, result="error", error=reason, elapsed=time.monotonic() - started
-    )
+class _Poll:
+    """The bookkeeping of one poll: timing and the result record."""
+
+    def __init__(self, source: Source, started: float, at: datetime) -> None:
+        self.source = source
+        self.started = started
+        self.at = at
+        self.status: int | None = None
+        self.fetch_seconds: float | None = None
+        self.permanent_redirect: str | None = None
+
+    def fetched(self, result: FetchResult) -> None:
+        self.status = result.status
+        self.fetch_seconds = result.elapsed
+        self.permanent_redirect = result.permanent_redirect
+
+    def done(self, result: str, counts: StoreCounts = NO_COUNTS,
+             warnings: tuple[str, ...] = ()) -> PollResult:
+        elapsed = time.monotonic() - self.started
+        log.info("source=%s result=%s new=%d updated=%d unchanged=%d elapsed=%.3fs",
+                 self.source.id, result, counts.new, counts.updated, counts.unchanged, elapsed)
+        return PollResult(source_id=self.source.id, result=result, counts=counts,
+                          warnings=warnings, elapsed=elapsed, status=self.status,
+                          permanent_redirect=self.permanent_redirect,
+                          fetch_seconds=self.fetch_seconds)
+
+    def failed(self, store: Store, reason: str, *, status: int | None = None,
+               retry_after: float | None = None) -> PollResult:
+        result = PollResult(source_id=self.source.id, result="error", error=reason,
+                            elapsed=time.monotonic() - self.started, status=status or self.status,
+                            retry_after=retry_after, fetch_seconds=self.fetch_seconds)
+        log.warning("source=%s result=error reason=%s", self.source.id, reason)
+        try:
+            if is_gone(result):
+                log.warning("source=%s is gone (HTTP %s): disabled until its URL changes",
+                            self.source.id, status)
+                store.disable_source(self.source.id, self.source.url, reason, polled_at=self.at)
+            else:
+                store.record_error(self.source.id, self.source.url, reason, polled_at=self.at)
+        except AggregatorError as exc:
+            log.error("source=%s could not record the error: %s", self.source.id, exc.reason)
+        return result

@@ -66,6 +66,8 @@ class FetchResult:
     etag: str | None = None
     last_modified: str | None = None
     elapsed: float = 0.0  # seconds
+    # Where a 301/308 on the way pointed, when the source URL itself moved permanently.
+    permanent_redirect: str | None = None
 
     def __post_init__(self) -> None:
         lowered = {k.lower(): v for k, v in self.headers.items()}
@@ -154,6 +156,7 @@ class FeedOptions:
     site_url: str  # every file in output_dir is served at site_url + relative path
     feed_size: int = 50
     title_prefix: str = ""
+    site_title: str = ""  # empty: derived from title_prefix or the site host
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +181,14 @@ class SourceStatus:
     last_success_at: datetime | None = None
     last_result: str | None = None  # "new", "updated", "unchanged", "not-modified", "error"
     last_error: str | None = None
-    error_count: int = 0
+    error_count: int = 0  # consecutive failed polls; 0 after a success
     article_count: int = 0
+    next_poll_at: datetime | None = None
+    disabled_reason: str | None = None  # set when the portal said 410 Gone
+    redirect_target: str | None = None  # a permanent redirect seen on consecutive polls
+    redirect_count: int = 0  # how many consecutive polls confirmed redirect_target
+    moved_from: str | None = None  # the configured URL that moved permanently...
+    moved_to: str | None = None  # ...and the URL polled instead while the config says moved_from
 
     @property
     def validators(self) -> Validators:
@@ -196,3 +205,7 @@ class PollResult:
     error: str | None = None
     warnings: tuple[str, ...] = ()
     elapsed: float = 0.0
+    status: int | None = None  # HTTP status of the final response, when there was one
+    retry_after: float | None = None  # seconds the portal asked us to wait (429/503)
+    permanent_redirect: str | None = None  # the source URL answered 301/308 to this URL
+    fetch_seconds: float | None = None  # time spent in the fetch stage

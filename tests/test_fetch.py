@@ -29,10 +29,12 @@ from aggregator.errors import FetchError
 from aggregator.fetch import fetch, make_session
 from aggregator.records import FetchOptions, Source, Validators
 
-OPTIONS = FetchOptions(allow_private_networks=True, connect_timeout=2.0, read_timeout=5.0,
-                       deadline=10.0)
-GUARDED = FetchOptions(allow_private_networks=False, connect_timeout=2.0, read_timeout=5.0,
-                       deadline=10.0)
+OPTIONS = FetchOptions(
+    allow_private_networks=True, connect_timeout=2.0, read_timeout=5.0, deadline=10.0
+)
+GUARDED = FetchOptions(
+    allow_private_networks=False, connect_timeout=2.0, read_timeout=5.0, deadline=10.0
+)
 
 
 def source(url: str, **kwargs: object) -> Source:
@@ -41,7 +43,9 @@ def source(url: str, **kwargs: object) -> Source:
 
 def options(**changes: object) -> FetchOptions:
     values = {
-        "allow_private_networks": True, "connect_timeout": 2.0, "read_timeout": 5.0,
+        "allow_private_networks": True,
+        "connect_timeout": 2.0,
+        "read_timeout": 5.0,
         "deadline": 10.0,
     }
     values.update(changes)
@@ -111,12 +115,12 @@ class RawServer:
 
 
 @pytest.fixture
-def raw_server() -> Iterator[Callable[[Callable[[RawServer, socket.socket, threading.Event],
-                                                  None]], RawServer]]:
+def raw_server() -> Iterator[
+    Callable[[Callable[[RawServer, socket.socket, threading.Event], None]], RawServer]
+]:
     servers: list[RawServer] = []
 
-    def start(handler: Callable[[RawServer, socket.socket, threading.Event], None]
-              ) -> RawServer:
+    def start(handler: Callable[[RawServer, socket.socket, threading.Event], None]) -> RawServer:
         holder: list[RawServer] = []
         server = RawServer(lambda conn, stop: handler(holder[0], conn, stop))
         holder.append(server)
@@ -128,8 +132,9 @@ def raw_server() -> Iterator[Callable[[Callable[[RawServer, socket.socket, threa
         server.close()
 
 
-def drip(conn: socket.socket, stop: threading.Event, data: bytes = b"x" * 35,
-         interval: float = 0.2) -> None:
+def drip(
+    conn: socket.socket, stop: threading.Event, data: bytes = b"x" * 35, interval: float = 0.2
+) -> None:
     """Send one byte per ``interval`` until done, stopped or disconnected (server pacing).
 
     The drip lasts about 7 s, then the server hangs up: a fetch without a working
@@ -161,9 +166,14 @@ def timed_fetch(src: Source, opts: FetchOptions, **kwargs: object) -> tuple[Fetc
 def test_plain_200_captures_body_headers_and_validators(httpserver: HTTPServer) -> None:
     body = b"<rss><channel><title>t</title></channel></rss>"
     httpserver.expect_request("/feed").respond_with_data(
-        body, content_type="application/rss+xml",
-        headers={"ETag": '"v1"', "Last-Modified": "Tue, 01 Oct 2024 10:00:00 GMT",
-                 "X-Custom": "yes"})
+        body,
+        content_type="application/rss+xml",
+        headers={
+            "ETag": '"v1"',
+            "Last-Modified": "Tue, 01 Oct 2024 10:00:00 GMT",
+            "X-Custom": "yes",
+        },
+    )
 
     result = fetch(source(httpserver.url_for("/feed")), OPTIONS)
 
@@ -185,7 +195,7 @@ def test_request_headers_user_agent_accept_and_no_conditionals(httpserver: HTTPS
 
     fetch(source(httpserver.url_for("/feed")), opts)
 
-    (request, _), = httpserver.log
+    ((request, _),) = httpserver.log
     assert request.headers["User-Agent"] == "TestAgent/9.9 (+https://example.invalid/bot)"
     accept = request.headers["Accept"]
     assert accept.startswith("application/rss+xml")
@@ -204,12 +214,11 @@ def test_empty_200_body_is_success(httpserver: HTTPServer) -> None:
     assert result.content == b""
 
 
-def test_conditional_get_sends_validators_and_304_keeps_old_ones(
-        httpserver: HTTPServer) -> None:
+def test_conditional_get_sends_validators_and_304_keeps_old_ones(httpserver: HTTPServer) -> None:
     old = Validators(etag='"abc"', last_modified="Tue, 01 Oct 2024 10:00:00 GMT")
     httpserver.expect_request(
-        "/feed", headers={"If-None-Match": '"abc"',
-                          "If-Modified-Since": "Tue, 01 Oct 2024 10:00:00 GMT"},
+        "/feed",
+        headers={"If-None-Match": '"abc"', "If-Modified-Since": "Tue, 01 Oct 2024 10:00:00 GMT"},
     ).respond_with_data(b"", status=304)
 
     result = fetch(source(httpserver.url_for("/feed")), OPTIONS, old)
@@ -223,8 +232,7 @@ def test_conditional_get_sends_validators_and_304_keeps_old_ones(
 
 def test_304_that_repeats_a_new_etag_replaces_it(httpserver: HTTPServer) -> None:
     old = Validators(etag='"abc"', last_modified="Tue, 01 Oct 2024 10:00:00 GMT")
-    httpserver.expect_request("/feed").respond_with_data(
-        b"", status=304, headers={"ETag": '"def"'})
+    httpserver.expect_request("/feed").respond_with_data(b"", status=304, headers={"ETag": '"def"'})
 
     result = fetch(source(httpserver.url_for("/feed")), OPTIONS, old)
 
@@ -236,7 +244,8 @@ def test_304_that_repeats_a_new_etag_replaces_it(httpserver: HTTPServer) -> None
 def test_gzip_response_is_decompressed(httpserver: HTTPServer) -> None:
     body = b"<feed>" + b"entry " * 5000 + b"</feed>"
     httpserver.expect_request("/feed").respond_with_data(
-        gzip.compress(body), headers={"Content-Encoding": "gzip"})
+        gzip.compress(body), headers={"Content-Encoding": "gzip"}
+    )
 
     result = fetch(source(httpserver.url_for("/feed")), OPTIONS)
 
@@ -244,16 +253,25 @@ def test_gzip_response_is_decompressed(httpserver: HTTPServer) -> None:
     assert result.headers["content-encoding"] == "gzip"
 
 
-@pytest.mark.parametrize("encode", [
-    pytest.param(zlib.compress, id="zlib-wrapped"),
-    pytest.param(lambda data: (lambda c: c.compress(data) + c.flush())(
-        zlib.compressobj(wbits=-zlib.MAX_WBITS)), id="raw-deflate"),
-])
-def test_deflate_response_is_decompressed(httpserver: HTTPServer,
-                                          encode: Callable[[bytes], bytes]) -> None:
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(zlib.compress, id="zlib-wrapped"),
+        pytest.param(
+            lambda data: (lambda c: c.compress(data) + c.flush())(
+                zlib.compressobj(wbits=-zlib.MAX_WBITS)
+            ),
+            id="raw-deflate",
+        ),
+    ],
+)
+def test_deflate_response_is_decompressed(
+    httpserver: HTTPServer, encode: Callable[[bytes], bytes]
+) -> None:
     body = b"<rss>" + b"deflated " * 3000 + b"</rss>"
     httpserver.expect_request("/feed").respond_with_data(
-        encode(body), headers={"Content-Encoding": "deflate"})
+        encode(body), headers={"Content-Encoding": "deflate"}
+    )
 
     assert fetch(source(httpserver.url_for("/feed")), OPTIONS).content == body
 
@@ -261,7 +279,8 @@ def test_deflate_response_is_decompressed(httpserver: HTTPServer,
 def test_multi_member_gzip_and_trailing_padding(httpserver: HTTPServer) -> None:
     payload = gzip.compress(b"first-") + gzip.compress(b"second") + b"\0" * 16
     httpserver.expect_request("/feed").respond_with_data(
-        payload, headers={"Content-Encoding": "gzip"})
+        payload, headers={"Content-Encoding": "gzip"}
+    )
 
     assert fetch(source(httpserver.url_for("/feed")), OPTIONS).content == b"first-second"
 
@@ -269,7 +288,8 @@ def test_multi_member_gzip_and_trailing_padding(httpserver: HTTPServer) -> None:
 def test_truncated_gzip_is_an_error(httpserver: HTTPServer) -> None:
     payload = gzip.compress(b"<rss>" + bytes(range(256)) * 100 + b"</rss>")
     httpserver.expect_request("/feed").respond_with_data(
-        payload[: len(payload) // 2], headers={"Content-Encoding": "gzip"})
+        payload[: len(payload) // 2], headers={"Content-Encoding": "gzip"}
+    )
 
     with pytest.raises(FetchError, match="truncated") as info:
         fetch(source(httpserver.url_for("/feed")), OPTIONS)
@@ -278,14 +298,16 @@ def test_truncated_gzip_is_an_error(httpserver: HTTPServer) -> None:
 
 def test_unsupported_content_encoding_is_an_error(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/feed").respond_with_data(
-        b"\x0b\x02\x80hello\x03", headers={"Content-Encoding": "br"})
+        b"\x0b\x02\x80hello\x03", headers={"Content-Encoding": "br"}
+    )
 
     with pytest.raises(FetchError, match="unsupported Content-Encoding"):
         fetch(source(httpserver.url_for("/feed")), OPTIONS)
 
 
-def test_session_ignores_proxy_environment(httpserver: HTTPServer,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_session_ignores_proxy_environment(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dead_proxy = f"http://127.0.0.1:{closed_port()}"
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.setenv(name, dead_proxy)
@@ -321,9 +343,11 @@ def test_reused_session_fetches_twice(httpserver: HTTPServer) -> None:
 
 def test_redirects_followed_relative_locations_resolved(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/a/start").respond_with_data(
-        b"", status=301, headers={"Location": "next?x=1"})
+        b"", status=301, headers={"Location": "next?x=1"}
+    )
     httpserver.expect_request("/a/next").respond_with_data(
-        b"", status=302, headers={"Location": "/final"})
+        b"", status=302, headers={"Location": "/final"}
+    )
     httpserver.expect_request("/final").respond_with_data(b"<rss/>", headers={"ETag": '"f"'})
 
     result = fetch(source(httpserver.url_for("/a/start")), OPTIONS)
@@ -333,13 +357,31 @@ def test_redirects_followed_relative_locations_resolved(httpserver: HTTPServer) 
     assert result.etag == '"f"'
     paths = [request.full_path for request, _ in httpserver.log]
     assert paths == ["/a/start?", "/a/next?x=1", "/final?"]
+    # only the unbroken permanent part of the chain counts as "the feed moved"
+    assert result.permanent_redirect == httpserver.url_for("/a/next") + "?x=1"
+
+
+def test_permanent_redirect_chain_is_reported_and_temporary_is_not(
+    httpserver: HTTPServer,
+) -> None:
+    httpserver.expect_request("/p1").respond_with_data(b"", status=301, headers={"Location": "/p2"})
+    httpserver.expect_request("/p2").respond_with_data(b"", status=308, headers={"Location": "/p3"})
+    httpserver.expect_request("/p3").respond_with_data(b"<rss/>")
+    httpserver.expect_request("/t1").respond_with_data(b"", status=307, headers={"Location": "/p3"})
+    assert fetch(source(httpserver.url_for("/p1")), OPTIONS).permanent_redirect == (
+        httpserver.url_for("/p3")
+    )
+    assert fetch(source(httpserver.url_for("/t1")), OPTIONS).permanent_redirect is None
+    assert fetch(source(httpserver.url_for("/p3")), OPTIONS).permanent_redirect is None
 
 
 def test_conditional_headers_reach_the_redirect_target(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/old").respond_with_data(
-        b"", status=308, headers={"Location": "/new"})
+        b"", status=308, headers={"Location": "/new"}
+    )
     httpserver.expect_request("/new", headers={"If-None-Match": '"n"'}).respond_with_data(
-        b"", status=304)
+        b"", status=304
+    )
 
     result = fetch(source(httpserver.url_for("/old")), OPTIONS, Validators(etag='"n"'))
 
@@ -361,7 +403,8 @@ def test_redirect_loop_is_an_error(httpserver: HTTPServer) -> None:
 def _redirect_chain(httpserver: HTTPServer, length: int) -> None:
     for index in range(length):
         httpserver.expect_request(f"/r{index}").respond_with_data(
-            b"", status=302, headers={"Location": f"/r{index + 1}"})
+            b"", status=302, headers={"Location": f"/r{index + 1}"}
+        )
     httpserver.expect_request(f"/r{length}").respond_with_data(b"end")
 
 
@@ -382,13 +425,19 @@ def test_exactly_max_redirects_is_allowed(httpserver: HTTPServer) -> None:
     assert result.url == httpserver.url_for("/r3")
 
 
-@pytest.mark.parametrize("location", [
-    "file:///etc/passwd", "gopher://127.0.0.1:70/_x", "data:text/xml,<rss/>",
-    "ftp://127.0.0.1/feed.xml",
-])
+@pytest.mark.parametrize(
+    "location",
+    [
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:70/_x",
+        "data:text/xml,<rss/>",
+        "ftp://127.0.0.1/feed.xml",
+    ],
+)
 def test_redirect_to_non_http_scheme_is_refused(httpserver: HTTPServer, location: str) -> None:
     httpserver.expect_request("/feed").respond_with_data(
-        b"", status=302, headers={"Location": location})
+        b"", status=302, headers={"Location": location}
+    )
 
     with pytest.raises(FetchError, match="only http and https") as info:
         fetch(source(httpserver.url_for("/feed")), OPTIONS)
@@ -414,7 +463,8 @@ def test_error_status_is_fetch_error_with_status(httpserver: HTTPServer, status:
 
 def test_429_retry_after_seconds(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/feed").respond_with_data(
-        b"slow down", status=429, headers={"Retry-After": "120"})
+        b"slow down", status=429, headers={"Retry-After": "120"}
+    )
 
     with pytest.raises(FetchError) as info:
         fetch(source(httpserver.url_for("/feed")), OPTIONS)
@@ -426,7 +476,8 @@ def test_429_retry_after_seconds(httpserver: HTTPServer) -> None:
 def test_503_retry_after_http_date(httpserver: HTTPServer) -> None:
     when = datetime.now(UTC) + timedelta(seconds=300)
     httpserver.expect_request("/feed").respond_with_data(
-        b"", status=503, headers={"Retry-After": email.utils.format_datetime(when, True)})
+        b"", status=503, headers={"Retry-After": email.utils.format_datetime(when, True)}
+    )
 
     with pytest.raises(FetchError) as info:
         fetch(source(httpserver.url_for("/feed")), OPTIONS)
@@ -438,7 +489,8 @@ def test_503_retry_after_http_date(httpserver: HTTPServer) -> None:
 
 def test_429_with_unusable_retry_after(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/feed").respond_with_data(
-        b"", status=429, headers={"Retry-After": "soon-ish"})
+        b"", status=429, headers={"Retry-After": "soon-ish"}
+    )
 
     with pytest.raises(FetchError) as info:
         fetch(source(httpserver.url_for("/feed")), OPTIONS)
@@ -446,10 +498,17 @@ def test_429_with_unusable_retry_after(httpserver: HTTPServer) -> None:
     assert info.value.retry_after is None
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("0", 0.0), ("  45 ", 45.0), ("-3", None), ("nan", None), ("", None),
-    ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a past date means "now"
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", 0.0),
+        ("  45 ", 45.0),
+        ("-3", None),
+        ("nan", None),
+        ("", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a past date means "now"
+    ],
+)
 def test_parse_retry_after(value: str, expected: float | None) -> None:
     assert fetch_mod._parse_retry_after(value) == expected
 
@@ -468,8 +527,11 @@ def _streamed(body: bytes, pieces: int = 10) -> Callable[[Request], Response]:
     size = max(1, len(body) // pieces)
 
     def handler(_: Request) -> Response:  # a generator body: no Content-Length header
-        return Response((body[i:i + size] for i in range(0, len(body), size)),
-                        content_type="application/rss+xml")
+        return Response(
+            (body[i : i + size] for i in range(0, len(body), size)),
+            content_type="application/rss+xml",
+        )
+
     return handler
 
 
@@ -478,7 +540,7 @@ def test_streamed_body_over_limit_is_abandoned(httpserver: HTTPServer) -> None:
 
     with pytest.raises(FetchError, match="exceeds the 100000-byte limit"):
         fetch(source(httpserver.url_for("/feed")), options(max_bytes=100_000))
-    (_, response), = httpserver.log
+    ((_, response),) = httpserver.log
     assert "Content-Length" not in response.headers
 
 
@@ -502,7 +564,8 @@ def test_gzip_bomb_counts_decompressed_bytes(httpserver: HTTPServer) -> None:
     compressed = gzip.compress(b"\0" * 20_000_000)
     assert len(compressed) < 100_000  # the declared Content-Length is far under the limit
     httpserver.expect_request("/feed").respond_with_data(
-        compressed, headers={"Content-Encoding": "gzip"})
+        compressed, headers={"Content-Encoding": "gzip"}
+    )
 
     with pytest.raises(FetchError, match="exceeds the 1000000-byte limit"):
         fetch(source(httpserver.url_for("/feed"), max_bytes=1_000_000), OPTIONS)
@@ -523,8 +586,9 @@ def test_decoder_never_yields_more_than_one_chunk() -> None:
 def test_drip_body_abandoned_at_deadline(raw_server: Callable[..., RawServer]) -> None:
     def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
         server.read_request(conn)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
-                     b"Content-Length: 10000\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nContent-Length: 10000\r\n\r\n"
+        )
         drip(conn, stop)
 
     server = raw_server(handler)
@@ -536,7 +600,8 @@ def test_drip_body_abandoned_at_deadline(raw_server: Callable[..., RawServer]) -
 
 
 def test_drip_without_content_length_is_not_a_short_success(
-        raw_server: Callable[..., RawServer]) -> None:
+    raw_server: Callable[..., RawServer],
+) -> None:
     def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
         server.read_request(conn)
         conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n<rss>")
@@ -593,8 +658,9 @@ def test_drip_with_a_plain_requests_session(raw_server: Callable[..., RawServer]
 
     server = raw_server(handler)
     with requests.Session() as session:
-        error, elapsed = timed_fetch(source(server.url()),
-                                     options(deadline=1.0, read_timeout=10), session=session)
+        error, elapsed = timed_fetch(
+            source(server.url()), options(deadline=1.0, read_timeout=10), session=session
+        )
 
     assert "deadline" in error.reason
     assert elapsed < 5.0
@@ -649,23 +715,33 @@ def test_tls_to_a_plain_http_server_is_a_tls_error(httpserver: HTTPServer) -> No
 
 
 def test_tls_handshake_that_never_completes_hits_deadline(
-        raw_server: Callable[..., RawServer]) -> None:
+    raw_server: Callable[..., RawServer],
+) -> None:
     def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
         stop.wait()  # accept, never speak TLS
 
     server = raw_server(handler)
-    error, elapsed = timed_fetch(source(f"https://127.0.0.1:{server.port}/feed"),
-                                 options(deadline=1.0, connect_timeout=30, read_timeout=30))
+    error, elapsed = timed_fetch(
+        source(f"https://127.0.0.1:{server.port}/feed"),
+        options(deadline=1.0, connect_timeout=30, read_timeout=30),
+    )
 
     assert "deadline" in error.reason
     assert elapsed < 5.0
     assert server.connections == 1
 
 
-@pytest.mark.parametrize("url", [
-    "ftp://127.0.0.1/feed.xml", "file:///etc/passwd", "127.0.0.1/feed", "http://", "http://[::1",
-    "http://127.0.0.1:99999/feed",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://127.0.0.1/feed.xml",
+        "file:///etc/passwd",
+        "127.0.0.1/feed",
+        "http://",
+        "http://[::1",
+        "http://127.0.0.1:99999/feed",
+    ],
+)
 def test_bad_urls_are_fetch_errors(url: str) -> None:
     with pytest.raises(FetchError) as info:
         fetch(source(url), OPTIONS)
@@ -675,10 +751,18 @@ def test_bad_urls_are_fetch_errors(url: str) -> None:
 # --------------------------------------------------------------------------- SSRF guard
 
 
-@pytest.mark.parametrize("host", [
-    "127.0.0.1", "localhost", "2130706433", "0x7f000001", "127.1", "017700000001",
-    "[::ffff:127.0.0.1]",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "2130706433",
+        "0x7f000001",
+        "127.1",
+        "017700000001",
+        "[::ffff:127.0.0.1]",
+    ],
+)
 def test_private_networks_refused_before_connecting(httpserver: HTTPServer, host: str) -> None:
     httpserver.expect_request("/feed").respond_with_data(b"secret")
     url = f"http://{host}:{httpserver.port}/feed"
@@ -698,30 +782,48 @@ def test_same_urls_allowed_when_private_networks_allowed(httpserver: HTTPServer)
     assert result.content == b"local"
 
 
-def test_redirect_hop_into_private_network_refused(httpserver: HTTPServer,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_redirect_hop_into_private_network_refused(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Pretend 127.0.0.1 is a public portal so the first hop is allowed; the redirect to
     # another loopback address must still be refused by the guard, before connecting.
     real = fetch_mod._forbidden_kind
-    monkeypatch.setattr(fetch_mod, "_forbidden_kind",
-                        lambda ip: None if str(ip) == "127.0.0.1" else real(ip))
+    monkeypatch.setattr(
+        fetch_mod, "_forbidden_kind", lambda ip: None if str(ip) == "127.0.0.1" else real(ip)
+    )
     httpserver.expect_request("/feed").respond_with_data(
-        b"", status=302, headers={"Location": f"http://127.0.0.2:{httpserver.port}/admin"})
+        b"", status=302, headers={"Location": f"http://127.0.0.2:{httpserver.port}/admin"}
+    )
 
     with pytest.raises(FetchError, match=r"refusing 127\.0\.0\.2: it resolves to loopback"):
         fetch(source(f"http://127.0.0.1:{httpserver.port}/feed"), GUARDED)
     assert len(httpserver.log) == 1
 
 
-@pytest.mark.parametrize(("address", "kind"), [
-    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"),
-    ("10.1.2.3", "private"), ("192.168.0.1", "private"), ("172.16.5.4", "private"),
-    ("fc00::1", "private"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
-    ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"),
-    ("::", "unspecified"), ("240.0.0.1", "reserved"), ("100.64.0.1", "non-global"),
-    ("::ffff:10.0.0.1", "private"), ("2002:7f00:1::", "loopback"),
-    ("93.184.215.14", None), ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", None),
-])
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("192.168.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("fc00::1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("240.0.0.1", "reserved"),
+        ("100.64.0.1", "non-global"),
+        ("::ffff:10.0.0.1", "private"),
+        ("2002:7f00:1::", "loopback"),
+        ("93.184.215.14", None),
+        ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", None),
+    ],
+)
 def test_forbidden_address_classification(address: str, kind: str | None) -> None:
     # Pure classification of literal addresses: nothing is resolved or connected to.
     assert fetch_mod._forbidden_kind(ipaddress.ip_address(address)) == kind

@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from aggregator.errors import StoreError
 from aggregator.records import Article, StoreCounts, Validators
-from aggregator.store import Store
+from aggregator.store import MIGRATIONS_DIR, Store
 from aggregator.store.models import Base
 
 PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
@@ -133,6 +133,17 @@ def test_open_creates_folder_and_sets_wal(tmp_path: Path) -> None:
         connection.close()
 
 
+def migration_head() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
 def test_open_twice_keeps_data_and_one_version(database_url: str) -> None:
     with Store.open(database_url) as first:
         save(first, [make_article("k1")])
@@ -145,7 +156,7 @@ def test_open_twice_keeps_data_and_one_version(database_url: str) -> None:
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
     finally:
         engine.dispose()
-    assert [v[0] for v in versions] == ["0001"]
+    assert [v[0] for v in versions] == [migration_head()]
 
 
 def test_migration_matches_models(database_url: str) -> None:
@@ -536,3 +547,44 @@ def test_concurrent_writers(store: Store) -> None:
     shared = store.source_status("shared")
     assert shared is not None
     assert shared.error_count == 1 + threads_n * calls
+
+
+# -- daemon state (migration 0002) ----------------------------------------------------
+
+
+def test_next_poll_and_redirect_tracking_survive_reopen(store: Store, database_url: str) -> None:
+    store.schedule_next("src", "http://old.test/feed", T0 + timedelta(hours=2))
+    assert store.note_redirect("src", "http://old.test/feed", "http://new.test/feed") == 1
+    assert store.note_redirect("src", "http://old.test/feed", "http://new.test/feed") == 2
+    assert store.note_redirect("src", "http://old.test/feed", "http://other.test/") == 1
+    assert store.note_redirect("src", "http://old.test/feed", None) == 0
+    store.note_redirect("src", "http://old.test/feed", "http://new.test/feed")
+    store.move_source("src", "http://old.test/feed", "http://new.test/feed")
+    with Store.open(database_url) as reopened:
+        status = reopened.source_status("src")
+    assert status is not None
+    assert status.next_poll_at == T0 + timedelta(hours=2)
+    assert (status.moved_from, status.moved_to) == ("http://old.test/feed", "http://new.test/feed")
+    assert (status.redirect_target, status.redirect_count) == (None, 0)
+
+
+def test_disabled_source_is_enabled_again_by_a_success(store: Store) -> None:
+    store.disable_source("src", "http://gone.test/", "HTTP 410 Gone", polled_at=T0)
+    status = store.source_status("src")
+    assert status is not None and status.disabled_reason == "HTTP 410 Gone"
+    assert status.last_result == "disabled"
+    store.record_unchanged("src", "http://back.test/", result="unchanged", polled_at=T0)
+    status = store.source_status("src")
+    assert status is not None and status.disabled_reason is None
+
+
+def test_prune_by_age_and_by_count(store: Store) -> None:
+    articles = [make_article(f"k{i}", date=T0 - timedelta(days=i)) for i in range(10)]
+    store.save_articles("src", "http://x.test/", articles, validators=Validators(),
+                        body_hash=None, polled_at=T0)
+    assert store.prune(older_than=T0 - timedelta(days=6, hours=12)) == 3  # k7, k8, k9
+    assert store.prune(keep_per_source=4) == 3  # k4, k5, k6
+    remaining = sorted(a.key for a in store.iter_articles())
+    assert remaining == ["k0", "k1", "k2", "k3"]
+    assert store.latest_articles(None, 2)[0].key == "k0"
+    assert store.prune(older_than=T0 - timedelta(days=30), keep_per_source=10) == 0

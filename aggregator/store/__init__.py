@@ -36,7 +36,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, event, exists, func, select
+from sqlalchemy import Engine, create_engine, delete, event, exists, func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
@@ -153,6 +153,69 @@ class Store:
             # An SQL expression, so that concurrent errors never lose an increment.
             source.error_count = SourceRow.error_count + 1  # type: ignore[assignment]
 
+    def schedule_next(self, source_id: str, url: str, next_poll_at: datetime) -> None:
+        """Remember when the source is due, so a restarted daemon keeps its backoff."""
+        with self._write(source_id, "schedule the next poll") as session:
+            _lock_source(session, source_id, url).next_poll_at = next_poll_at
+
+    def note_redirect(self, source_id: str, url: str, target: str | None) -> int:
+        """Track a permanent redirect seen on this poll (None: none seen).
+
+        Returns how many consecutive polls have now confirmed ``target`` (0 for None).
+        """
+        with self._write(source_id, "record the redirect") as session:
+            source = _lock_source(session, source_id, url)
+            if target is None:
+                source.redirect_target, source.redirect_count = None, 0
+            elif source.redirect_target == target:
+                source.redirect_count = (source.redirect_count or 0) + 1
+            else:
+                source.redirect_target, source.redirect_count = target, 1
+            return source.redirect_count
+
+    def move_source(self, source_id: str, moved_from: str, moved_to: str) -> None:
+        """Poll ``moved_to`` from now on, for as long as the config says ``moved_from``."""
+        with self._write(source_id, "move the source") as session:
+            source = _lock_source(session, source_id, moved_from)
+            source.moved_from, source.moved_to = moved_from, moved_to
+            source.redirect_target, source.redirect_count = None, 0
+
+    def disable_source(self, source_id: str, url: str, reason: str, *,
+                       polled_at: datetime) -> None:
+        """Stop polling a source that is gone (410) until its configured URL changes."""
+        with self._write(source_id, "disable the source") as session:
+            source = _lock_source(session, source_id, url)
+            source.url = url
+            source.disabled_reason = reason
+            source.last_poll_at = polled_at
+            source.last_result = "disabled"
+            source.last_error = reason
+            source.next_poll_at = None
+
+    def prune(self, *, older_than: datetime | None = None,
+              keep_per_source: int | None = None) -> int:
+        """Delete articles dated before ``older_than`` and beyond the newest
+        ``keep_per_source`` of each source; returns how many were deleted."""
+        deleted = 0
+        with self._write(None, "prune articles") as session:
+            doomed: set[int] = set()
+            if older_than is not None:
+                doomed.update(session.scalars(
+                    select(ArticleRow.id).where(ArticleRow.date < older_than)))
+            if keep_per_source is not None:
+                for source_id in session.scalars(select(SourceRow.id)):
+                    doomed.update(session.scalars(
+                        select(ArticleRow.id).where(ArticleRow.source_id == source_id)
+                        .order_by(ArticleRow.date.desc(), ArticleRow.id.desc())
+                        .offset(keep_per_source)))
+            ids = sorted(doomed)
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start:start + _IN_CHUNK]
+                session.execute(delete(CategoryRow).where(CategoryRow.article_id.in_(chunk)))
+                deleted += session.execute(
+                    delete(ArticleRow).where(ArticleRow.id.in_(chunk))).rowcount or 0
+        return deleted
+
     # -- articles ------------------------------------------------------------
 
     def save_articles(self, source_id: str, url: str, articles: Sequence[Article], *,
@@ -199,15 +262,17 @@ class Store:
         with self._read() as session:
             return sorted(session.scalars(select(CategoryRow.category).distinct()))
 
-    def latest_articles(self, category: str, limit: int) -> list[Article]:
-        """The ``limit`` newest articles in ``category``: newest ``date`` first, ties by key."""
+    def latest_articles(self, category: str | None, limit: int) -> list[Article]:
+        """The ``limit`` newest articles in ``category`` (None: of all):
+        newest ``date`` first, ties by key."""
         if limit <= 0:
             return []
-        in_category = exists().where(CategoryRow.article_id == ArticleRow.id,
-                                     CategoryRow.category == category)
-        query = (select(ArticleRow).where(in_category)
+        query = (select(ArticleRow)
                  .order_by(ArticleRow.date.desc(), ArticleRow.key, ArticleRow.source_id)
                  .limit(limit).options(selectinload(ArticleRow.categories)))
+        if category is not None:
+            query = query.where(exists().where(CategoryRow.article_id == ArticleRow.id,
+                                               CategoryRow.category == category))
         with self._read() as session:
             return [_article(row) for row in session.scalars(query)]
 
@@ -246,7 +311,7 @@ class Store:
     # -- transactions --------------------------------------------------------
 
     @contextmanager
-    def _write(self, source_id: str, action: str) -> Iterator[Session]:
+    def _write(self, source_id: str | None, action: str) -> Iterator[Session]:
         """One write transaction (BEGIN IMMEDIATE on SQLite); commits or rolls back whole."""
         try:
             with Session(self._engine, autoflush=False) as session:
@@ -358,6 +423,7 @@ def _succeeded(source: SourceRow, result: str, polled_at: datetime) -> None:
     source.last_result = result
     source.last_error = None
     source.error_count = 0
+    source.disabled_reason = None
 
 
 def _new_row(article: Article) -> ArticleRow:
@@ -440,6 +506,12 @@ def _status(source: SourceRow, article_count: int) -> SourceStatus:
         last_error=source.last_error,
         error_count=source.error_count,
         article_count=int(article_count),
+        next_poll_at=source.next_poll_at,
+        disabled_reason=source.disabled_reason,
+        redirect_target=source.redirect_target,
+        redirect_count=source.redirect_count or 0,
+        moved_from=source.moved_from,
+        moved_to=source.moved_to,
     )
 
 

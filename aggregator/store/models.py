@@ -93,6 +93,15 @@ class SourceRow(Base):
     last_result: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)
     error_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # daemon state (migration 0002)
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)  # 410 Gone: stop polling
+    redirect_target: Mapped[str | None] = mapped_column(Text)  # 301/308 seen on the last polls
+    redirect_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    moved_from: Mapped[str | None] = mapped_column(Text)  # configured URL that moved...
+    moved_to: Mapped[str | None] = mapped_column(Text)  # ...and where it is polled now
 
 
 class ArticleRow(Base):

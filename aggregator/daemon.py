@@ -1,0 +1,123 @@
+"""Process wiring for ``aggregator run``: scheduler + HTTP server + signals + file watch.
+
+The scheduler (``schedule.Daemon``) and the HTTP side (``serve``) know nothing of
+each other or of the process they run in; this module puts them in one process:
+
+- SIGTERM / SIGINT: stop scheduling, let in-flight polls finish within
+  ``shutdown_timeout``, stop the server, return 0 (the CLI closes the database);
+- SIGHUP, or any change of the config file (``watchfiles``, watching the folder so
+  editors that replace the file are seen too): reload the config;
+- the HTTP server serves ``output_dir`` plus ``/healthz`` and ``/metrics`` from
+  the same scheduler state.
+
+Signal handlers only enqueue a word; the main thread does the work, so nothing
+heavy ever runs inside a handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from aggregator.config import Settings
+from aggregator.metrics import Metrics
+from aggregator.pipeline import utc_now
+from aggregator.schedule import Daemon
+from aggregator.serve import FeedServer, health_report, make_app
+from aggregator.store import Store
+
+log = logging.getLogger(__name__)
+
+STOP = "stop"
+RELOAD = "reload"
+
+
+def run_daemon(settings: Settings, store: Store, *, host: str, port: int) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    events: queue.SimpleQueue[str] = queue.SimpleQueue()
+    metrics = Metrics()
+    daemon = Daemon(settings, store, metrics)
+
+    def health() -> dict[str, object]:
+        current = daemon.settings
+        return health_report(current.source_list(), store.statuses(), utc_now())
+
+    app = make_app(settings.output_dir, str(settings.site_url), health=health, metrics=metrics)
+    server = FeedServer(app, host=host, port=port)
+    previous = _install_signal_handlers(events)
+    watcher_stop = threading.Event()
+    watcher = _watch_config(settings.config_path, events, watcher_stop)
+    try:
+        server.start()
+        log.info("serving %s at %s (listening on %s)", settings.output_dir, settings.site_url,
+                 server.url)
+        daemon.start()
+        while True:
+            try:
+                event = events.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if event == STOP:
+                break
+            if event == RELOAD:
+                daemon.reload()
+    finally:
+        log.info("shutting down")
+        watcher_stop.set()
+        finished = daemon.stop()
+        server.stop()
+        if watcher is not None:
+            watcher.join(timeout=5)
+        _restore_signal_handlers(previous)
+    if not finished:
+        log.warning("some polls did not finish in time; their sources will be polled again")
+    return 0
+
+
+def _install_signal_handlers(events: queue.SimpleQueue[str]) -> dict[int, object]:
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
+        events.put(STOP)
+
+    def on_reload(signum: int, _frame: FrameType | None) -> None:
+        events.put(RELOAD)
+
+    previous: dict[int, object] = {}
+    for signum, handler in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
+                            (signal.SIGHUP, on_reload)):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, object]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def _watch_config(path: Path | None, events: queue.SimpleQueue[str],
+                  stop: threading.Event) -> threading.Thread | None:
+    """Enqueue RELOAD whenever the config file changes; None when there is no file."""
+    if path is None:
+        return None
+    from watchfiles import watch
+
+    target = path.resolve()
+
+    def changed(_change: object, changed_path: str) -> bool:
+        return Path(changed_path).name == target.name
+
+    def loop() -> None:
+        try:
+            for _ in watch(target.parent, watch_filter=changed, stop_event=stop,
+                           debounce=300, raise_interrupt=False):
+                log.info("config file changed: %s", target)
+                events.put(RELOAD)
+        except Exception:  # a watcher failure must not take the daemon down; SIGHUP still works
+            log.exception("config file watcher stopped")
+
+    thread = threading.Thread(target=loop, name="config-watch", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,61 @@
+"""Prometheus metrics of one running aggregator (``/metrics``).
+
+One ``Metrics`` object per process, created by whoever runs the daemon and passed
+to the scheduler (which records) and to the HTTP app (which exposes).  Each
+instance has its own ``CollectorRegistry`` so tests can run several daemons in
+one process without the global registry's duplicate-name errors.  This module
+must not decide anything: it only counts what it is told.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from aggregator.records import PollResult
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The collectors; names follow Prometheus conventions (``aggregator_`` prefix)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.polls = Counter(
+            "aggregator_polls", "Polls by source and result.", ["source", "result"],
+            registry=self.registry,
+        )
+        self.fetch_seconds = Histogram(
+            "aggregator_fetch_seconds", "Time spent fetching one source.", ["source"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry,
+        )
+        self.articles_stored = Counter(
+            "aggregator_articles_stored", "Articles inserted or updated.", ["source", "kind"],
+            registry=self.registry,
+        )
+        self.articles_total = Gauge(
+            "aggregator_articles", "Articles in the database.", registry=self.registry,
+        )
+        self.build_seconds = Histogram(
+            "aggregator_build_seconds", "Time spent regenerating feeds.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
+        )
+        self.consecutive_errors = Gauge(
+            "aggregator_source_consecutive_errors", "Failed polls in a row, per source.",
+            ["source"], registry=self.registry,
+        )
+
+    def record_poll(self, result: PollResult, consecutive_errors: int) -> None:
+        self.polls.labels(result.source_id, result.result).inc()
+        if result.fetch_seconds is not None:
+            self.fetch_seconds.labels(result.source_id).observe(result.fetch_seconds)
+        if result.counts.new:
+            self.articles_stored.labels(result.source_id, "new").inc(result.counts.new)
+        if result.counts.updated:
+            self.articles_stored.labels(result.source_id, "updated").inc(result.counts.updated)
+        self.consecutive_errors.labels(result.source_id).set(consecutive_errors)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every collector."""
+        return generate_latest(self.registry)

@@ -1,0 +1,694 @@
+"""The HTTP side: serve the published files, ``/healthz`` and ``/metrics``.
+
+Why: feed readers and people fetch the generated feeds, ``feeds.opml`` and
+``index.html`` from ``output_dir``.  Readers poll often, so every file gets a
+strong ETag (hash of its bytes), ``Last-Modified``, conditional 304 answers and
+gzip; since ``write_atomic`` replaces files by rename and leaves unchanged
+files alone, validators stay stable between builds.  The WSGI app is served by
+waitress (a production server) in a background thread for ``aggregator run``
+and the tests (``FeedServer``), or in the foreground for ``aggregator serve``.
+
+Layout: the files of ``output_dir`` live at the *path* of ``site_url`` (site
+``http://x/feeds/`` -> ``/feeds/categories/…/rss.xml``); anything outside that
+prefix is 404.  ``/healthz`` and ``/metrics`` are always at the server root.
+``/healthz`` answers 200 while the status is ``ok`` or ``degraded`` (the site
+still serves, some sources fail) and 503 only when it is ``down`` (every
+enabled source is failing) or the health callable itself failed, so a load
+balancer takes the instance out only when it has nothing fresh to serve.
+
+Security: only GET and HEAD; request paths are decoded as UTF-8 and refused
+(404) when a segment is empty, starts with ``.`` (``..``, hidden and temp files)
+or holds a NUL or backslash; the resolved file must stay inside the resolved
+``output_dir`` (no symlink escapes) and be a regular file.
+
+What this module must NOT do: write, delete or generate files in
+``output_dir``, touch the store or the network beyond answering requests, or
+decide a source's health (``health_report`` only summarizes the statuses it is
+given; the scheduler owns polling).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import json
+import logging
+import mimetypes
+import os
+import socket
+import stat
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import quote, unquote, urlsplit
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+import waitress
+from waitress.server import create_server
+
+from aggregator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from aggregator.metrics import Metrics
+from aggregator.records import Source, SourceStatus
+
+__all__ = [
+    "CACHE_CONTROL",
+    "FeedServer",
+    "content_type_for",
+    "health_report",
+    "make_app",
+    "serve_forever",
+]
+
+log = logging.getLogger(__name__)
+
+FEED_MAX_AGE = 300  # seconds readers and proxies may reuse a file without asking again
+CACHE_CONTROL = f"public, max-age={FEED_MAX_AGE}"
+HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+INDEX_FILENAME = "index.html"  # same name as aggregator.site.INDEX_FILENAME
+SERVER_IDENT = "aggregator"
+
+MIN_GZIP_BYTES = 256  # smaller bodies gain nothing from compression
+MAX_INLINE_BYTES = 8 * 1024 * 1024  # larger files are streamed, hashed in chunks, never gzipped
+CACHE_ENTRIES = 512  # (file version -> digest, gzip bytes) entries kept
+MAX_LISTING_FILES = 1000
+
+_UTF8 = "; charset=utf-8"
+_ALLOW = "GET, HEAD"
+_CHUNK = 64 * 1024
+
+_Headers = list[tuple[str, str]]
+
+
+# --------------------------------------------------------------------------- content types
+
+
+def content_type_for(name: str) -> str:
+    """The Content-Type of a served file name (feeds and OPML get their registered types)."""
+    lower = name.lower()
+    if lower.endswith("rss.xml"):  # rss.xml and *.rss.xml
+        return "application/rss+xml" + _UTF8
+    if lower.endswith("atom.xml"):
+        return "application/atom+xml" + _UTF8
+    if lower.endswith(".opml"):
+        return "text/x-opml" + _UTF8
+    if lower.endswith((".html", ".htm")):
+        return "text/html" + _UTF8
+    guessed, encoding = mimetypes.guess_type(lower, strict=False)
+    if guessed is None or encoding is not None:  # x.xml.gz is a gzip file, not XML
+        return "application/octet-stream"
+    if _is_text(guessed):
+        return guessed + _UTF8
+    return guessed
+
+
+def _is_text(media_type: str) -> bool:
+    base = media_type.split(";", 1)[0].strip().lower()
+    return (
+        base.startswith("text/")
+        or base.endswith(("+xml", "/xml", "+json", "/json"))
+        or base in ("application/javascript", "image/svg+xml")
+    )
+
+
+# --------------------------------------------------------------------------- file versions
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """What is remembered about one version of one file (an inode at an mtime and size)."""
+
+    digest: str  # hex, used in the ETag
+    gz: bytes | None  # gzip of the bytes, when compressible and small enough
+
+
+class _VersionCache:
+    """LRU of file versions, so a request never re-hashes or re-compresses unchanged bytes.
+
+    Keyed by ``(path, device, inode, mtime_ns, size)`` from ``fstat`` of the open
+    file, so the digest always describes the bytes read from that same descriptor,
+    even while ``write_atomic`` renames a new version into place.
+    """
+
+    def __init__(self, capacity: int = CACHE_ENTRIES) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[object, ...], _Version] = OrderedDict()
+
+    def get(self, key: tuple[object, ...]) -> _Version | None:
+        with self._lock:
+            version = self._items.get(key)
+            if version is not None:
+                self._items.move_to_end(key)
+            return version
+
+    def put(self, key: tuple[object, ...], version: _Version) -> None:
+        with self._lock:
+            self._items[key] = version
+            self._items.move_to_end(key)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=6, mtime=0)  # mtime=0: same bytes, same gzip
+
+
+# --------------------------------------------------------------------------- HTTP helpers
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """If-None-Match uses the weak comparison: ``W/"x"`` matches ``"x"``."""
+    if header.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in header.split(","))
+
+
+def _not_modified(environ: WSGIEnvironment, etag: str, mtime: float | None) -> bool:
+    """RFC 9110 13.2.2: If-None-Match wins; If-Modified-Since only without it."""
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none_match is not None:
+        return _etag_matches(if_none_match, etag)
+    since = environ.get("HTTP_IF_MODIFIED_SINCE")
+    if not since or mtime is None:
+        return False
+    try:
+        when = parsedate_to_datetime(since)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(mtime) <= when.timestamp()
+
+
+def _accepts_gzip(environ: WSGIEnvironment) -> bool:
+    """True when Accept-Encoding lists gzip (or ``*``) with a non-zero q."""
+    header = environ.get("HTTP_ACCEPT_ENCODING", "")
+    qualities: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        name = name.strip().lower()
+        if not name:
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        qualities[name] = quality
+    if "gzip" in qualities:
+        return qualities["gzip"] > 0
+    if "x-gzip" in qualities:
+        return qualities["x-gzip"] > 0
+    return qualities.get("*", 0.0) > 0
+
+
+def _simple(
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    content_type: str = "text/plain" + _UTF8,
+    extra: _Headers | None = None,
+    head: bool = False,
+) -> Iterable[bytes]:
+    headers: _Headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        *(extra or []),
+    ]
+    start_response(status, headers)
+    return [] if head else [body]
+
+
+def _not_found(start_response: StartResponse, head: bool) -> Iterable[bytes]:
+    return _simple(start_response, "404 Not Found", b"not found\n", head=head)
+
+
+# --------------------------------------------------------------------------- the app
+
+
+class _App:
+    """The WSGI callable ``make_app`` returns."""
+
+    def __init__(
+        self,
+        output_dir: Path,
+        site_url: str,
+        health: Callable[[], Mapping[str, object]] | None,
+        metrics: Metrics | None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        prefix = unquote(urlsplit(site_url.strip()).path or "/")
+        if not prefix.startswith("/"):
+            prefix = "/" + prefix
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.health = health
+        self.metrics = metrics
+        self.cache = _VersionCache()
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        head = method == "HEAD"
+        if method not in ("GET", "HEAD"):
+            return _simple(
+                start_response, "405 Method Not Allowed", b"method not allowed\n",
+                extra=[("Allow", _ALLOW)],
+            )
+        raw = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        try:
+            # PEP 3333: the server un-percent-encoded the path and decoded it as latin-1.
+            path = raw.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return _not_found(start_response, head)
+        if not path.startswith("/"):
+            path = "/" + path
+        if path == HEALTH_PATH:
+            return self._health(start_response, head)
+        if path == METRICS_PATH:
+            return self._metrics(start_response, head)
+        if self.prefix != "/" and path == self.prefix[:-1]:
+            # Relative links in index.html only work below the trailing slash.
+            location = quote(self.prefix)
+            query = environ.get("QUERY_STRING")
+            if query:
+                location += "?" + query
+            return _simple(
+                start_response, "301 Moved Permanently", b"moved\n",
+                extra=[("Location", location)], head=head,
+            )
+        if not path.startswith(self.prefix):
+            return _not_found(start_response, head)
+        try:
+            return self._static(environ, start_response, path[len(self.prefix):], head)
+        except OSError as exc:
+            log.warning("cannot serve %r: %s", path, exc)
+            return _not_found(start_response, head)
+
+    # ---------------------------------------------------------------- static files
+
+    def _locate(self, relative: str) -> tuple[Path | None, bool]:
+        """(the regular file to serve or None, whether ``relative`` names the site root)."""
+        segments = relative.split("/")
+        directory = relative == "" or relative.endswith("/")
+        if directory:
+            segments = segments[:-1]
+        for segment in segments:
+            if not segment or segment.startswith(".") or "\x00" in segment or "\\" in segment:
+                return None, False
+        root = self.output_dir.resolve()
+        candidate = root.joinpath(*segments)
+        if directory:
+            candidate = candidate / INDEX_FILENAME
+        try:
+            resolved = candidate.resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, or a symlink loop
+            return None, not segments
+        if not resolved.is_relative_to(root) or not resolved.is_file():
+            return None, False
+        return resolved, not segments
+
+    def _static(
+        self, environ: WSGIEnvironment, start_response: StartResponse, relative: str, head: bool
+    ) -> Iterable[bytes]:
+        target, is_root = self._locate(relative)
+        if target is None:
+            if is_root and self.output_dir.is_dir():
+                listing = self._listing()
+                return self._respond(
+                    environ, start_response, listing, None, "text/html" + _UTF8,
+                    _digest(listing), None, head, cache_control="no-cache",
+                )
+            return _not_found(start_response, head)
+        handle = open(target, "rb")  # noqa: SIM115 - closed here, or by the WSGI server
+        try:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                handle.close()
+                return _not_found(start_response, head)
+            content_type = content_type_for(target.name)
+            compressible = _is_text(content_type)
+            key = (str(target), info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+            version = self.cache.get(key)
+            body: bytes | IO[bytes]
+            if info.st_size <= MAX_INLINE_BYTES:
+                data = b"" if head and version is not None else handle.read()
+                handle.close()
+                if version is None:
+                    small = not compressible or len(data) < MIN_GZIP_BYTES
+                    version = _Version(_digest(data), None if small else _gzip(data))
+                    self.cache.put(key, version)
+                body = data
+            else:
+                if version is None:
+                    hasher = hashlib.blake2b(digest_size=16)
+                    while chunk := handle.read(_CHUNK):
+                        hasher.update(chunk)
+                    handle.seek(0)
+                    version = _Version(hasher.hexdigest(), None)
+                    self.cache.put(key, version)
+                body = handle  # streamed by _respond, which closes it
+        except BaseException:
+            handle.close()
+            raise
+        return self._respond(
+            environ, start_response, body, info.st_size, content_type, version.digest,
+            info.st_mtime, head, gz=version.gz, vary=compressible,
+        )
+
+    def _respond(
+        self,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+        body: bytes | IO[bytes],
+        size: int | None,
+        content_type: str,
+        digest: str,
+        mtime: float | None,
+        head: bool,
+        *,
+        gz: bytes | None = None,
+        vary: bool = True,
+        cache_control: str = CACHE_CONTROL,
+    ) -> Iterable[bytes]:
+        use_gzip = gz is not None and _accepts_gzip(environ)
+        etag = f'"{digest}-gz"' if use_gzip else f'"{digest}"'
+        headers: _Headers = [("ETag", etag), ("Cache-Control", cache_control)]
+        if mtime is not None:
+            headers.append(("Last-Modified", formatdate(mtime, usegmt=True)))
+        if vary:
+            headers.append(("Vary", "Accept-Encoding"))
+        if _not_modified(environ, etag, mtime):
+            if not isinstance(body, bytes):
+                body.close()
+            start_response("304 Not Modified", headers)
+            return []
+        headers += [("Content-Type", content_type), ("X-Content-Type-Options", "nosniff")]
+        if use_gzip:
+            assert gz is not None
+            if not isinstance(body, bytes):
+                body.close()
+            headers += [("Content-Encoding", "gzip"), ("Content-Length", str(len(gz)))]
+            start_response("200 OK", headers)
+            return [] if head else [gz]
+        length = size if size is not None else len(body) if isinstance(body, bytes) else 0
+        headers.append(("Content-Length", str(length)))
+        start_response("200 OK", headers)
+        if isinstance(body, bytes):
+            return [] if head else [body]
+        if head:
+            body.close()
+            return []
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None:
+            return wrapper(body, _CHUNK)  # type: ignore[no-any-return]
+        return _iter_file(body)
+
+    def _listing(self) -> bytes:
+        """A minimal page linking every published file, for when there is no index.html."""
+        root = self.output_dir.resolve()
+        found: list[str] = []
+        for directory, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            base = Path(directory).relative_to(root)
+            for name in sorted(filenames):
+                if not name.startswith("."):
+                    found.append((base / name).as_posix())
+            if len(found) >= MAX_LISTING_FILES:
+                break
+        items = "\n".join(
+            f'<li><a href="{html.escape(quote(name))}">{html.escape(name)}</a></li>'
+            for name in found[:MAX_LISTING_FILES]
+        )
+        page = (
+            '<!DOCTYPE html>\n<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            "<title>Feeds</title>\n</head>\n<body>\n<h1>Feeds</h1>\n"
+            f"<ul>\n{items}\n</ul>\n</body>\n</html>\n"
+        )
+        return page.encode("utf-8")
+
+    # ---------------------------------------------------------------- health and metrics
+
+    def _health(self, start_response: StartResponse, head: bool) -> Iterable[bytes]:
+        report: Mapping[str, object]
+        if self.health is None:
+            report = {"status": "ok"}
+        else:
+            try:
+                report = self.health()
+            except Exception as exc:
+                log.exception("health check failed")
+                report = {"status": "down", "error": f"{type(exc).__name__}: {exc}"}
+        status = report.get("status")
+        code = "200 OK" if status in ("ok", "degraded") else "503 Service Unavailable"
+        body = json.dumps(report, ensure_ascii=False, default=_json_default, indent=2)
+        return _simple(
+            start_response, code, body.encode("utf-8") + b"\n", "application/json", head=head
+        )
+
+    def _metrics(self, start_response: StartResponse, head: bool) -> Iterable[bytes]:
+        if self.metrics is None:
+            return _not_found(start_response, head)
+        return _simple(
+            start_response, "200 OK", self.metrics.exposition(), METRICS_CONTENT_TYPE, head=head
+        )
+
+
+def _iter_file(handle: IO[bytes]) -> Iterable[bytes]:
+    with handle:
+        while chunk := handle.read(_CHUNK):
+            yield chunk
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def make_app(
+    output_dir: Path,
+    site_url: str,
+    *,
+    health: Callable[[], Mapping[str, object]] | None = None,
+    metrics: Metrics | None = None,
+) -> WSGIApplication:
+    """The WSGI app serving ``output_dir`` at ``site_url``'s path, plus /healthz and /metrics.
+
+    ``health`` is called on every ``/healthz`` request and should return
+    ``health_report(...)`` (any JSON-able mapping with a ``status`` works);
+    without it ``/healthz`` answers ``{"status": "ok"}``.  Without ``metrics``,
+    ``/metrics`` is 404.
+    """
+    return _App(Path(output_dir), site_url, health, metrics)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class FeedServer:
+    """waitress serving ``app`` in a background thread; ``port=0`` picks a free port.
+
+    ``with FeedServer(app) as server: requests.get(server.url + "feeds.opml")``.
+    """
+
+    def __init__(
+        self, app: WSGIApplication, host: str = "127.0.0.1", port: int = 0, threads: int = 8
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._threads = threads
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FeedServer:
+        """Bind and start serving; returns once the socket listens (requests can connect)."""
+        if self._server is not None:
+            raise RuntimeError("FeedServer already started")
+        # One address only (waitress would listen on each address "localhost" resolves to).
+        *_, address = socket.getaddrinfo(
+            self._host, self._port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )[0]
+        host = str(address[0])
+        server = create_server(
+            self._app, host=host, port=self._port, threads=self._threads,
+            ident=SERVER_IDENT, clear_untrusted_proxy_headers=True,
+        )
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.run, name=f"feed-server-{server.effective_port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FeedServer not started")
+        return int(self._server.effective_port)
+
+    @property
+    def host(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FeedServer not started")
+        return str(self._server.effective_host)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/`` (IPv6 hosts bracketed)."""
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), then close all.
+
+        Idempotent.  Every socket is closed from inside the event loop's own
+        thread (waitress is not thread-safe otherwise); the loop ends as soon as
+        its socket map is empty.
+        """
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = None
+        self._thread = None
+        from waitress import wasyncore
+
+        srv: Any = server
+
+        def in_loop(action: Callable[[], None]) -> None:
+            if not thread.is_alive():
+                action()
+                return
+            done = threading.Event()
+
+            def thunk() -> None:
+                try:
+                    action()
+                finally:
+                    done.set()
+
+            srv.trigger.pull_trigger(thunk)
+            if not done.wait(timeout):
+                log.warning("feed server event loop did not respond within %.0f s", timeout)
+
+        def close_everything() -> None:
+            # A worker thread that outlived the drain must not write its wake-up
+            # byte into a closed (and maybe reused) file descriptor.
+            srv.trigger.trigger = -1
+            wasyncore.close_all(srv._map, ignore_all=True)
+
+        in_loop(lambda: wasyncore.dispatcher.close(srv))  # the listening socket only
+        srv.task_dispatcher.shutdown(timeout=timeout)  # workers finish their current request
+        in_loop(close_everything)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("feed server thread did not stop within %.0f s", timeout)
+
+    def __enter__(self) -> FeedServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve_forever(app: WSGIApplication, host: str, port: int) -> None:
+    """Serve ``app`` with waitress in the foreground until interrupted (``aggregator serve``)."""
+    waitress.serve(app, host=host, port=port, ident=SERVER_IDENT,
+                   clear_untrusted_proxy_headers=True)
+
+
+# --------------------------------------------------------------------------- health
+
+
+def _iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with a ``Z``, whole seconds; naive values are taken as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _failing(status: SourceStatus | None) -> bool:
+    """A source fails while its last polls errored or the portal said the feed is gone."""
+    return status is not None and (status.error_count > 0 or status.disabled_reason is not None)
+
+
+def health_report(
+    configured: Sequence[Source], statuses: Sequence[SourceStatus], now: datetime
+) -> dict[str, object]:
+    """Summarize polling health; pure (``now`` only stamps ``checked_at``).
+
+    ``status`` is ``"ok"`` when no enabled source is failing, ``"degraded"`` when
+    some are and ``"down"`` when every enabled source is (and there is at least
+    one).  A source is failing when its ``error_count`` is above 0 or it was
+    disabled because the portal said 410 Gone (``disabled_reason``); one never
+    polled yet is not.  Sources switched off in the config (``enabled: false``)
+    are listed but never counted; statuses of sources no longer configured are
+    left out.  Each source lists ``id``, ``enabled``, ``last_success_at``,
+    ``last_poll_at``, ``last_result``, ``last_error``, ``error_count``,
+    ``next_poll_at`` and ``disabled_reason`` (ISO 8601 UTC strings or null).
+    """
+    by_id = {status.source_id: status for status in statuses}
+    entries: list[dict[str, object]] = []
+    enabled = failing = 0
+    for source in configured:
+        status = by_id.get(source.id)
+        if source.enabled:
+            enabled += 1
+            failing += _failing(status)
+        entries.append(
+            {
+                "id": source.id,
+                "enabled": source.enabled,
+                "last_success_at": _iso(status.last_success_at) if status else None,
+                "last_poll_at": _iso(status.last_poll_at) if status else None,
+                "last_result": status.last_result if status else None,
+                "last_error": status.last_error if status else None,
+                "error_count": status.error_count if status else 0,
+                "next_poll_at": _iso(status.next_poll_at) if status else None,
+                "disabled_reason": status.disabled_reason if status else None,
+            }
+        )
+    if failing == 0:
+        overall = "ok"
+    elif failing == enabled:
+        overall = "down"
+    else:
+        overall = "degraded"
+    return {
+        "status": overall,
+        "checked_at": _iso(now),
+        "sources_enabled": enabled,
+        "sources_failing": failing,
+        "sources": entries,
+    }

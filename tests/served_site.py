@@ -1,0 +1,96 @@
+"""A real published site for the serving tests: articles -> build_feeds + render_index.
+
+Not a test module (pytest does not collect it): test_serve, test_browser and
+test_newsboat import it to build the same kind of ``output_dir`` the daemon serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aggregator import files, generate, site
+from aggregator.records import Article, FeedOptions
+
+BASE = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
+HOSTILE_TITLE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned=2">'
+SITE_TITLE = "新闻聚合 Aggregator"
+
+
+def make_article(n: int, **overrides: Any) -> Article:
+    """Article number ``n``; a higher ``n`` is newer."""
+    date = BASE + timedelta(hours=n)
+    fields: dict[str, Any] = {
+        "source_id": "portal",
+        "key": f"https://portal.example/a/{n}.html",
+        "guid": f"guid-{n}",
+        "link": f"https://portal.example/a/{n}.html",
+        "title": f"工业互联网先锋榜 第{n}期",
+        "author": f"记者{n}",
+        "date": date,
+        "date_from_feed": True,
+        "categories": ("新闻",),
+        "content": f"<p>正文 {n}</p>",
+        "summary": f"这是第{n}篇文章的摘要。",
+        "headimg": None,
+        "thumbnail": None,
+        "comments": False,
+        "first_seen": date + timedelta(minutes=5),
+        "updated_at": date + timedelta(minutes=5),
+        "content_hash": f"hash-{n}",
+    }
+    fields.update(overrides)
+    return Article(**fields)
+
+
+@dataclass(frozen=True)
+class BuiltSite:
+    output_dir: Path
+    options: FeedOptions
+    by_category: dict[str, list[Article]]
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted(self.by_category)
+
+    @property
+    def articles(self) -> list[Article]:
+        unique = {(a.source_id, a.key): a for arts in self.by_category.values() for a in arts}
+        return sorted(unique.values(), key=lambda a: a.date, reverse=True)
+
+
+def sample_articles() -> dict[str, list[Article]]:
+    """Three categories (two CJK, one with a space), one hostile article."""
+    news = [make_article(n) for n in range(1, 5)]
+    tech = [
+        make_article(
+            n, source_id="tech", key=f"t{n}", link=f"https://tech.example/{n}",
+            title=f"科技快讯 {n}：芯片", categories=("科技 Tech",),
+            headimg=f"https://img.example/{n}.jpg",
+        )
+        for n in range(5, 8)
+    ]
+    hostile = make_article(
+        9, source_id="evil", key="evil", link="javascript:window.__pwned=3",
+        title=HOSTILE_TITLE, summary='" onmouseover="window.__pwned=4" x="',
+        author="<b>坏人</b>", categories=("财经",), headimg="javascript:alert(1)",
+    )
+    return {"新闻": news, "科技 Tech": tech, "财经": [hostile, make_article(8, key="f8",
+            categories=("财经",), title="财经要闻 8")]}
+
+
+def build_site(root: Path, site_url: str, *, index: bool = True) -> BuiltSite:
+    """Write the feeds, feeds.opml and (unless ``index`` is False) index.html under root/out."""
+    output_dir = root / "out"
+    options = FeedOptions(output_dir=str(output_dir), site_url=site_url, title_prefix="聚合 · ")
+    by_category = sample_articles()
+    generate.build_feeds(by_category, options)
+    built = BuiltSite(output_dir, options, by_category)
+    if index:
+        page = site.render_index(
+            built.categories, built.articles[:30], options, site_title=SITE_TITLE
+        )
+        files.write_atomic(output_dir / site.INDEX_FILENAME, page)
+    return built

@@ -1,0 +1,211 @@
+"""``aggregator run`` as a real process against loopback portals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+ENTRIES_PER_FEED = 40
+
+
+class LogWatcher:
+    """Collects a process's stderr lines; waits for a line matching a pattern."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, *, after: int = 0, timeout: float = 30) -> re.Match[str]:
+        regex = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        def seen() -> bool:
+            for line in self.lines[after:]:
+                if match := regex.search(line):
+                    found.append(match)
+                    return True
+            return False
+
+        with self._changed:
+            if not self._changed.wait_for(seen, timeout=timeout):
+                tail = "\n".join(self.lines[-30:])
+                raise AssertionError(f"no log line matching {pattern!r}; last lines:\n{tail}")
+        return found[0]
+
+
+def feed(source_id: str, count: int = 3) -> bytes:
+    items = "".join(
+        f"<item><title>{source_id} 第{i}条</title><link>http://portal.test/{source_id}/{i}</link>"
+        f"<guid>{source_id}-{i}</guid><description>&lt;p&gt;正文 {i}&lt;/p&gt;</description></item>"
+        for i in range(count))
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            f"<title>{source_id}</title>{items}</channel></rss>").encode()
+
+
+@pytest.fixture()
+def portal() -> Iterator[str]:
+    """A threaded loopback portal: /<id>.xml is a feed of ENTRIES_PER_FEED entries;
+    /slow-<id>.xml answers after a short delay, so polls are in flight for a while."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            name = self.path.strip("/").removesuffix(".xml")
+            if name.startswith("slow-"):
+                threading.Event().wait(0.3)  # server-side latency, not test synchronization
+            body = feed(name, ENTRIES_PER_FEED)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def write_config(path: Path, portal: str, sources: list[str], *, interval: str = "1h",
+                 broken: bool = False) -> None:
+    lines = ["database_url: sqlite:///data/aggregator.db", "output_dir: public",
+             "site_url: http://localhost:8080/", "allow_private_networks: true",
+             "start_jitter: 0", "build_debounce: 0.2s", "shutdown_timeout: 10s", "sources:"]
+    for source_id in sources:
+        lines += [f"  - id: {source_id}", f"    name: {source_id}",
+                  f'    url: "{portal}{source_id}.xml"', "    categories: [新闻]",
+                  f"    interval: {'whenever' if broken else interval}"]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)  # as editors do: the watcher must notice a replaced file
+
+
+def start_daemon(config: Path) -> tuple[subprocess.Popen[str], LogWatcher]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "--config", str(config), "run", "--port", "0"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return process, LogWatcher(process)
+
+
+@pytest.fixture()
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_daemon_polls_follows_config_edits_serves_and_stops_cleanly(
+    tmp_path: Path, portal: str, processes: list[subprocess.Popen[str]]
+) -> None:
+    config = tmp_path / "aggregator.yaml"
+    write_config(config, portal, ["alpha"], interval="2s")
+    process, log = start_daemon(config)
+    processes.append(process)
+
+    url = log.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+    log.wait_for(r"source=alpha result=new new=40")
+    # polled again on its own 2 s interval: the body is unchanged, nothing re-parsed
+    log.wait_for(r"source=alpha result=unchanged")
+
+    health = requests.get(f"{url}/healthz", timeout=10)
+    assert health.status_code == 200
+    report = health.json()
+    assert report["status"] == "ok"
+    assert json.dumps(report).count("alpha") >= 1
+
+    mark = len(log.lines)
+    write_config(config, portal, ["alpha", "beta"], interval="2s")
+    log.wait_for(r"source=beta result=new new=40", after=mark)
+
+    mark = len(log.lines)
+    write_config(config, portal, ["alpha", "beta", "gamma"], broken=True)
+    log.wait_for(r"config reload failed, keeping the last good config: .*source 'alpha'.*"
+                 r"field 'interval'", after=mark)
+    log.wait_for(r"source=beta result=unchanged", after=mark)  # still running the old config
+
+    mark = len(log.lines)
+    write_config(config, portal, ["alpha", "gamma"], interval="2s")
+    log.wait_for(r"config reloaded: 2 source\(s\)", after=mark)
+    log.wait_for(r"source=gamma result=new", after=mark)
+    log.wait_for(r"source=beta removed from the schedule", after=mark)
+
+    mark = len(log.lines)
+    process.send_signal(signal.SIGHUP)
+    log.wait_for(r"config reloaded", after=mark)
+
+    feeds = requests.get(f"{url}/feeds.opml", timeout=10)
+    assert feeds.status_code == 200 and "新闻" in feeds.text
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    log.wait_for(r"daemon stopped")
+    with sqlite3.connect(tmp_path / "data" / "aggregator.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        counts = dict(db.execute("SELECT source_id, count(*) FROM articles GROUP BY source_id"))
+    assert counts == {"alpha": 40, "beta": 40, "gamma": 40}
+
+
+def test_kill_9_mid_poll_loses_nothing_and_duplicates_nothing(
+    tmp_path: Path, portal: str, processes: list[subprocess.Popen[str]]
+) -> None:
+    sources = [f"slow-{i:02d}" for i in range(24)]
+    config = tmp_path / "aggregator.yaml"
+    write_config(config, portal, sources)
+    process, log = start_daemon(config)
+    processes.append(process)
+    log.wait_for(r"source=slow-\d+ result=new", timeout=60)  # some stored, others in flight
+    process.kill()
+    process.wait(timeout=10)
+
+    database = tmp_path / "data" / "aggregator.db"
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        per_source = dict(db.execute("SELECT source_id, count(*) FROM articles GROUP BY 1"))
+        orphans = db.execute("SELECT count(*) FROM article_categories c LEFT JOIN articles a "
+                             "ON a.id = c.article_id WHERE a.id IS NULL").fetchone()[0]
+    assert per_source, "nothing was stored before the kill"
+    # no half-stored source: each source has all of its articles or none
+    assert set(per_source.values()) == {ENTRIES_PER_FEED}
+    assert orphans == 0
+    for path in (tmp_path / "public").rglob("*"):
+        assert not path.name.endswith(".tmp") or path.name.startswith(".")
+
+    poll = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(config), "poll"],
+                          capture_output=True, text=True, timeout=120)
+    assert poll.returncode == 0, poll.stderr
+    with sqlite3.connect(database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        total, distinct = db.execute(
+            "SELECT count(*), count(DISTINCT source_id || '|' || key) FROM articles").fetchone()
+    assert total == distinct == len(sources) * ENTRIES_PER_FEED

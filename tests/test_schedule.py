@@ -1,0 +1,155 @@
+"""The scheduler in-process against loopback portals: backoff, Retry-After, 410,
+live config, debounced builds."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import feedparser
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from aggregator.config import Settings, load_config
+from aggregator.generate import category_paths
+from aggregator.metrics import Metrics
+from aggregator.schedule import Daemon
+from aggregator.store import Store
+
+# The daemon's clock in tests that drive polls by hand: far ahead of the real clock, so
+# the running scheduler never fires the jobs these tests inspect.
+NOW = datetime(2100, 1, 1, 8, 0, tzinfo=UTC)
+
+
+def rss(title: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P</title>'
+            f"<item><title>{title}</title><link>http://p.test/{title}</link></item>"
+            "</channel></rss>").encode()
+
+
+def config_text(server: HTTPServer, sources: dict[str, str], extra: str = "") -> str:
+    lines = ["database_url: sqlite:///data/db.sqlite", "output_dir: public",
+             "allow_private_networks: true", "start_jitter: 0", "build_debounce: 0.2s",
+             "max_backoff: 6h", extra, "sources:"]
+    for source_id, path in sources.items():
+        lines += [f"  - id: {source_id}", f"    name: {source_id}",
+                  f'    url: "{server.url_for(path)}"', f"    categories: [{source_id}-cat, 全部]",
+                  "    interval: 1h"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture()
+def make_daemon(tmp_path: Path) -> Iterator[object]:
+    daemons: list[tuple[Daemon, Store]] = []
+
+    def make(text: str, **kwargs: object) -> tuple[Daemon, Settings, Store]:
+        path = tmp_path / "aggregator.yaml"
+        path.write_text(text, encoding="utf-8")
+        settings = load_config(path)
+        store = Store.open(settings.database_url)
+        daemon = Daemon(settings, store, Metrics(), **kwargs)  # type: ignore[arg-type]
+        daemons.append((daemon, store))
+        return daemon, settings, store
+
+    yield make
+    for daemon, store in daemons:
+        daemon.stop(timeout=10)
+        store.close()
+
+
+def test_backoff_grows_with_errors_and_resets_on_success(
+    httpserver: HTTPServer, make_daemon
+) -> None:  # type: ignore[no-untyped-def]
+    state = {"fail": True}
+
+    def handler(request: Request) -> Response:
+        if state["fail"]:
+            return Response("down", status=500)
+        return Response(rss("恢复"), content_type="text/xml")
+
+    httpserver.expect_request("/feed").respond_with_handler(handler)
+    daemon, _, store = make_daemon(config_text(httpserver, {"flaky": "/feed"}), now=lambda: NOW)
+    daemon.start()
+    for errors, hours in ((1, 2), (2, 4), (3, 6)):  # 1h × 2^n, capped at max_backoff 6h
+        result = daemon.poll_now("flaky")
+        assert result is not None and result.result == "error"
+        status = store.source_status("flaky")
+        assert status.error_count == errors
+        assert status.next_poll_at == NOW + timedelta(hours=hours)
+        assert daemon.next_poll_at("flaky") == NOW + timedelta(hours=hours)
+    state["fail"] = False
+    assert daemon.poll_now("flaky").result == "new"
+    status = store.source_status("flaky")
+    assert status.error_count == 0 and status.next_poll_at == NOW + timedelta(hours=1)
+
+
+def test_retry_after_delays_only_that_source(httpserver: HTTPServer, make_daemon) -> None:  # type: ignore[no-untyped-def]
+    httpserver.expect_request("/busy").respond_with_data(
+        "slow down", status=503, headers={"Retry-After": "18000"})
+    httpserver.expect_request("/fine").respond_with_data(rss("好"), content_type="text/xml")
+    daemon, _, store = make_daemon(
+        config_text(httpserver, {"busy": "/busy", "fine": "/fine"}), now=lambda: NOW)
+    daemon.start()
+    daemon.poll_now("busy")
+    daemon.poll_now("fine")
+    assert store.source_status("busy").next_poll_at == NOW + timedelta(hours=5)
+    assert store.source_status("fine").next_poll_at == NOW + timedelta(hours=1)
+
+
+def test_gone_source_is_disabled_and_no_longer_polled(httpserver: HTTPServer, make_daemon) -> None:  # type: ignore[no-untyped-def]
+    httpserver.expect_request("/gone").respond_with_data("gone", status=410)
+    daemon, _, store = make_daemon(config_text(httpserver, {"gone": "/gone"}), now=lambda: NOW)
+    daemon.start()
+    assert daemon.poll_now("gone").status == 410
+    assert daemon.next_poll_at("gone") is None
+    assert store.source_status("gone").disabled_reason
+    httpserver.clear_log()
+    assert daemon.poll_now("gone") is None
+    assert httpserver.log == []
+
+
+def test_reload_adds_removes_and_survives_a_bad_edit(httpserver: HTTPServer, make_daemon,
+                                                     tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    far = "start_jitter: 1h"  # keep first polls far away: this test is about the schedule
+    daemon, _, _ = make_daemon(config_text(httpserver, {"a": "/a", "b": "/b"}, far))
+    daemon.start()
+    assert daemon.next_poll_at("a") is not None and daemon.next_poll_at("b") is not None
+    path = tmp_path / "aggregator.yaml"
+
+    path.write_text(config_text(httpserver, {"a": "/a", "c": "/c"}, far), encoding="utf-8")
+    assert daemon.reload() is True
+    assert daemon.next_poll_at("b") is None
+    assert daemon.next_poll_at("c") is not None
+
+    path.write_text(config_text(httpserver, {"a": "/a", "c": "/c"}, far).replace(
+        "interval: 1h", "interval: sometimes"), encoding="utf-8")
+    assert daemon.reload() is False
+    assert [s.id for s in daemon.settings.sources] == ["a", "c"]
+    assert daemon.next_poll_at("a") is not None and daemon.next_poll_at("c") is not None
+
+
+def test_polls_run_on_their_own_and_trigger_one_debounced_build(
+    httpserver: HTTPServer, make_daemon, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    httpserver.expect_request("/a").respond_with_data(rss("甲"), content_type="text/xml")
+    httpserver.expect_request("/b").respond_with_data(rss("乙"), content_type="text/xml")
+    built = threading.Event()
+    builds: list[int] = []
+
+    def on_build() -> None:
+        builds.append(store.count_articles())
+        if store.count_articles() == 2:
+            built.set()
+
+    daemon, settings, store = make_daemon(
+        config_text(httpserver, {"a": "/a", "b": "/b"}), on_build=on_build)
+    daemon.start()
+    assert built.wait(timeout=30), f"no build with both articles; builds saw {builds}"
+    shared = feedparser.parse(
+        (settings.output_dir / category_paths("全部").rss).read_bytes())
+    assert sorted(e.title for e in shared.entries) == ["乙", "甲"]
+    assert len(builds) <= 3  # the start build, then polls coalesced into few builds
+    assert {r.path for r, _ in httpserver.log} == {"/a", "/b"}
