@@ -6,6 +6,8 @@ test_newsboat import it to build the same kind of ``output_dir`` the daemon serv
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,14 +63,31 @@ class BuiltSite:
         return sorted(unique.values(), key=lambda a: a.date, reverse=True)
 
 
-def sample_articles() -> dict[str, list[Article]]:
-    """Three categories (two CJK, one with a space), one hostile article."""
+def png(width: int = 8, height: int = 6, rgb: tuple[int, int, int] = (30, 120, 200)) -> bytes:
+    """A valid solid-colour PNG, made without an imaging library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + bytes(rgb) * width
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b""))
+
+
+def sample_articles(image_base: str = "https://img.example/") -> dict[str, list[Article]]:
+    """Three categories (two CJK, one with a space), one hostile article, one very long title."""
     news = [make_article(n) for n in range(1, 5)]
+    news.append(make_article(
+        10, key="long", title="超长标题" + "Unbreakable" * 30,
+        summary="https://portal.example/" + "x" * 300,
+    ))
     tech = [
         make_article(
             n, source_id="tech", key=f"t{n}", link=f"https://tech.example/{n}",
             title=f"科技快讯 {n}：芯片", categories=("科技 Tech",),
-            headimg=f"https://img.example/{n}.jpg",
+            headimg=f"{image_base}img/{n}.png",
         )
         for n in range(5, 8)
     ]
@@ -81,11 +100,21 @@ def sample_articles() -> dict[str, list[Article]]:
             categories=("财经",), title="财经要闻 8")]}
 
 
-def build_site(root: Path, site_url: str, *, index: bool = True) -> BuiltSite:
-    """Write the feeds, feeds.opml and (unless ``index`` is False) index.html under root/out."""
+def build_site(
+    root: Path, site_url: str, *, index: bool = True, local_images: bool = False
+) -> BuiltSite:
+    """Write the feeds, feeds.opml and (unless ``index`` is False) index.html under root/out.
+
+    With ``local_images`` the thumbnails are PNGs under ``out/img/`` served with the
+    site (so a browser loads them from 127.0.0.1 and never leaves the machine).
+    """
     output_dir = root / "out"
     options = FeedOptions(output_dir=str(output_dir), site_url=site_url, title_prefix="聚合 · ")
-    by_category = sample_articles()
+    base = site_url if site_url.endswith("/") else site_url + "/"
+    by_category = sample_articles(base if local_images else "https://img.example/")
+    if local_images:
+        for n in range(5, 8):
+            files.write_atomic(output_dir / f"img/{n}.png", png(rgb=(40 * n % 256, 90, 160)))
     generate.build_feeds(by_category, options)
     built = BuiltSite(output_dir, options, by_category)
     if index:

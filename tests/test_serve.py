@@ -12,8 +12,11 @@ import http.client
 import json
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime, formatdate
 from pathlib import Path
 from urllib.parse import quote
@@ -444,7 +447,7 @@ def test_health_report_disabled_and_unpolled_sources() -> None:
 
 def test_health_report_converts_to_utc() -> None:
     east = datetime(2026, 11, 25, 16, 0, 30, 123, tzinfo=UTC).astimezone(
-        __import__("datetime").timezone(timedelta(hours=8))
+        timezone(timedelta(hours=8))
     )
     status = SourceStatus(source_id="a", last_poll_at=east, last_success_at=east)
     report = health_report([_source("a")], [status], NOW)
@@ -551,8 +554,6 @@ def test_feed_server_stops_and_frees_the_port(site: BuiltSite) -> None:
 
 
 def test_concurrent_requests(server: FeedServer, site: BuiltSite) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     relative = category_paths("新闻").rss
     expected = (site.output_dir / relative).read_bytes()
 
@@ -574,10 +575,6 @@ def test_if_modified_since_in_the_future_and_other_zones(site: BuiltSite,
 
 
 def test_stop_lets_an_in_flight_request_finish(site: BuiltSite) -> None:
-    import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
     entered, release = threading.Event(), threading.Event()
 
     def slow_health() -> dict[str, object]:

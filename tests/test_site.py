@@ -1,0 +1,214 @@
+"""Tests for aggregator.site.render_index: escaping, URL filtering, determinism, structure."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import quote
+
+import lxml.html
+import pytest
+from served_site import make_article
+
+from aggregator.generate import OPML_FILENAME, category_paths
+from aggregator.records import Article, FeedOptions
+from aggregator.site import INDEX_FILENAME, render_index, safe_url
+
+OPTIONS = FeedOptions(output_dir="/unused", site_url="https://news.example.org/feeds/",
+                      title_prefix="聚合 · ")
+CATEGORIES = ["新闻", "科技 Tech", "a/b", "财经&投资"]
+
+
+def render(articles: list[Article], categories: list[str] | None = None, **kw: Any) -> bytes:
+    return render_index(CATEGORIES if categories is None else categories, articles, OPTIONS, **kw)
+
+
+def parse(page: bytes) -> Any:
+    return lxml.html.document_fromstring(page)
+
+
+def test_index_filename() -> None:
+    assert INDEX_FILENAME == "index.html"
+
+
+def test_document_basics() -> None:
+    page = render([make_article(1)], site_title="新闻聚合")
+    assert page.startswith(b"<!DOCTYPE html>\n")
+    doc = parse(page)
+    assert doc.get("lang") == "zh-CN"
+    assert doc.findtext(".//title") == "新闻聚合"
+    assert doc.xpath("//meta[@charset='utf-8']")
+    viewport = doc.xpath("//meta[@name='viewport']/@content")
+    assert viewport == ["width=device-width, initial-scale=1"]
+    assert not doc.xpath("//script")
+    # No external resource: no stylesheet links, no script src, CSS inline.
+    assert not doc.xpath("//link[@rel='stylesheet']")
+    assert doc.xpath("//style")
+    assert "@media (max-width: 700px)" in doc.findtext(".//style")
+    assert "Noto Sans CJK SC" in doc.findtext(".//style")
+    csp = doc.xpath("//meta[@http-equiv='Content-Security-Policy']/@content")[0]
+    assert "default-src 'none'" in csp and "script-src" not in csp
+
+
+def test_every_category_links_its_feeds_and_the_opml() -> None:
+    doc = parse(render([]))
+    hrefs = set(doc.xpath("//a/@href"))
+    for category in CATEGORIES:
+        paths = category_paths(category)
+        assert quote(paths.rss) in hrefs, category
+        assert quote(paths.atom) in hrefs, category
+        # Autodiscovery for feed readers pointed at the page.
+        assert doc.xpath(f"//link[@rel='alternate'][@href='{quote(paths.rss)}']")
+    assert OPML_FILENAME in hrefs
+    assert quote(category_paths("新闻").rss) == "categories/%E6%96%B0%E9%97%BB/rss.xml"
+    names = [n.text_content() for n in doc.xpath("//aside//span[@class='name']")]
+    assert names == CATEGORIES
+    # Links are relative (served under site_url), never absolute or rooted.
+    for href in doc.xpath("//aside//a/@href"):
+        assert not href.startswith(("/", "http")), href
+
+
+def test_duplicate_categories_are_listed_once() -> None:
+    doc = parse(render([], categories=["新闻", "新闻", "科技 Tech"]))
+    assert len(doc.xpath("//aside//li")) == 2
+
+
+def test_article_fields() -> None:
+    article = make_article(
+        3, headimg="https://img.example/a.jpg?x=1&y=2", author="记者 张三",
+        date=datetime(2024, 3, 1, 19, 5, 42, tzinfo=timezone(timedelta(hours=8))),
+        summary="  摘要\n第一行   第二行 ",
+    )
+    doc = parse(render([article]))
+    [item] = doc.xpath("//li[@class='article']")
+    [img] = item.xpath(".//img")
+    assert img.get("src") == "https://img.example/a.jpg?x=1&y=2"
+    assert img.get("loading") == "lazy"
+    assert img.get("referrerpolicy") == "no-referrer"
+    assert img.get("alt") == ""
+    [link] = item.xpath(".//h3/a")
+    assert link.get("href") == article.link
+    assert link.get("rel") == "noopener noreferrer"
+    assert link.text_content() == article.title
+    [time_el] = item.xpath(".//time")
+    assert time_el.get("datetime") == "2024-03-01T11:05:42Z"
+    assert time_el.text_content() == "2024-03-01 11:05"
+    meta = item.xpath(".//p[@class='meta']")[0].text_content()
+    assert "portal" in meta and "记者 张三" in meta
+    assert item.xpath(".//p[@class='summary']")[0].text_content() == "摘要 第一行 第二行"
+
+
+def test_articles_keep_the_given_order_and_thumbnail_fallback() -> None:
+    articles = [make_article(5), make_article(9, thumbnail="https://img.example/t.png"),
+                make_article(1)]
+    doc = parse(render(articles))
+    titles = [a.text_content() for a in doc.xpath("//li[@class='article']//h3")]
+    assert titles == [a.title for a in articles]
+    assert doc.xpath("//img/@src") == ["https://img.example/t.png"]
+
+
+def test_empty_site() -> None:
+    doc = parse(render([], categories=[]))
+    assert "暂无文章" in doc.text_content()
+    assert "暂无分类" in doc.text_content()
+    assert doc.xpath(f"//a[@href='{OPML_FILENAME}']")
+
+
+HOSTILE = [
+    make_article(
+        1,
+        title='<script>alert(1)</script>" onmouseover="alert(2)',
+        summary="</p><script>alert(3)</script><img src=x onerror=alert(4)>",
+        author='"><svg onload=alert(5)>',
+        link="javascript:alert(6)",
+        headimg='https://img.example/x.jpg"onerror="alert(7)"<b>',
+        source_id="<b>src</b>",
+    ),
+    make_article(2, link="JaVaScRiPt:alert(8)", headimg="data:image/png;base64,AAAA"),
+    make_article(3, link="java\tscript:alert(9)", headimg="//evil.example/x.png"),
+    make_article(4, link="  https://ok.example/4  ", headimg="vbscript:msgbox(1)"),
+    make_article(5, link="/relative/path", headimg="ftp://img.example/x.png"),
+]
+
+
+def test_hostile_values_are_escaped_and_unsafe_urls_dropped() -> None:
+    page = render(HOSTILE, categories=['<script>alert("c")</script>', "x\" onclick=\"y"],
+                  site_title="<script>alert('t')</script>")
+    text = page.decode("utf-8")
+    assert "<script>" not in text
+    assert "<svg" not in text and "<img src=x" not in text
+    assert "javascript:" not in text.lower() and "vbscript:" not in text
+    assert "data:image" not in text and "ftp://" not in text and "//evil.example" not in text
+    doc = parse(page)
+    assert not doc.xpath("//script")
+    # No element carries an event handler attribute.
+    for element in doc.iter():
+        assert not [a for a in element.attrib if a.lower().startswith("on")], element.tag
+    # The hostile text is shown as text.
+    titles = [h.text_content() for h in doc.xpath("//li[@class='article']//h3")]
+    assert titles[0] == '<script>alert(1)</script>" onmouseover="alert(2)'
+    summary = doc.xpath("//p[@class='summary']")[0].text_content()
+    assert summary == HOSTILE[0].summary
+    assert doc.findtext(".//title") == "<script>alert('t')</script>"
+    # Only http(s) links survive; a title without a safe link is plain text.
+    article_links = doc.xpath("//li[@class='article']//h3/a/@href")
+    assert article_links == ["https://ok.example/4"]
+    assert [len(h.xpath("a")) for h in doc.xpath("//li[@class='article']//h3")] == [
+        0, 0, 0, 1, 0]
+    # The only image had a quote in its URL: escaped, so it stays one attribute value.
+    assert doc.xpath("//img/@src") == ['https://img.example/x.jpg"onerror="alert(7)"<b>']
+    for href in doc.xpath("//@href | //@src"):
+        assert href.startswith(("https://", "http://", "categories/", OPML_FILENAME, "#")), href
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://a.example/x?y=1", "https://a.example/x?y=1"),
+        ("HTTP://A.EXAMPLE/", "HTTP://A.EXAMPLE/"),
+        (" https://a.example/ ", "https://a.example/"),
+        ("javascript:alert(1)", None),
+        (" javascript:alert(1)", None),
+        ("java\nscript:alert(1)", None),
+        ("https://a.example/\x00", None),
+        ("https://a.example/a b", None),
+        ("data:text/html,<script>", None),
+        ("//a.example/x", None),
+        ("/x", None),
+        ("https://", None),
+        ("https://[::1", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_safe_url(url: str | None, expected: str | None) -> None:
+    assert safe_url(url) == expected
+
+
+def test_deterministic_bytes() -> None:
+    articles = [make_article(n) for n in range(1, 8)] + HOSTILE
+    first = render(articles)
+    second = render(list(articles))
+    assert first == second
+    assert render(articles[:-1]) != first  # and it does depend on the input
+
+
+def test_untitled_and_linkless_articles() -> None:
+    doc = parse(render([make_article(1, title="   ", link=None, author="", summary="")]))
+    [heading] = doc.xpath("//li[@class='article']//h3")
+    assert heading.text_content() == "(无标题)"
+    assert not heading.xpath("a")
+    assert not doc.xpath("//p[@class='summary']")
+    assert not doc.xpath("//span[@class='author']")
+
+
+def test_long_summaries_are_cut() -> None:
+    doc = parse(render([make_article(1, summary="长" * 1000)]))
+    summary = doc.xpath("//p[@class='summary']")[0].text_content()
+    assert len(summary) == 300 and summary.endswith("…")
+
+
+def test_naive_dates_are_taken_as_utc() -> None:
+    naive = datetime(2024, 1, 2, 3, 4)
+    doc = parse(render([make_article(1, date=naive)]))
+    assert doc.xpath("//time/@datetime") == ["2024-01-02T03:04:00Z"]
