@@ -193,11 +193,10 @@ def _not_modified(environ: WSGIEnvironment, etag: str, mtime: float | None) -> b
     return int(mtime) <= when.timestamp()
 
 
-def _accepts_gzip(environ: WSGIEnvironment) -> bool:
-    """True when Accept-Encoding lists gzip (or ``*``) with a non-zero q."""
-    header = environ.get("HTTP_ACCEPT_ENCODING", "")
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when an Accept-Encoding value lists gzip (or ``*``) with a non-zero q."""
     qualities: dict[str, float] = {}
-    for part in header.split(","):
+    for part in accept_encoding.split(","):
         name, _, params = part.strip().partition(";")
         name = name.strip().lower()
         if not name:
@@ -211,11 +210,10 @@ def _accepts_gzip(environ: WSGIEnvironment) -> bool:
                 except ValueError:
                     quality = 0.0
         qualities[name] = quality
-    if "gzip" in qualities:
-        return qualities["gzip"] > 0
-    if "x-gzip" in qualities:
-        return qualities["x-gzip"] > 0
-    return qualities.get("*", 0.0) > 0
+    for name in ("gzip", "x-gzip", "*"):
+        if name in qualities:
+            return qualities[name] > 0
+    return False
 
 
 def _simple(
@@ -389,7 +387,7 @@ class _App:
         vary: bool = True,
         cache_control: str = CACHE_CONTROL,
     ) -> Iterable[bytes]:
-        use_gzip = gz is not None and _accepts_gzip(environ)
+        use_gzip = gz is not None and accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
         etag = f'"{digest}-gz"' if use_gzip else f'"{digest}"'
         headers: _Headers = [("ETag", etag), ("Cache-Control", cache_control)]
         if mtime is not None:

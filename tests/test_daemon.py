@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 ENTRIES_PER_FEED = 40
 
@@ -166,6 +167,17 @@ def test_daemon_polls_follows_config_edits_serves_and_stops_cleanly(
 
     feeds = requests.get(f"{url}/feeds.opml", timeout=10)
     assert feeds.status_code == 200 and "新闻" in feeds.text
+
+    metrics = requests.get(f"{url}/metrics", timeout=10)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.text)
+               for s in family.samples}
+    assert samples[("aggregator_polls_total", (("result", "new"), ("source", "alpha")))] == 1
+    assert samples[("aggregator_polls_total", (("result", "unchanged"), ("source", "alpha")))] >= 1
+    assert samples[("aggregator_articles", ())] >= 80
+    assert samples[("aggregator_source_consecutive_errors", (("source", "alpha"),))] == 0
+    assert any(name == "aggregator_build_seconds_count" and value >= 1
+               for (name, _), value in samples.items())
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0

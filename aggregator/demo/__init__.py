@@ -34,6 +34,8 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from aggregator.serve import accepts_gzip
+
 __all__ = [
     "CONTENT_TYPES",
     "LAST_MODIFIED",
@@ -316,7 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {"Content-Type": document.content_type, **validators}
         body = document.content
-        if _accepts_gzip(self.headers.get("Accept-Encoding", "")):
+        if accepts_gzip(self.headers.get("Accept-Encoding", "")):
             body = document.gzipped
             headers["Content-Encoding"] = "gzip"
         self._reply(200, body, headers, head=head)
@@ -354,27 +356,4 @@ def _not_modified(if_none_match: str | None, if_modified_since: str | None,
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         return parsedate_to_datetime(document.last_modified) <= since
-    return False
-
-
-def _accepts_gzip(accept_encoding: str) -> bool:
-    """Whether ``Accept-Encoding`` allows gzip (an explicit ``gzip;q=0`` refuses it)."""
-    qualities: dict[str, float] = {}
-    for part in accept_encoding.split(","):
-        coding, _, params = part.strip().partition(";")
-        coding = coding.strip().lower()
-        if not coding:
-            continue
-        quality = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        qualities[coding] = quality
-    for coding in ("gzip", "x-gzip", "*"):
-        if coding in qualities:
-            return qualities[coding] > 0
     return False
