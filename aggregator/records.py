@@ -11,11 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import MappingProxyType
-
-
-def _frozen_mapping(value: Mapping[str, str]) -> Mapping[str, str]:
-    return MappingProxyType(dict(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +65,8 @@ class FetchResult:
     permanent_redirect: str | None = None
 
     def __post_init__(self) -> None:
-        lowered = {k.lower(): v for k, v in self.headers.items()}
-        object.__setattr__(self, "headers", _frozen_mapping(lowered))
+        # a plain dict (not a MappingProxyType) so results pickle to parse workers
+        object.__setattr__(self, "headers", {k.lower(): v for k, v in self.headers.items()})
 
     @property
     def not_modified(self) -> bool:
