@@ -167,7 +167,7 @@ def export_hexo(articles: Iterable[Article], out_dir: Path) -> ExportReport:
         path = out_dir / hexo_filename(article)
         data = render_hexo(article).encode("utf-8")
         try:
-            changed = write_atomic(path, data)
+            changed = write_atomic(path, data, durable=False)  # regenerable from the database
         except OSError as exc:
             raise AggregatorError(
                 f"cannot write Hexo post {path}: {exc}", source_id=article.source_id

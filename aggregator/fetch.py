@@ -21,6 +21,18 @@ thread does not, and closing a buffered response from another thread would wait 
 reader's lock).  The time is also checked between chunks, and a body that "ends" after
 the watchdog fired is reported as the deadline, never as a short success.
 
+How the SSRF guard is enforced: the address checked is the address connected to.  The
+watched connection classes resolve the host once (in a helper thread, so a hanging resolver
+is bounded by the deadline too), refuse the whole host if ANY of its addresses is loopback,
+private, link-local, multicast, reserved, unspecified or otherwise non-global, and then
+connect to those very addresses — urllib3 never resolves the name itself, so a DNS-rebinding
+server gets no second answer.  The peer of every new socket is checked again after the
+connect, and a pooled keep-alive connection is checked against the current fetch's policy
+before it is reused.  TLS still verifies the certificate against (and sends SNI for) the
+URL's hostname: only the TCP destination changes.  Every fetch goes through these classes,
+also with a caller's plain ``requests.Session`` (a fetch-owned adapter is used instead of
+its own), and a session with proxies is refused, since the guard cannot see past a proxy.
+
 How the size limit is enforced: the body is read raw (``decode_content=False``) in
 64 KiB chunks and decompressed here with ``zlib``'s ``max_length``, so a small gzip bomb
 never expands beyond one chunk past the limit in memory, whatever urllib3 version is
@@ -38,11 +50,12 @@ import ipaddress
 import math
 import socket
 import ssl
+import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
@@ -50,8 +63,11 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from requests.cookies import extract_cookies_to_jar
+from requests.utils import select_proxy
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
 
 from aggregator.errors import FetchError
 from aggregator.records import FetchOptions, FetchResult, Source, Validators
@@ -69,6 +85,8 @@ _RETRY_AFTER_STATUSES = frozenset({429, 503})
 _NO_VALIDATORS = Validators()
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# One getaddrinfo() row: family, type, proto, canonname, sockaddr.
+_AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[object, ...]]
 
 
 # --------------------------------------------------------------------------- public API
@@ -92,7 +110,8 @@ def make_session(options: FetchOptions) -> requests.Session:
         "Accept-Encoding": _ACCEPT_ENCODING,
     })
     session.max_redirects = options.max_redirects  # informative only: fetch follows by hand
-    adapter = _WatchedAdapter(max_retries=0)
+    adapter = _WatchedAdapter(max_retries=0,
+                              allow_private_networks=options.allow_private_networks)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -104,15 +123,22 @@ def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VA
 
     Returns a 2xx result with the decompressed body, or a 304 result with empty content
     and the (possibly old) validators.  Raises ``FetchError`` for everything else.
+
+    ``session`` may be any ``requests.Session`` (its cookies, ``verify`` and ``cert`` are
+    used), but connections are always made by this module's watched adapter, so the
+    deadline and the SSRF guard of ``options`` hold whoever built the session.
     """
     started = time.monotonic()
     owned = session is None
     active = make_session(options) if session is None else session
     watchdog = _Watchdog(options.deadline)
-    token = _CURRENT_WATCHDOG.set(watchdog)
+    guard = _Guard(source_id=source.id, allow_private=options.allow_private_networks,
+                   deadline_at=started + options.deadline, watchdog=watchdog)
+    adapters = _Adapters(options)
+    token = _CURRENT_GUARD.set(guard)
     watchdog.start()
     try:
-        return _fetch(source, options, validators, active, watchdog, started)
+        return _fetch(source, options, validators, active, adapters, guard, watchdog, started)
     except _DeadlineExceeded:
         raise
     except FetchError as exc:
@@ -125,7 +151,8 @@ def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VA
         raise FetchError(_describe(exc), source_id=source.id) from exc
     finally:
         watchdog.finish()
-        _CURRENT_WATCHDOG.reset(token)
+        _CURRENT_GUARD.reset(token)
+        adapters.close()
         if owned:
             active.close()
 
@@ -134,7 +161,8 @@ def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VA
 
 
 def _fetch(source: Source, options: FetchOptions, validators: Validators,
-           session: requests.Session, watchdog: _Watchdog, started: float) -> FetchResult:
+           session: requests.Session, adapters: _Adapters, guard: _Guard,
+           watchdog: _Watchdog, started: float) -> FetchResult:
     deadline_at = started + options.deadline
     conditional: dict[str, str] = {}
     if validators.etag:
@@ -157,15 +185,17 @@ def _fetch(source: Source, options: FetchOptions, validators: Validators,
         if url in seen:
             raise FetchError(f"redirect loop: {url} was already visited", source_id=source.id)
         seen.add(url)
-        _check_destination(url, source_id=source.id,
-                           allow_private=options.allow_private_networks)
+        _check_url(url, source_id=source.id)  # the addresses are checked when connecting
 
         remaining = deadline_at - time.monotonic()
         if remaining <= 0:
             raise _deadline_error(source, options)
-        response = _send(session, prepared, (min(options.connect_timeout, remaining),
-                                             min(options.read_timeout, remaining)))
-        watchdog.track(_response_socket(response))
+        response = _send(session, adapters.for_url(session, url, source.id), prepared,
+                         (min(options.connect_timeout, remaining),
+                          min(options.read_timeout, remaining)))
+        sock = _response_socket(response)
+        _check_response_peer(response, sock, guard, urlsplit(url).hostname or url)
+        watchdog.track(sock)
         try:
             if response.is_redirect:
                 location = session.get_redirect_target(response) or ""
@@ -190,13 +220,13 @@ def _fetch(source: Source, options: FetchOptions, validators: Validators,
             response.close()  # never drain: a redirect or error body may be endless
 
 
-def _send(session: requests.Session, prepared: requests.PreparedRequest,
-          timeout: tuple[float, float]) -> requests.Response:
+def _send(session: requests.Session, adapter: _WatchedAdapter,
+          prepared: requests.PreparedRequest, timeout: tuple[float, float]) -> requests.Response:
     # Not ``session.send``: with allow_redirects=False it still reads a redirect response's
-    # whole body into memory (to compute ``Response.next``), with no size limit.
-    adapter = session.get_adapter(prepared.url or "")
+    # whole body into memory (to compute ``Response.next``), with no size limit.  No
+    # proxies: ``_Adapters.for_url`` refused a session that has any.
     response = adapter.send(prepared, stream=True, timeout=timeout, verify=session.verify,
-                            cert=session.cert, proxies=dict(session.proxies))
+                            cert=session.cert, proxies={})
     extract_cookies_to_jar(session.cookies, prepared, response.raw)
     return response
 
@@ -287,13 +317,12 @@ def _deadline_error(source: Source, options: FetchOptions) -> FetchError:
 # --------------------------------------------------------------------------- SSRF guard
 
 
-def _check_destination(url: str, *, source_id: str, allow_private: bool) -> None:
-    """Refuse, before any connection, a URL that is not http(s) or points inward.
+def _check_url(url: str, *, source_id: str) -> None:
+    """Refuse, before any connection, a URL that is not http(s) or has no usable host.
 
-    NOTE: this resolves the name, and urllib3 resolves it again when it connects, so a
-    DNS-rebinding server can answer differently the second time.  A later issue will
-    close that gap by connecting to the checked address itself (inside the watched
-    connection class's ``_new_conn``).
+    Deliberately no DNS lookup here: a name resolved now could resolve differently when
+    connecting (DNS rebinding).  The addresses are checked by ``_guarded_new_conn``, on
+    the very addresses it connects to.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -303,37 +332,48 @@ def _check_destination(url: str, *, source_id: str, allow_private: bool) -> None
                          source_id=source_id)
     try:
         host = parts.hostname
-        port = parts.port
+        _ = parts.port  # raises ValueError for a port out of range
     except ValueError as exc:
         raise FetchError(f"invalid URL {url!r}: {exc}", source_id=source_id) from exc
     if not host:
         raise FetchError(f"invalid URL {url!r}: no host", source_id=source_id)
-    if allow_private:
-        return
-    for address in _resolve(host, port or (443 if scheme == "https" else 80), source_id):
-        kind = _forbidden_kind(address)
-        if kind is not None:
-            shown = _embedded_ipv4(address) or address
-            raise FetchError(f"refusing {host}: it resolves to {kind} address {shown} "
-                             f"(private networks are not allowed)", source_id=source_id)
 
 
-def _resolve(host: str, port: int, source_id: str) -> list[IPAddress]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise FetchError(f"DNS lookup failed for {host}: {exc.strerror or exc}",
-                         source_id=source_id) from exc
-    except (UnicodeError, OSError) as exc:
-        raise FetchError(f"cannot resolve {host!r}: {exc}", source_id=source_id) from exc
-    addresses: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        text = str(sockaddr[0])
-        try:
-            addresses.append(ipaddress.ip_address(text))
-        except ValueError:
-            addresses.append(ipaddress.ip_address(text.split("%", 1)[0]))
-    return addresses
+@dataclass(frozen=True, slots=True)
+class _Guard:
+    """The running fetch's policy, as the connection classes deep inside urllib3 see it.
+
+    ``source_id`` names the source in refusals; ``deadline_at`` (monotonic) bounds the DNS
+    lookup and the connect; ``watchdog`` receives every socket.  Outside ``fetch`` (a
+    ``make_session`` session used directly) the adapter installs one with its own policy;
+    with none at all, private networks are refused (fail closed).
+    """
+
+    source_id: str | None
+    allow_private: bool
+    deadline_at: float | None = None
+    watchdog: _Watchdog | None = None
+
+
+_CURRENT_GUARD: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
+    "aggregator_fetch_guard", default=None)
+_FAIL_CLOSED = _Guard(source_id=None, allow_private=False)
+
+
+def _current_guard() -> _Guard:
+    return _CURRENT_GUARD.get() or _FAIL_CLOSED
+
+
+def _refusal(host: str, address: IPAddress, kind: str, guard: _Guard,
+             how: str = "it resolves to") -> FetchError:
+    shown = _embedded_ipv4(address) or address
+    return FetchError(f"refusing {host}: {how} {kind} address {shown} "
+                      f"(private networks are not allowed)", source_id=guard.source_id)
+
+
+def _sockaddr_ip(sockaddr: tuple[object, ...]) -> IPAddress:
+    text = str(sockaddr[0]).split("%", 1)[0]  # drop an IPv6 zone (fe80::1%eth0)
+    return ipaddress.ip_address(text)
 
 
 def _forbidden_kind(address: IPAddress) -> str | None:
@@ -520,15 +560,24 @@ def _describe(exc: BaseException) -> str:
     def find(*types: type[BaseException]) -> BaseException | None:
         return next((e for e in chain if isinstance(e, types)), None)
 
+    slow_dns = find(_ResolveTimeout)
+    if slow_dns is not None:
+        return f"DNS lookup for {getattr(slow_dns, 'hostname', '?')} timed out"
     if find(ConnectionRefusedError):
         return "connection refused"
     tls = find(ssl.SSLError)
     if tls is not None:
-        return f"TLS error: {getattr(tls, 'reason', None) or tls}"
+        verdict = getattr(tls, "verify_message", None)  # e.g. "Hostname mismatch, ..."
+        reason = getattr(tls, "reason", None) or tls
+        return f"TLS error: {reason} ({verdict})" if verdict else f"TLS error: {reason}"
     if find(requests.exceptions.SSLError, urllib3.exceptions.SSLError):
         return f"TLS error: {exc}"
     if find(socket.gaierror, urllib3.exceptions.NameResolutionError):
-        return "DNS lookup failed"
+        unresolved = find(_Unresolved)
+        gai = find(socket.gaierror)
+        name = f" for {unresolved.hostname}" if isinstance(unresolved, _Unresolved) else ""
+        detail = getattr(gai, "strerror", None)
+        return f"DNS lookup failed{name}: {detail}" if detail else f"DNS lookup failed{name}"
     if find(ConnectionResetError):
         return "connection reset by peer"
     if find(requests.exceptions.ConnectTimeout) or (
@@ -625,14 +674,10 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-_CURRENT_WATCHDOG: contextvars.ContextVar[_Watchdog | None] = contextvars.ContextVar(
-    "aggregator_fetch_watchdog", default=None)
-
-
 def _track_current(sock: socket.socket | None) -> None:
-    watchdog = _CURRENT_WATCHDOG.get()
-    if watchdog is not None:
-        watchdog.track(sock)
+    guard = _CURRENT_GUARD.get()
+    if guard is not None and guard.watchdog is not None:
+        guard.watchdog.track(sock)
 
 
 def _response_socket(response: requests.Response) -> socket.socket | None:
@@ -643,25 +688,227 @@ def _response_socket(response: requests.Response) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-# urllib3 hooks: report each socket to the running fetch's watchdog as soon as it exists
-# (new connections: right after TCP connect, before TLS and headers; pooled keep-alive
-# connections: when taken from the pool).  They rely on urllib3 internals (_new_conn,
-# _get_conn); if those were renamed, the hooks would simply not run, and the per-chunk
-# time check plus the response-socket tracking above would still bound the body.
+# urllib3 hooks.  The connection classes make every new TCP connection themselves (one DNS
+# lookup, every address checked, connect to exactly those addresses, peer re-checked) and
+# report each socket to the running fetch's watchdog as soon as it exists (new connections:
+# right after TCP connect, before TLS and headers; pooled keep-alive connections: when taken
+# from the pool, after their peer was re-checked against the current policy).
+#
+# They rely on urllib3 internals (``_new_conn``, ``_get_conn``, ``_dns_host``, ``timeout``,
+# ``socket_options``, ``source_address``).  If a urllib3 release stopped calling them, the
+# tests of the rebinding fix would fail; at run time ``_check_response_peer`` still refuses
+# a response that came from a forbidden address, and the per-chunk time check plus the
+# response-socket tracking still bound the body.
+
+
+class _ResolveTimeout(ConnectTimeoutError):
+    """The DNS lookup did not finish within the connect timeout or the fetch deadline."""
+
+    def __init__(self, conn: HTTPConnection, message: str, hostname: str) -> None:
+        super().__init__(conn, message)
+        self.hostname = hostname
+
+
+class _Unresolved(NameResolutionError):
+    """The name does not resolve; keeps the name for ``_describe``."""
+
+    def __init__(self, hostname: str, conn: HTTPConnection, reason: socket.gaierror) -> None:
+        super().__init__(hostname, conn, reason)
+        self.hostname = hostname
+
+
+def _guarded_new_conn(conn: HTTPConnection) -> socket.socket:
+    """Resolve ``conn.host`` once, refuse forbidden addresses, connect to the checked ones.
+
+    Must not: let urllib3 or ``socket.create_connection`` resolve the name again (that is
+    the DNS-rebinding window), connect anywhere before every address was checked, or
+    touch ``conn.host`` (TLS verifies the certificate and sends SNI for that name).
+    """
+    guard = _current_guard()
+    lookup_host = conn._dns_host.strip("[]")  # keeps an FQDN's trailing dot for the lookup
+    infos = _resolve_within(conn, lookup_host, guard)
+    if not guard.allow_private:
+        for *_, sockaddr in infos:
+            address = _sockaddr_ip(sockaddr)
+            kind = _forbidden_kind(address)
+            if kind is not None:
+                raise _refusal(conn.host, address, kind, guard)
+    sock, sockaddr = _connect_checked(conn, infos, guard)
+    try:
+        _check_peer(conn, sock, sockaddr, guard)
+    except BaseException:
+        sock.close()
+        raise
+    sys.audit("http.client.connect", conn, conn.host, conn.port)
+    _track_current(sock)
+    return sock
+
+
+def _seconds_left(conn: HTTPConnection, guard: _Guard) -> float | None:
+    """The connect timeout capped by the fetch deadline; None when neither bounds it."""
+    timeout = conn.timeout
+    limit = float(timeout) if isinstance(timeout, int | float) else None
+    if guard.deadline_at is not None:
+        remaining = guard.deadline_at - time.monotonic()
+        limit = remaining if limit is None else min(limit, remaining)
+    return limit
+
+
+def _resolve_within(conn: HTTPConnection, host: str, guard: _Guard) -> list[_AddrInfo]:
+    """``getaddrinfo`` bounded by the time left: a hung resolver cannot outlive the deadline.
+
+    The lookup runs in a daemon thread that is abandoned (it ends when the system
+    resolver gives up) if it does not answer in time.  IP literals skip the thread.
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:  # a literal: AI_NUMERICHOST guarantees no DNS traffic and no blocking
+        return _map_resolve_errors(conn, host, lambda: socket.getaddrinfo(
+            host, conn.port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST))
+
+    family = allowed_gai_family()  # like urllib3: no AAAA answers without IPv6 support
+    limit = _seconds_left(conn, guard)
+    if limit is not None and limit <= 0:
+        raise _ResolveTimeout(conn, f"no time left to resolve {host}", host)
+    outcome: list[object] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, conn.port, family, socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiting thread below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=lookup, name=f"aggregator-resolve {host}", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if not outcome:
+        raise _ResolveTimeout(conn, f"DNS lookup for {host} timed out after {limit:.3g}s",
+                              host)
+    result = outcome[0]
+
+    def answer() -> list[_AddrInfo]:
+        if isinstance(result, BaseException):
+            raise result
+        return result  # type: ignore[return-value]
+
+    return _map_resolve_errors(conn, host, answer)
+
+
+def _map_resolve_errors(conn: HTTPConnection, host: str,
+                        call: Callable[[], list[_AddrInfo]]) -> list[_AddrInfo]:
+    """Run the lookup ``call``, raising the errors urllib3 itself would raise."""
+    try:
+        infos = call()
+    except socket.gaierror as exc:
+        raise _Unresolved(host, conn, exc) from exc
+    except UnicodeError as exc:
+        raise urllib3.exceptions.LocationParseError(f"{host!r}: {exc}") from exc
+    except OSError as exc:
+        raise NewConnectionError(conn, f"Failed to resolve {host}: {exc}") from exc
+    if not infos:
+        error = socket.gaierror(socket.EAI_NONAME, "no addresses")
+        raise _Unresolved(host, conn, error)
+    return list(infos)
+
+
+def _connect_checked(conn: HTTPConnection, infos: list[_AddrInfo],
+                     guard: _Guard) -> tuple[socket.socket, tuple[object, ...]]:
+    """Connect to the first reachable address of ``infos``: numeric sockaddrs, no lookup.
+
+    Must not resolve anything: ``infos`` are the addresses that were checked.
+    """
+    error: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        limit = _seconds_left(conn, guard)
+        if limit is not None and limit <= 0:
+            raise ConnectTimeoutError(conn, f"no time left to connect to {conn.host}")
+        sock = socket.socket(family, kind, proto)
+        try:
+            for option in conn.socket_options or ():
+                sock.setsockopt(*option)
+            if limit is not None:
+                sock.settimeout(limit)
+            if conn.source_address:
+                sock.bind(conn.source_address)
+            sock.connect(sockaddr)
+        except TimeoutError as exc:
+            sock.close()
+            raise ConnectTimeoutError(
+                conn, f"Connection to {conn.host} timed out. (connect timeout={limit})"
+            ) from exc
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock, sockaddr
+    assert error is not None  # infos is never empty
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
+
+
+def _check_peer(conn: HTTPConnection, sock: socket.socket, sockaddr: tuple[object, ...],
+                guard: _Guard) -> None:
+    """Belt and braces: the socket's peer must be the checked address, and allowed."""
+    if guard.allow_private:
+        return
+    try:
+        peer = _sockaddr_ip(sock.getpeername())
+    except (OSError, ValueError) as exc:
+        raise NewConnectionError(conn, f"cannot confirm the peer of {conn.host}: {exc}") from exc
+    expected = _sockaddr_ip(sockaddr)
+    if peer != expected:
+        raise FetchError(f"refusing {conn.host}: connected to {peer}, not to the checked "
+                         f"address {expected}", source_id=guard.source_id)
+    kind = _forbidden_kind(peer)
+    if kind is not None:
+        raise _refusal(conn.host, peer, kind, guard, how="the connection reached")
+
+
+def _vet_pooled(conn: HTTPConnection | None) -> None:
+    """A kept-alive connection may predate this fetch's policy: re-check its peer.
+
+    A connection opened by an ``allow_private_networks`` fetch must not carry a guarded
+    fetch to a private address; it is closed, so urllib3 reconnects through
+    ``_guarded_new_conn``, which checks a fresh lookup.
+    """
+    sock = getattr(conn, "sock", None)
+    if conn is None or sock is None:
+        return
+    if not _current_guard().allow_private:
+        try:
+            kind = _forbidden_kind(_sockaddr_ip(sock.getpeername()))
+        except (OSError, ValueError):
+            kind = "unknown"
+        if kind is not None:
+            conn.close()
+            return
+    _track_current(sock)
+
+
+def _check_response_peer(response: requests.Response, sock: socket.socket | None,
+                         guard: _Guard, host: str) -> None:
+    """Last line: refuse a response from a forbidden address, whatever urllib3 did."""
+    if guard.allow_private or sock is None:
+        return
+    try:
+        peer = _sockaddr_ip(sock.getpeername())
+    except (OSError, ValueError):
+        return  # already closed: nothing more can be read from it
+    kind = _forbidden_kind(peer)
+    if kind is not None:
+        response.close()
+        raise _refusal(host, peer, kind, guard, how="the response came from")
 
 
 class _WatchedHTTPConnection(HTTPConnection):
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _track_current(sock)
-        return sock
+        return _guarded_new_conn(self)
 
 
 class _WatchedHTTPSConnection(HTTPSConnection):
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _track_current(sock)
-        return sock
+        return _guarded_new_conn(self)  # TLS wraps it afterwards, for self.host
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
@@ -669,7 +916,7 @@ class _WatchedHTTPPool(HTTPConnectionPool):
 
     def _get_conn(self, timeout: float | None = None) -> HTTPConnection:
         conn = super()._get_conn(timeout)
-        _track_current(getattr(conn, "sock", None))
+        _vet_pooled(conn)
         return conn
 
 
@@ -678,14 +925,79 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
 
     def _get_conn(self, timeout: float | None = None) -> HTTPConnection:
         conn = super()._get_conn(timeout)
-        _track_current(getattr(conn, "sock", None))
+        _vet_pooled(conn)
         return conn
 
 
 class _WatchedAdapter(HTTPAdapter):
+    """The only adapter ``fetch`` sends through: guarded, watched connections, no proxies.
+
+    Used directly (``make_session(...).get(...)``), it applies the SSRF policy it was
+    built with; inside ``fetch`` the fetch's own options win.
+    """
+
+    _allow_private = False  # also after unpickling, which skips __init__
+
+    def __init__(self, *args: object, allow_private_networks: bool = False,
+                 **kwargs: object) -> None:
+        self._allow_private = allow_private_networks
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
     def init_poolmanager(self, *args: object, **kwargs: object) -> None:
         super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
         self.poolmanager.pool_classes_by_scheme = {  # type: ignore[attr-defined]
             "http": _WatchedHTTPPool,
             "https": _WatchedHTTPSPool,
         }
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: object = None, verify: bool | str = True, cert: object = None,
+             proxies: object = None) -> requests.Response:
+        if proxies and select_proxy(request.url or "", proxies):  # type: ignore[arg-type]
+            raise FetchError(_NO_PROXIES)
+        token = None
+        if _CURRENT_GUARD.get() is None:
+            token = _CURRENT_GUARD.set(_Guard(source_id=None,
+                                              allow_private=self._allow_private))
+        try:
+            return super().send(request, stream=stream, timeout=timeout,  # type: ignore[arg-type]
+                                verify=verify, cert=cert, proxies=None)
+        finally:
+            if token is not None:
+                _CURRENT_GUARD.reset(token)
+
+
+_NO_PROXIES = ("refusing to fetch through a proxy: the SSRF guard must see the address "
+               "it connects to")
+
+
+class _Adapters:
+    """Picks the adapter for each request of one fetch.
+
+    A session built by ``make_session`` carries a ``_WatchedAdapter`` (and its connection
+    pool).  Any other session — a plain ``requests.Session``, or one with custom adapters
+    mounted — is served by a fetch-owned ``_WatchedAdapter`` instead, closed at the end of
+    the fetch: its own adapters would connect without the guard and the watchdog.
+    """
+
+    def __init__(self, options: FetchOptions) -> None:
+        self._options = options
+        self._spare: _WatchedAdapter | None = None
+
+    def for_url(self, session: requests.Session, url: str, source_id: str) -> _WatchedAdapter:
+        if any(session.proxies.values()):
+            raise FetchError(_NO_PROXIES, source_id=source_id)
+        try:
+            adapter = session.get_adapter(url)
+        except requests.exceptions.InvalidSchema:
+            adapter = None
+        if isinstance(adapter, _WatchedAdapter):
+            return adapter
+        if self._spare is None:
+            self._spare = _WatchedAdapter(
+                max_retries=0, allow_private_networks=self._options.allow_private_networks)
+        return self._spare
+
+    def close(self) -> None:
+        if self._spare is not None:
+            self._spare.close()

@@ -14,8 +14,13 @@ import secrets
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes) -> bool:
-    """Replace ``path`` with ``data`` unless it already holds these bytes; True if it changed."""
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> bool:
+    """Replace ``path`` with ``data`` unless it already holds these bytes; True if it changed.
+
+    ``durable`` fsyncs before the rename, so the new bytes also survive a power
+    loss, not only a killed process; files that can be regenerated in bulk (an
+    export of thousands of posts) may skip it.
+    """
     path = Path(path)
     if path.is_file() and path.read_bytes() == data:
         return False
@@ -25,8 +30,9 @@ def write_atomic(path: Path, data: bytes) -> bool:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

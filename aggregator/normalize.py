@@ -85,7 +85,7 @@ def normalize(
     entry: ParsedEntry, source: Source, options: NormalizeOptions, *, seen_at: datetime
 ) -> Article:
     """Build the stored article for one entry (links in ``entry`` are already absolute)."""
-    base = entry.link or source.url
+    base = web_url(entry.link or "") or source.url
     content = sanitize_html(entry.content or entry.summary or "", base, options)
     summary = excerpt(entry.summary or entry.content or "", options.summary_length)
     title = plain_title(entry.title, entry.title_is_html) or _fallback_title(summary, entry.link)
@@ -97,7 +97,7 @@ def normalize(
     )
     author = clean_text(entry.author or "") or source.name
     guid = clean_text(entry.guid or "") or None
-    link = clean_text(entry.link or "") or None
+    link = web_url(clean_text(entry.link or ""))
     fields = {
         "title": title,
         "link": link,
@@ -216,6 +216,15 @@ def clean_text(text: str) -> str:
 def strip_xml_illegal(text: str) -> str:
     """Drop characters XML 1.0 cannot carry (they would break every generated feed)."""
     return _XML_ILLEGAL.sub("", text)
+
+
+def web_url(value: str) -> str | None:
+    """``value`` if it is an absolute http(s) URL, else None (no ``javascript:`` links)."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    return value if parts.scheme.lower() in ("http", "https") and parts.netloc else None
 
 
 def _absolute_url(value: str, base_url: str) -> str | None:

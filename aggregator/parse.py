@@ -53,6 +53,8 @@ _XML_DECL_TEXT = re.compile(r"^(\s*<\?xml[^>]*?encoding\s*=\s*[\"'])([A-Za-z0-9.
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.IGNORECASE)
 # Characters XML 1.0 cannot carry; expat rejects them and feedparser would then
 # fall back to its loose parser, so they are dropped before parsing.
+# A DOCTYPE with an internal subset; group 1 keeps "<!DOCTYPE name ..." without the subset.
+_INTERNAL_DTD = re.compile(r"(<!DOCTYPE[^\[>]*)\[.*?\]\s*>", re.IGNORECASE | re.DOTALL)
 # The root element of a feed document, after the prolog, comments and doctype.
 _FEED_ROOT = re.compile(
     r"^\ufeff?\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*"
@@ -164,6 +166,23 @@ def _utf8_document(text: str) -> bytes:
     return _XML_ILLEGAL.sub("", text).encode("utf-8")
 
 
+def strip_internal_dtd(text: str) -> tuple[str, bool]:
+    """Remove a DOCTYPE's internal subset (``<!DOCTYPE rss [ ... ]>``), if any.
+
+    Feeds have no business declaring entities: an internal subset is how the
+    billion-laughs expansion and external entities (XXE, ``file:///etc/passwd``)
+    arrive.  expat refuses some of them, and feedparser then falls back to its
+    loose parser, so whether anything expands would depend on library internals;
+    dropping the declarations first makes every reference to them inert text.
+    Returns the text and whether something was removed.
+    """
+    start = text.upper().find("<!DOCTYPE", 0, 4096)  # only in the prolog
+    match = _INTERNAL_DTD.match(text, start) if start >= 0 else None
+    if match is None:
+        return text, False
+    return text[: match.start()] + match.group(1) + ">" + text[match.end():], True
+
+
 # --- RSS / Atom through feedparser --------------------------------------------------
 
 
@@ -176,6 +195,7 @@ def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> 
         override=source.encoding,
     )
     media_type = (content_type.split(";", 1)[0].strip() or "application/xml").lower()
+    text, had_dtd = strip_internal_dtd(text)
     result = feedparser.parse(
         _utf8_document(text),
         response_headers={
@@ -187,6 +207,8 @@ def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> 
         sanitize_html=False,
     )
     warnings: list[str] = []
+    if had_dtd:
+        warnings.append("ignored the document's entity declarations (internal DTD subset)")
     if not exact:
         warnings.append(
             f"no encoding decoded the document cleanly; used {encoding} with replacement characters"

@@ -2,22 +2,29 @@
 
 Most tests use pytest-httpserver; the slow/hostile servers (drip, hang, keep-alive then
 drip) are raw threaded sockets on 127.0.0.1 because they need byte-level control.
-No test talks to a non-loopback address: the SSRF table below only classifies literal
-addresses, it never connects.
+No test talks to a non-loopback address: the SSRF tests that name other addresses either
+are refused before connecting (a tripwire on ``socket.connect`` makes sure) or only classify
+literal addresses.  Host names are ``*.test`` names answered by ``FakeDNS``, a seam on
+``socket.getaddrinfo`` that never lets a lookup leave the machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import gzip
 import ipaddress
+import re
 import socket
+import ssl
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -750,27 +757,159 @@ def test_bad_urls_are_fetch_errors(url: str) -> None:
 
 # --------------------------------------------------------------------------- SSRF guard
 
+# A CA and a leaf certificate for feeds.example.test (EC P-256, valid 2000-2100), made
+# with openssl for the TLS test below; nothing else trusts this CA.
+TEST_CA_PEM = """-----BEGIN CERTIFICATE-----
+MIIBbTCCAROgAwIBAgIBATAKBggqhkjOPQQDAjAdMRswGQYDVQQDDBJhZ2dyZWdh
+dG9yIHRlc3QgQ0EwIBcNMDAwMTAxMDAwMDAwWhgPMjEwMDAxMDEwMDAwMDBaMB0x
+GzAZBgNVBAMMEmFnZ3JlZ2F0b3IgdGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49
+AwEHA0IABK08NaN77R8oFV2XMI9cL1ZxwEdnM+iOE+Wj9Oc3Cz1A/St8ta5GLg/j
+q/Qr0vUNMlS/ca6hSDm3WADj8wq46a2jQjBAMA8GA1UdEwEB/wQFMAMBAf8wDgYD
+VR0PAQH/BAQDAgEGMB0GA1UdDgQWBBSKgGBEnj3CbyuCiGM0Yjo8dkB7VTAKBggq
+hkjOPQQDAgNIADBFAiALQYCvdEYtrdoV2wdObs2oGfFfizyYflBc1l1PSHqWJAIh
+ANMhR9af+WTSttBZ6xjialFzTPuT4gxfrQKZxljdHqKJ
+-----END CERTIFICATE-----
+"""
+TEST_LEAF_PEM = """-----BEGIN CERTIFICATE-----
+MIIBwjCCAWegAwIBAgIBAjAKBggqhkjOPQQDAjAdMRswGQYDVQQDDBJhZ2dyZWdh
+dG9yIHRlc3QgQ0EwIBcNMDAwMTAxMDAwMDAwWhgPMjEwMDAxMDEwMDAwMDBaMB0x
+GzAZBgNVBAMMEmZlZWRzLmV4YW1wbGUudGVzdDBZMBMGByqGSM49AgEGCCqGSM49
+AwEHA0IABLh83Y43WvG3f0rElufPAZARGRpcn2A9mJbrsYxpiO58s4P1gtvLht27
+IYS8Y1jiID5lmJ423MrIErNxZmAdfoKjgZUwgZIwDAYDVR0TAQH/BAIwADAOBgNV
+HQ8BAf8EBAMCB4AwEwYDVR0lBAwwCgYIKwYBBQUHAwEwHQYDVR0RBBYwFIISZmVl
+ZHMuZXhhbXBsZS50ZXN0MB8GA1UdIwQYMBaAFIqAYESePcJvK4KIYzRiOjx2QHtV
+MB0GA1UdDgQWBBRvu6lUSQxXGaGL70o1oeu0ZnJjljAKBggqhkjOPQQDAgNJADBG
+AiEAsQ3E9soCeTcmFcJGa37jAAjycisuhH8slwis5nOl6LICIQCv8qslEV4Bis6O
+sAB4TplWFe8B94xqqtKaFjjs+zNBiw==
+-----END CERTIFICATE-----
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8kyRfiXM5R1Svd1F
+5UAPVkvtmIooDBR6IPmGhMvnuf+hRANCAAS4fN2ON1rxt39KxJbnzwGQERkaXJ9g
+PZiW67GMaYjufLOD9YLby4bduyGEvGNY4iA+ZZieNtzKyBKzcWZgHX6C
+-----END PRIVATE KEY-----
+"""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Tripwire, not a mock: a connect to anything but loopback fails instead of leaving.
+
+    The SSRF tests hand the fetch link-local, multicast and public-looking addresses; if
+    the guard ever let one through, no packet leaves the machine and the test fails.
+    """
+    attempts: list[object] = []
+    real_connect = socket.socket.connect
+
+    def connect(sock: socket.socket, address: tuple[str, int]) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            attempts.append(address)
+            raise OSError(errno.ENETUNREACH, f"test tripwire: no traffic to {address}")
+        real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    yield attempts
+    assert attempts == [], f"something tried to connect outside loopback: {attempts}"
+
+
+class FakeDNS:
+    """Our resolver seam: ``socket.getaddrinfo`` answers ``*.test`` names from a table.
+
+    ``answers[name]`` lists successive answers (each a list of addresses; the last one
+    repeats); ``hung[name]`` blocks the lookup until the test ends.  Any other ``.test``
+    name fails like NXDOMAIN, so no lookup ever leaves the machine; other names
+    (localhost, numeric spellings) go to the real resolver.
+    """
+
+    def __init__(self, real: Callable[..., list[Any]]) -> None:
+        self.real = real
+        self.answers: dict[str, list[list[str]]] = {}
+        self.hung: dict[str, threading.Event] = {}
+        self.calls: list[str] = []
+
+    def __call__(self, host: str | bytes | None, port: object, family: int = 0,
+                 type: int = 0, proto: int = 0, flags: int = 0) -> list[Any]:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if not name.rstrip(".").endswith(".test"):
+            return self.real(host, port, family, type, proto, flags)
+        self.calls.append(name)
+        if name in self.hung:
+            self.hung[name].wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        queue = self.answers.get(name)
+        if not queue:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        addresses = queue.pop(0) if len(queue) > 1 else queue[0]
+        rows: list[Any] = []
+        for text in addresses:
+            if ipaddress.ip_address(text).version == 6:
+                if family != socket.AF_INET:
+                    rows.append((socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                                 (text, port, 0, 0)))
+            elif family != socket.AF_INET6:
+                rows.append((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                             (text, port)))
+        return rows
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDNS]:
+    fake = FakeDNS(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    yield fake
+    for event in fake.hung.values():
+        event.set()  # let abandoned lookup threads finish
+
+
+def _pretend_public(monkeypatch: pytest.MonkeyPatch, *addresses: str) -> None:
+    """Classify these loopback addresses as public portals (the servers stay on loopback)."""
+    real = fetch_mod._forbidden_kind
+    monkeypatch.setattr(
+        fetch_mod, "_forbidden_kind", lambda ip: None if str(ip) in addresses else real(ip)
+    )
+
 
 @pytest.mark.parametrize(
-    "host",
+    ("host", "kind", "shown"),
     [
-        "127.0.0.1",
-        "localhost",
-        "2130706433",
-        "0x7f000001",
-        "127.1",
-        "017700000001",
-        "[::ffff:127.0.0.1]",
+        ("127.0.0.1", "loopback", r"127\.0\.0\.1"),
+        ("localhost", "loopback", r"(127\.0\.0\.1|::1)"),
+        ("2130706433", "loopback", r"127\.0\.0\.1"),
+        ("0x7f000001", "loopback", r"127\.0\.0\.1"),
+        ("127.1", "loopback", r"127\.0\.0\.1"),
+        ("017700000001", "loopback", r"127\.0\.0\.1"),
+        ("[::ffff:127.0.0.1]", "loopback", r"127\.0\.0\.1"),
+        ("[::1]", "loopback", r"::1"),
+        ("0.0.0.0", "unspecified", r"0\.0\.0\.0"),
+        ("169.254.169.254", "link-local", r"169\.254\.169\.254"),
+        ("[fe80::1]", "link-local", r"fe80::1"),
+        ("224.0.0.1", "multicast", r"224\.0\.0\.1"),
+        ("100.64.0.1", "non-global", r"100\.64\.0\.1"),
     ],
 )
-def test_private_networks_refused_before_connecting(httpserver: HTTPServer, host: str) -> None:
+def test_private_networks_refused_before_connecting(
+    httpserver: HTTPServer, loopback_only: list[object], host: str, kind: str, shown: str
+) -> None:
     httpserver.expect_request("/feed").respond_with_data(b"secret")
     url = f"http://{host}:{httpserver.port}/feed"
 
-    with pytest.raises(FetchError, match=r"refusing .* loopback address 127\.0\.0\.1 ") as info:
+    with pytest.raises(FetchError) as info:
         fetch(source(url), GUARDED)
 
-    assert info.value.source_id == "test-src"
+    assert re.fullmatch(
+        rf"refusing \S+: it resolves to {kind} address {shown} "
+        r"\(private networks are not allowed\)",
+        info.value.reason,
+    ), info.value.reason
+    assert str(info.value).startswith("[test-src] refusing ")
     assert httpserver.log == []
 
 
@@ -782,15 +921,189 @@ def test_same_urls_allowed_when_private_networks_allowed(httpserver: HTTPServer)
     assert result.content == b"local"
 
 
+def test_hostname_resolving_inward_is_refused_after_one_lookup(
+    httpserver: HTTPServer, dns: FakeDNS
+) -> None:
+    dns.answers["intranet.test"] = [["127.0.0.1"]]
+    httpserver.expect_request("/feed").respond_with_data(b"secret")
+
+    with pytest.raises(
+        FetchError,
+        match=r"^\[test-src\] refusing intranet\.test: it resolves to loopback address "
+        r"127\.0\.0\.1 ",
+    ):
+        fetch(source(f"http://intranet.test:{httpserver.port}/feed"), GUARDED)
+
+    assert httpserver.log == []
+    assert dns.calls == ["intranet.test"]
+
+
+def test_one_inward_address_refuses_the_whole_host(
+    httpserver: HTTPServer, dns: FakeDNS, loopback_only: list[object]
+) -> None:
+    # 93.184.215.14 is only classified (public); the refusal comes before any connect,
+    # and the tripwire shows nothing was connected to, not even the public-looking one.
+    dns.answers["mixed.test"] = [["93.184.215.14", "127.0.0.1"]]
+    httpserver.expect_request("/feed").respond_with_data(b"secret")
+
+    with pytest.raises(FetchError, match=r"refusing mixed\.test: .* loopback address 127\.0\.0\.1"):
+        fetch(source(f"http://mixed.test:{httpserver.port}/feed"), GUARDED)
+
+    assert httpserver.log == []
+    assert loopback_only == []
+
+
+@pytest.fixture
+def portal(httpserver: HTTPServer) -> Iterator[HTTPServer]:
+    """A "public portal" on 127.0.0.2, on the same port as ``httpserver`` (127.0.0.1)."""
+    server = HTTPServer(host="127.0.0.2", port=httpserver.port)
+    try:
+        server.start()
+    except OSError as exc:  # the 127/8 block is not all loopback on every system
+        pytest.skip(f"cannot listen on 127.0.0.2: {exc}")
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+@pytest.mark.parametrize("session_kind", ["fetch's own", "make_session", "plain requests"])
+def test_dns_rebinding_connects_only_to_the_checked_address(
+    httpserver: HTTPServer,
+    portal: HTTPServer,
+    dns: FakeDNS,
+    monkeypatch: pytest.MonkeyPatch,
+    session_kind: str,
+) -> None:
+    # rebind.test answers "the portal" once, then the internal server at every later
+    # lookup.  A fetch that checks one answer and connects with another reaches the
+    # internal server; the fixed fetch resolves once and connects to what it checked.
+    _pretend_public(monkeypatch, "127.0.0.2")
+    dns.answers["rebind.test"] = [["127.0.0.2"], ["127.0.0.1"]]
+    portal.expect_request("/feed").respond_with_data(b"portal")
+    httpserver.expect_request("/feed").respond_with_data(b"internal secret")
+    session = {
+        "fetch's own": None,
+        "make_session": make_session(GUARDED),
+        "plain requests": requests.Session(),
+    }[session_kind]
+
+    try:
+        result = fetch(source(f"http://rebind.test:{httpserver.port}/feed"), GUARDED,
+                       session=session)
+    finally:
+        if session is not None:
+            session.close()
+
+    assert result.content == b"portal"
+    assert httpserver.log == []
+    assert len(portal.log) == 1
+    assert dns.calls == ["rebind.test"]
+
+
+def test_allowed_private_hostname_is_reached_at_its_resolved_address(
+    httpserver: HTTPServer, dns: FakeDNS
+) -> None:
+    dns.answers["feeds.test"] = [["127.0.0.1"]]
+    httpserver.expect_request("/feed").respond_with_data(b"local feed")
+
+    result = fetch(source(f"http://feeds.test:{httpserver.port}/feed"), OPTIONS)
+
+    assert result.content == b"local feed"
+    assert dns.calls == ["feeds.test"]  # our one lookup: urllib3 never resolved it again
+    ((request, _),) = httpserver.log
+    assert request.headers["Host"] == f"feeds.test:{httpserver.port}"  # the name, not the IP
+
+
+def test_peer_address_is_checked_again_after_connecting(
+    raw_server: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A classifier that passes 127.0.0.1 once (the pre-connect check) and refuses it from
+    # then on stands in for a connect that ended somewhere other than what was checked.
+    real = fetch_mod._forbidden_kind
+    verdicts = iter([None])
+    monkeypatch.setattr(
+        fetch_mod,
+        "_forbidden_kind",
+        lambda ip: next(verdicts, "loopback") if str(ip) == "127.0.0.1" else real(ip),
+    )
+    finished = threading.Event()
+
+    def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
+        try:
+            if server.read_request(conn):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+        finally:
+            finished.set()
+
+    server = raw_server(handler)
+    with pytest.raises(
+        FetchError,
+        match=r"refusing 127\.0\.0\.1: the connection reached loopback address 127\.0\.0\.1 ",
+    ):
+        fetch(source(server.url()), GUARDED)
+
+    assert finished.wait(5)
+    assert server.connections == 1  # the TCP connect happened...
+    assert server.requests == [b""]  # ...but not one byte of a request was sent
+
+
+def test_kept_alive_connection_is_rechecked_for_a_guarded_fetch(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    finished = threading.Event()
+
+    def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
+        try:
+            while server.read_request(conn):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        finally:
+            finished.set()
+
+    server = raw_server(handler)
+    session = make_session(OPTIONS)
+    try:
+        assert fetch(source(server.url()), OPTIONS, session=session).content == b"ok"
+        with pytest.raises(FetchError, match=r"refusing 127\.0\.0\.1: it resolves to loopback"):
+            fetch(source(server.url()), GUARDED, session=session)  # same pooled connection
+    finally:
+        session.close()
+
+    assert finished.wait(5)
+    assert server.connections == 1
+    assert [request for request in server.requests if request] == [server.requests[0]]
+
+
+def test_session_with_a_proxy_is_refused(httpserver: HTTPServer, dns: FakeDNS) -> None:
+    httpserver.expect_request("/feed").respond_with_data(b"via proxy")
+
+    with requests.Session() as session:
+        session.proxies = {"http": httpserver.url_for("/")}
+        with pytest.raises(FetchError, match="refusing to fetch through a proxy") as info:
+            fetch(source("http://feeds.test/feed"), OPTIONS, session=session)
+
+    assert info.value.source_id == "test-src"
+    assert httpserver.log == []
+
+
+def test_make_session_used_directly_keeps_its_policy(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(b"direct")
+    url = httpserver.url_for("/feed")
+
+    with make_session(GUARDED) as guarded, make_session(OPTIONS) as allowed:
+        with pytest.raises(FetchError, match=r"refusing \S+: it resolves to loopback address"):
+            guarded.get(url)
+        assert allowed.get(url).content == b"direct"
+
+    assert len(httpserver.log) == 1
+
+
 def test_redirect_hop_into_private_network_refused(
     httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Pretend 127.0.0.1 is a public portal so the first hop is allowed; the redirect to
     # another loopback address must still be refused by the guard, before connecting.
-    real = fetch_mod._forbidden_kind
-    monkeypatch.setattr(
-        fetch_mod, "_forbidden_kind", lambda ip: None if str(ip) == "127.0.0.1" else real(ip)
-    )
+    _pretend_public(monkeypatch, "127.0.0.1")
     httpserver.expect_request("/feed").respond_with_data(
         b"", status=302, headers={"Location": f"http://127.0.0.2:{httpserver.port}/admin"}
     )
@@ -798,6 +1111,92 @@ def test_redirect_hop_into_private_network_refused(
     with pytest.raises(FetchError, match=r"refusing 127\.0\.0\.2: it resolves to loopback"):
         fetch(source(f"http://127.0.0.1:{httpserver.port}/feed"), GUARDED)
     assert len(httpserver.log) == 1
+
+
+def test_redirect_hop_to_a_name_for_the_metadata_address_refused(
+    httpserver: HTTPServer, dns: FakeDNS, monkeypatch: pytest.MonkeyPatch,
+    loopback_only: list[object],
+) -> None:
+    _pretend_public(monkeypatch, "127.0.0.1")
+    dns.answers["metadata.test"] = [["169.254.169.254"]]
+    httpserver.expect_request("/feed").respond_with_data(
+        b"", status=301, headers={"Location": "http://metadata.test/latest/meta-data/"}
+    )
+
+    with pytest.raises(
+        FetchError,
+        match=r"refusing metadata\.test: it resolves to link-local address 169\.254\.169\.254",
+    ):
+        fetch(source(f"http://127.0.0.1:{httpserver.port}/feed"), GUARDED)
+
+    assert len(httpserver.log) == 1
+    assert dns.calls == ["metadata.test"]
+
+
+def test_hung_dns_lookup_is_cut_by_the_deadline(dns: FakeDNS) -> None:
+    dns.hung["slow.test"] = threading.Event()
+
+    error, elapsed = timed_fetch(
+        source("http://slow.test/feed"), options(deadline=1.0, connect_timeout=30)
+    )
+
+    assert error.reason == "exceeded the 1s deadline"
+    assert 0.9 <= elapsed < 3.0
+    assert dns.calls == ["slow.test"]
+
+
+def test_hung_dns_lookup_is_cut_by_the_connect_timeout(dns: FakeDNS) -> None:
+    dns.hung["slow.test"] = threading.Event()
+
+    error, elapsed = timed_fetch(
+        source("http://slow.test/feed"), options(connect_timeout=0.5, deadline=10)
+    )
+
+    assert error.reason == "DNS lookup for slow.test timed out"
+    assert elapsed < 3.0
+
+
+def test_unknown_host_is_a_dns_error(dns: FakeDNS) -> None:
+    with pytest.raises(FetchError) as info:
+        fetch(source("http://nowhere.test/feed"), GUARDED)
+
+    assert info.value.reason == "DNS lookup failed for nowhere.test: Name or service not known"
+    assert dns.calls == ["nowhere.test"]
+
+
+def test_tls_verifies_and_sends_sni_for_the_url_hostname(
+    raw_server: Callable[..., RawServer], dns: FakeDNS, tmp_path: Path
+) -> None:
+    # The connection goes to the resolved 127.0.0.1, but the certificate (valid only for
+    # feeds.example.test) must be checked against the URL's name, and SNI must carry it.
+    (tmp_path / "ca.pem").write_text(TEST_CA_PEM)
+    (tmp_path / "leaf.pem").write_text(TEST_LEAF_PEM)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "leaf.pem")
+    server_names: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
+
+    def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            server.read_request(tls)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure")
+
+    server = raw_server(handler)
+    dns.answers["feeds.example.test"] = [["127.0.0.1"]]
+    dns.answers["other.example.test"] = [["127.0.0.1"]]
+    session = make_session(OPTIONS)
+    session.verify = str(tmp_path / "ca.pem")
+    try:
+        result = fetch(source(f"https://feeds.example.test:{server.port}/feed"), OPTIONS,
+                       session=session)
+        with pytest.raises(FetchError, match=r"^\[test-src\] TLS error: .*Hostname mismatch"):
+            fetch(source(f"https://other.example.test:{server.port}/feed"), OPTIONS,
+                  session=session)
+    finally:
+        session.close()
+
+    assert result.content == b"secure"
+    assert server_names[:2] == ["feeds.example.test", "other.example.test"]
 
 
 @pytest.mark.parametrize(
@@ -810,6 +1209,7 @@ def test_redirect_hop_into_private_network_refused(
         ("192.168.0.1", "private"),
         ("172.16.5.4", "private"),
         ("fc00::1", "private"),
+        ("192.0.2.10", "private"),  # TEST-NET-1: documentation only, never routed
         ("169.254.169.254", "link-local"),
         ("fe80::1", "link-local"),
         ("224.0.0.1", "multicast"),
