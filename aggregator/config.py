@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -120,7 +121,14 @@ class SourceConfig(_Model):
         cleaned = tuple(dict.fromkeys(c.strip() for c in value))
         if any(not c for c in cleaned):
             raise ValueError("category names must not be empty")
+        for category in cleaned:
+            printable(category)
         return cleaned
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return printable(value)
 
     @field_validator("encoding")
     @classmethod
@@ -294,6 +302,14 @@ class Settings(_Model):
             title_prefix=f"{self.site_title} · " if self.site_title else "",
             site_title=self.site_title,
         )
+
+
+def printable(text: str) -> str:
+    """Names and categories end up in XML, YAML and file names: no control characters."""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cs") or char in "\ufffe\uffff":
+            raise ValueError(f"{text!r} contains the control character {char!r}")
+    return text
 
 
 class _DuplicateId(ValueError):

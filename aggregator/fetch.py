@@ -704,7 +704,7 @@ def _response_socket(response: requests.Response) -> socket.socket | None:
 class _ResolveTimeout(ConnectTimeoutError):
     """The DNS lookup did not finish within the connect timeout or the fetch deadline."""
 
-    def __init__(self, conn: HTTPConnection, message: str, hostname: str) -> None:
+    def __init__(self, conn: HTTPConnection, message: str, hostname: str = "?") -> None:
         super().__init__(conn, message)
         self.hostname = hostname
 
@@ -817,13 +817,16 @@ def _connect_checked(conn: HTTPConnection, infos: list[_AddrInfo],
                      guard: _Guard) -> tuple[socket.socket, tuple[object, ...]]:
     """Connect to the first reachable address of ``infos``: numeric sockaddrs, no lookup.
 
-    Must not resolve anything: ``infos`` are the addresses that were checked.
+    Must not resolve anything: ``infos`` are the addresses that were checked.  Like
+    urllib3, a failed or timed-out address moves on to the next one, all within the
+    connect timeout and the deadline.
     """
     error: OSError | None = None
     for family, kind, proto, _, sockaddr in infos:
         limit = _seconds_left(conn, guard)
         if limit is not None and limit <= 0:
-            raise ConnectTimeoutError(conn, f"no time left to connect to {conn.host}")
+            error = TimeoutError(f"no time left to connect to {conn.host}")
+            break
         sock = socket.socket(family, kind, proto)
         try:
             for option in conn.socket_options or ():
@@ -833,17 +836,16 @@ def _connect_checked(conn: HTTPConnection, infos: list[_AddrInfo],
             if conn.source_address:
                 sock.bind(conn.source_address)
             sock.connect(sockaddr)
-        except TimeoutError as exc:
-            sock.close()
-            raise ConnectTimeoutError(
-                conn, f"Connection to {conn.host} timed out. (connect timeout={limit})"
-            ) from exc
         except OSError as exc:
             sock.close()
             error = exc
             continue
         return sock, sockaddr
     assert error is not None  # infos is never empty
+    if isinstance(error, TimeoutError):
+        raise ConnectTimeoutError(
+            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+        ) from error
     raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
 
 

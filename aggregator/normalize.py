@@ -75,7 +75,9 @@ _ALLOWED_ATTRIBUTES.setdefault("*", set()).update({"style", "class", "title", "l
 _ALLOWED_ATTRIBUTES.setdefault("a", set()).update({"href", "target", "title"})
 _ALLOWED_ATTRIBUTES.setdefault("img", set()).update({"src", "alt", "width", "height", "title"})
 _URL_SCHEMES = {"http", "https", "mailto"}
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+# What XML 1.0 cannot carry, plus DEL and C1 controls (allowed but never meant as text,
+# and YAML front matter cannot carry them).
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
 _FIRST_IMG_SRC = re.compile(r"<img\b[^>]*?\ssrc=\"([^\"]+)\"", re.IGNORECASE)
 _ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]*);", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
@@ -85,19 +87,19 @@ def normalize(
     entry: ParsedEntry, source: Source, options: NormalizeOptions, *, seen_at: datetime
 ) -> Article:
     """Build the stored article for one entry (links in ``entry`` are already absolute)."""
-    base = web_url(entry.link or "") or source.url
-    content = sanitize_html(entry.content or entry.summary or "", base, options)
+    link = web_url(clean_text(entry.link or ""))
+    guid = clean_text(entry.guid or "") or None
+    content = sanitize_html(entry.content or entry.summary or "", link or source.url, options)
     summary = excerpt(entry.summary or entry.content or "", options.summary_length)
-    title = plain_title(entry.title, entry.title_is_html) or _fallback_title(summary, entry.link)
+    title = plain_title(entry.title, entry.title_is_html) or _fallback_title(summary, link)
     date, date_from_feed = choose_date(entry.published, entry.updated, seen_at)
     headimg = (
         first_image(content)
-        or _first_proxied((*entry.thumbnails, *entry.image_enclosures), options)
+        or _first_proxied(tuple(map(clean_text, (*entry.thumbnails, *entry.image_enclosures))),
+                          options)
         or options.default_image
     )
     author = clean_text(entry.author or "") or source.name
-    guid = clean_text(entry.guid or "") or None
-    link = web_url(clean_text(entry.link or ""))
     fields = {
         "title": title,
         "link": link,
@@ -179,7 +181,7 @@ def plain_title(title: str | None, is_html: bool) -> str:
     """Plain text, entities decoded once, whitespace collapsed."""
     if not title:
         return ""
-    text = title
+    text = strip_xml_illegal(title)  # before nh3, which cannot take lone surrogates
     if is_html or ("<" in text and ">" in text):
         text = html.unescape(nh3.clean(text, tags=set()))
     elif _ENTITY.search(text):  # double-escaped titles are common on portals
@@ -191,9 +193,9 @@ def excerpt(fragment: str, length: int) -> str:
     """Plain-text excerpt of an HTML fragment, at most ``length`` characters."""
     if length <= 0 or not fragment:
         return ""
-    text = clean_text(
-        html.unescape(nh3.clean(fragment, tags=set(), clean_content_tags={"script", "style"}))
-    )
+    cleaned = nh3.clean(strip_xml_illegal(fragment), tags=set(),
+                        clean_content_tags={"script", "style"})
+    text = clean_text(html.unescape(cleaned))
     if len(text) <= length:
         return text
     return text[: length - 1].rstrip() + "…"

@@ -54,7 +54,7 @@ T = TypeVar("T")
 
 MB = 1024 * 1024
 STOP_GRACE = 2.0  # seconds close() lets a worker exit by itself before SIGKILL
-CPU_GRACE = 2  # CPU seconds beyond the budget before the kernel's RLIMIT_CPU backstop
+CPU_GRACE = 1  # CPU seconds beyond the budget before the kernel's RLIMIT_CPU backstop
 PRELOAD = ("aggregator.parse",)  # imported once in the fork server, shared by every worker
 _WATCHDOG_STACK = 256 * 1024  # the parent-death watchdog thread needs almost no stack
 
@@ -105,6 +105,9 @@ class _Worker:
         self.reaped = False
         try:
             self.process.start()
+        except BaseException:
+            self.conn.close()
+            raise
         finally:
             child_conn.close()  # only the worker holds it now, so its death means EOF here
         self.pid: int = self.process.pid
@@ -208,7 +211,10 @@ class WorkerPool:
             try:
                 raw = worker.request(payload, self.budget.seconds)
             except _WorkerGone:
-                reason = _death_reason(worker.reap(STOP_GRACE))
+                code = worker.reap(STOP_GRACE)
+                reason = _death_reason(code)
+                if code == -signal.SIGXCPU:  # the RLIMIT_CPU backstop beat our own timer
+                    reason = self._time_reason()
                 if self._closed:
                     raise ParseError("parse cancelled: worker pool closed",
                                      source_id=source_id) from None
@@ -216,16 +222,16 @@ class WorkerPool:
             if raw is None:
                 worker.kill()
                 worker.reap()
-                raise BudgetExceeded(f"parse took longer than {self.budget.seconds:g}s",
-                                     source_id=source_id)
+                raise BudgetExceeded(self._time_reason(), source_id=source_id)
+            reusable = True  # the whole reply is read: the worker waits for its next task
             reply = pickle.loads(raw)
             if reply[0] == "memory":
+                reusable = False
                 worker.reap(STOP_GRACE)  # it exits after a MemoryError: its heap is suspect
                 raise BudgetExceeded(self._memory_reason(), source_id=source_id) from (
                     _RemoteTraceback(reply[1]))
-            reusable = True
             if reply[0] == "ok":
-                return reply[1]  # type: ignore[no-any-return]
+                return reply[1]
             raise _rebuild_exception(reply)
         except BaseException:
             if not reusable and not worker.reaped:
@@ -288,6 +294,9 @@ class WorkerPool:
 
     # -- internals --
 
+    def _time_reason(self) -> str:
+        return f"parse took longer than {self.budget.seconds:g}s"
+
     def _memory_reason(self) -> str:
         if self.budget.memory_bytes is None:
             return "parse ran out of memory"
@@ -313,6 +322,10 @@ class WorkerPool:
                 raise
         with self._cond:
             self._busy.add(worker)
+            closed = self._closed
+        if closed:  # close() ran while this worker was starting
+            self._checkin(worker, True)
+            raise RuntimeError("WorkerPool is closed")
         return worker
 
     def _checkin(self, worker: _Worker, reusable: bool) -> None:
@@ -379,6 +392,10 @@ def _worker_main(conn: Connection, memory_bytes: int | None, seconds: float) -> 
         try:
             payload = conn.recv_bytes()
         except (EOFError, OSError):
+            return
+        except MemoryError:  # the task itself is larger than the budget
+            with contextlib.suppress(OSError):
+                conn.send_bytes(_dumps(("memory", "MemoryError receiving the task"))[0])
             return
         if not payload:
             return

@@ -150,3 +150,9 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
     assert caught.value.source_id == "ofweek-news" and caught.value.field == "interval"
     assert len(lines) == 2
     assert "source 'juejin': field 'url'" in lines[1]
+
+
+def test_control_characters_in_names_and_categories_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="control character") as caught:
+        load_config(write(tmp_path, VALID.replace("[编程]", '["编\\x1b程"]')))
+    assert caught.value.source_id == "juejin" and caught.value.field == "categories"

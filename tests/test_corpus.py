@@ -100,10 +100,22 @@ def check_generated(articles: list[Article], label: str) -> None:
     assert atom_schema().validate(document), f"{label}: {atom_schema().error_log}"
 
 
-@pytest.mark.parametrize("suite", ["feed-rs", "feedparser/wellformed"])
+# Documents each suite may refuse (with a clean ParseError): feed-rs' two plain XML
+# samples are not feeds; the ill-formed, entity and encoding suites probe broken input, so
+# a clean refusal is a right answer there — anything but ParseError escaping is not.
+MAY_REFUSE = {
+    "feed-rs": lambda name: name.startswith("feed-rs/xml/xml_sample_"),
+    "feedparser/wellformed": lambda name: False,
+    "feedparser/illformed": lambda name: True,
+    "feedparser/entities": lambda name: True,
+    "feedparser/encoding": lambda name: True,
+}
+
+
+@pytest.mark.parametrize("suite", list(MAY_REFUSE))
 def test_corpus_ingests_and_regenerates(suite: str, tmp_path: Path) -> None:
     files = corpus_files(suite)
-    assert len(files) > 50
+    assert len(files) >= 15
     ingested = 0
     refused: list[str] = []
     with Store.open(f"sqlite:///{tmp_path / 'corpus.db'}") as store:
@@ -116,7 +128,7 @@ def test_corpus_ingests_and_regenerates(suite: str, tmp_path: Path) -> None:
                 unique = list({a.key: a for a in reversed(articles)}.values())  # store: first wins
                 check_generated(unique, str(path.relative_to(CORPUS)))
         stored = store.count_articles()
-    # every feed ingests; only feed-rs' two plain (non-feed) XML samples are refused
-    assert ingested > 0.5 * len(files)
-    assert all(name.startswith("feed-rs/xml/xml_sample_") for name in refused), refused
+    assert ingested > 0
+    assert len(refused) <= 0.1 * len(files), refused
+    assert [name for name in refused if not MAY_REFUSE[suite](name)] == []
     assert stored > 0

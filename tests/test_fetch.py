@@ -1015,6 +1015,20 @@ def test_allowed_private_hostname_is_reached_at_its_resolved_address(
     assert request.headers["Host"] == f"feeds.test:{httpserver.port}"  # the name, not the IP
 
 
+def test_unreachable_checked_address_falls_through_to_the_next_one(
+    httpserver: HTTPServer, dns: FakeDNS
+) -> None:
+    # Nothing listens on [::1] at this port (refused, or no IPv6 at all): the connect moves
+    # on to the next checked address, as urllib3's own create_connection would.
+    dns.answers["dual.test"] = [["::1", "127.0.0.1"]]
+    httpserver.expect_request("/feed").respond_with_data(b"second address")
+
+    result = fetch(source(f"http://dual.test:{httpserver.port}/feed"), OPTIONS)
+
+    assert result.content == b"second address"
+    assert dns.calls == ["dual.test"]
+
+
 def test_peer_address_is_checked_again_after_connecting(
     raw_server: Callable[..., RawServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
