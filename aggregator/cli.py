@@ -145,18 +145,14 @@ def _poll(
         s for s in settings.source_list(set(source_ids) or None) if s.enabled or s.id in source_ids
     ]
     options = PollOptions(fetch=settings.fetch_options(), normalize=settings.normalize_options())
-    if len(sources) <= PROGRESS_THRESHOLD:
-        return poll_sources(sources, store, options, workers=settings.workers)
-    with click.progressbar(
-        length=len(sources), label="polling", file=sys.stderr, show_pos=True
-    ) as bar:
-        return poll_sources(
-            sources,
-            store,
-            options,
-            workers=settings.workers,
-            on_result=lambda _result: bar.update(1),
-        )
+    with settings.parse_pool() as pool:
+        if len(sources) <= PROGRESS_THRESHOLD:
+            return poll_sources(sources, store, options, workers=settings.workers,
+                                parse_pool=pool)
+        with click.progressbar(length=len(sources), label="polling", file=sys.stderr,
+                               show_pos=True) as bar:
+            return poll_sources(sources, store, options, workers=settings.workers,
+                                parse_pool=pool, on_result=lambda _result: bar.update(1))
 
 
 def poll_summary(results: list[PollResult]) -> list[str]:

@@ -31,6 +31,7 @@ from pydantic import (
 
 from aggregator.errors import ConfigError
 from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
+from aggregator.sandbox import Budget, WorkerPool
 
 DEFAULT_CONFIG_PATH = Path("config/aggregator.yaml")
 CONFIG_ENV_VAR = "AGGREGATOR_CONFIG"
@@ -201,6 +202,16 @@ class Settings(_Model):
     )
     max_feed_bytes: int = Field(default=10 * 1024 * 1024, description="Largest feed body accepted.")
     workers: int = Field(default=8, ge=1, le=64, description="Sources polled in parallel.")
+    parse_workers: int = Field(
+        default=2, ge=0, le=32,
+        description="Worker processes that parse feeds (0: parse in-process, no budget).",
+    )
+    parse_timeout: timedelta = Field(
+        default=timedelta(seconds=20), description="Longest a feed may take to parse."
+    )
+    parse_memory: int = Field(
+        default=768 * 1024 * 1024, description="Address space a parse worker may use."
+    )
     # --- the daemon (aggregator run) ---
     host_concurrency: int = Field(
         default=2, ge=1, le=64, description="Polls of one host running at the same time."
@@ -232,7 +243,7 @@ class Settings(_Model):
 
     @field_validator(
         "connect_timeout", "read_timeout", "fetch_deadline", "max_backoff", "build_debounce",
-        "shutdown_timeout", mode="before",
+        "shutdown_timeout", "parse_timeout", mode="before",
     )
     @classmethod
     def _durations(cls, value: object) -> timedelta:
@@ -245,7 +256,7 @@ class Settings(_Model):
             return timedelta(0)
         return parse_duration(value)
 
-    @field_validator("max_feed_bytes", mode="before")
+    @field_validator("max_feed_bytes", "parse_memory", mode="before")
     @classmethod
     def _size(cls, value: object) -> int:
         return parse_size(value)
@@ -285,6 +296,12 @@ class Settings(_Model):
             max_bytes=self.max_feed_bytes,
             allow_private_networks=self.allow_private_networks,
         )
+
+    def parse_pool(self) -> WorkerPool:
+        """A (not yet started) pool of parse workers with this config's budget."""
+        budget = Budget(seconds=self.parse_timeout.total_seconds(),
+                        memory_bytes=self.parse_memory)
+        return WorkerPool(workers=self.parse_workers, budget=budget)
 
     def normalize_options(self) -> NormalizeOptions:
         return NormalizeOptions(

@@ -48,6 +48,7 @@ from aggregator.records import (
     StoreCounts,
     Validators,
 )
+from aggregator.sandbox import WorkerPool
 from aggregator.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,14 @@ def poll_source(
     options: PollOptions,
     *,
     session: HttpSession | None = None,
+    parse_pool: WorkerPool | None = None,
     now: Callable[[], datetime] = utc_now,
 ) -> PollResult:
-    """Fetch, parse, normalize and store one source; never raises for that source's faults."""
+    """Fetch, parse, normalize and store one source; never raises for that source's faults.
+
+    With ``parse_pool`` the parse runs in a worker process under a time and memory
+    budget (hostile feeds); without it, in this thread.
+    """
     poll = _Poll(configured, time.monotonic(), now())
     try:
         remembered = store.source_status(configured.id)
@@ -100,7 +106,8 @@ def poll_source(
                                    polled_at=poll.at, validators=fetched.validators)
             return poll.done("unchanged")
 
-        parsed = parse(fetched, source)
+        parsed = (parse_pool.call(parse, fetched, source, source_id=source.id) if parse_pool
+                  else parse(fetched, source))
         for warning in parsed.warnings:
             log.warning("source=%s %s", source.id, warning)
 
@@ -126,6 +133,7 @@ def poll_sources(
     options: PollOptions,
     *,
     workers: int = 8,
+    parse_pool: WorkerPool | None = None,
     on_result: Callable[[PollResult], None] | None = None,
 ) -> list[PollResult]:
     """Poll sources concurrently; results come back in the sources' order."""
@@ -134,7 +142,7 @@ def poll_sources(
     def run(source: Source) -> PollResult:
         if not hasattr(local, "session"):
             local.session = make_session(options.fetch)
-        return poll_source(source, store, options, session=local.session)
+        return poll_source(source, store, options, session=local.session, parse_pool=parse_pool)
 
     results: dict[str, PollResult] = {}
     with ThreadPoolExecutor(

@@ -81,6 +81,7 @@ class Daemon:
         self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._sessions = threading.local()
+        self._parse_pool = settings.parse_pool()  # budget and size fixed for the process
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(settings.workers)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -108,12 +109,14 @@ class Daemon:
         """Stop scheduling; wait up to ``timeout`` for in-flight polls.  True if all ended."""
         self._stopping.set()
         if not self._scheduler.running:
+            self._parse_pool.close()
             return True
         self._scheduler.pause()
         bound = self._settings.shutdown_timeout.total_seconds() if timeout is None else timeout
         with self._idle:
             finished = self._idle.wait_for(lambda: self._in_flight == 0, timeout=bound)
         self._scheduler.shutdown(wait=False)
+        self._parse_pool.close()
         if not finished:
             log.warning("stopping with %d poll(s) still running after %.0fs",
                         self._in_flight, bound)
@@ -197,7 +200,8 @@ class Daemon:
         host = urlsplit(effective_source(source, status).url).hostname or ""
         with self._host_slot(host, settings.host_concurrency):
             result = pipeline.poll_source(source, self._store, options,
-                                          session=self._session(settings))
+                                          session=self._session(settings),
+                                          parse_pool=self._parse_pool)
         after = self._store.source_status(source.id)
         errors = after.error_count if after else 0
         self._metrics.record_poll(result, errors)

@@ -27,6 +27,7 @@ from pytest_httpserver import HTTPServer
 from aggregator.generate import category_paths
 from aggregator.pipeline import PollOptions, build_feeds, export_hexo, poll_sources
 from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
+from aggregator.sandbox import Budget, WorkerPool
 from aggregator.site import INDEX_FILENAME
 from aggregator.store import Store
 
@@ -289,3 +290,26 @@ def test_xxe_file_is_not_read_even_when_served_as_atom(httpserver: HTTPServer,
     assert result.result == "new"
     [article] = list(store.iter_articles())
     assert "root:" not in article.title + article.content
+
+
+def quadratic_author_feed(count: int = 20, size: int = 64 * 1024) -> bytes:
+    """feedparser issue #562: a long <author> costs quadratic regex time."""
+    items = "".join(f"<item><title>t{i}</title><link>http://slow.test/{i}</link>"
+                    f"<author>{'a' * size}</author></item>" for i in range(count))
+    return ('<?xml version="1.0"?><rss version="2.0"><channel><title>slow</title>'
+            + items + "</channel></rss>").encode()
+
+
+def test_a_feed_over_its_parse_budget_fails_alone(httpserver: HTTPServer, store: Store) -> None:
+    httpserver.expect_request("/slow-parse").respond_with_data(quadratic_author_feed(),
+                                                               content_type="text/xml")
+    httpserver.expect_request("/fine").respond_with_data(huge_feed(5), content_type="text/xml")
+    sources = [source(httpserver, "slow-parse"), source(httpserver, "fine")]
+    started = time.monotonic()
+    with WorkerPool(workers=2, budget=Budget(seconds=2, memory_bytes=512 * 1024 * 1024)) as pool:
+        results = poll_sources(sources, store, OPTIONS, workers=2, parse_pool=pool)
+    elapsed = time.monotonic() - started
+    assert results[0].result == "error"
+    assert "parse took longer than 2s" in (results[0].error or "")
+    assert results[1].result == "new" and store.count_articles("fine") == 5
+    assert elapsed < 15, f"{elapsed:.1f}s"  # a bound on the budget, not a speed target
