@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from aggregator.errors import StoreError
 from aggregator.records import Article, StoreCounts, Validators
-from aggregator.store import MIGRATIONS_DIR, Store
+from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, Store
 from aggregator.store.models import Base
 
 PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
@@ -142,6 +142,10 @@ def migration_head() -> str:
     head = ScriptDirectory.from_config(config).get_current_head()
     assert head is not None
     return head
+
+
+def test_head_revision_constant_is_alembics_head() -> None:
+    assert migration_head() == HEAD_REVISION
 
 
 def test_open_twice_keeps_data_and_one_version(database_url: str) -> None:
@@ -588,3 +592,23 @@ def test_prune_by_age_and_by_count(store: Store) -> None:
     assert remaining == ["k0", "k1", "k2", "k3"]
     assert store.latest_articles(None, 2)[0].key == "k0"
     assert store.prune(older_than=T0 - timedelta(days=30), keep_per_source=10) == 0
+
+
+def test_upgrade_from_the_first_revision_keeps_data(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "0001")
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.execute("INSERT INTO sources (id, url, error_count) VALUES ('old', 'http://o.test/', 2)")
+    with Store.open(url) as store:
+        status = store.source_status("old")
+    assert status is not None and status.error_count == 2 and status.redirect_count == 0
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
