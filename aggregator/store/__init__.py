@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, text
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
@@ -234,20 +234,17 @@ class Store:
             if article.source_id != source_id:
                 raise ValueError(f"article {article.key!r} belongs to source "
                                  f"{article.source_id!r}, not {source_id!r}")
-        new = updated = unchanged = 0
         with self._write(source_id, "save articles") as session:
             source = _lock_source(session, source_id, url)
-            existing = _existing_rows(session, source_id, list(batch))
-            for key, article in batch.items():
-                row = existing.get(key)
-                if row is None:
-                    session.add(_new_row(article))
-                    new += 1
-                elif row.content_hash == article.content_hash:
-                    unchanged += 1
-                else:
-                    _update_row(row, article)
-                    updated += 1
+            stored = _stored_hashes(session, source_id, list(batch))
+            fresh = [a for key, a in batch.items() if key not in stored]
+            changed = {stored[key][0]: a for key, a in batch.items()
+                       if key in stored and stored[key][1] != a.content_hash}
+            _insert_articles(session, fresh)
+            for row in _rows_by_id(session, list(changed)):
+                _update_row(row, changed[row.id])
+            new, updated = len(fresh), len(changed)
+            unchanged = len(batch) - new - updated
             source.url = url
             source.etag = validators.etag
             source.last_modified = validators.last_modified
@@ -420,14 +417,54 @@ def _first_occurrences(articles: Iterable[Article]) -> dict[str, Article]:
     return batch
 
 
-def _existing_rows(session: Session, source_id: str, keys: list[str]) -> dict[str, ArticleRow]:
-    rows: dict[str, ArticleRow] = {}
+def _stored_hashes(session: Session, source_id: str,
+                   keys: list[str]) -> dict[str, tuple[int, str]]:
+    """key → (id, content_hash) of the batch's already stored articles (no content loaded)."""
+    stored: dict[str, tuple[int, str]] = {}
     for start in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[start:start + _IN_CHUNK]
-        query = select(ArticleRow).where(ArticleRow.source_id == source_id,
-                                         ArticleRow.key.in_(chunk))
-        rows.update((row.key, row) for row in session.scalars(query))
+        query = select(ArticleRow.key, ArticleRow.id, ArticleRow.content_hash).where(
+            ArticleRow.source_id == source_id, ArticleRow.key.in_(keys[start:start + _IN_CHUNK]))
+        stored.update((key, (row_id, digest)) for key, row_id, digest in session.execute(query))
+    return stored
+
+
+def _rows_by_id(session: Session, ids: list[int]) -> list[ArticleRow]:
+    rows: list[ArticleRow] = []
+    for start in range(0, len(ids), _IN_CHUNK):
+        query = (select(ArticleRow).where(ArticleRow.id.in_(ids[start:start + _IN_CHUNK]))
+                 .options(selectinload(ArticleRow.categories)))
+        rows.extend(session.scalars(query))
     return rows
+
+
+def _insert_articles(session: Session, articles: list[Article]) -> None:
+    """Bulk INSERT (executemany, RETURNING the new ids), then their categories."""
+    if not articles:
+        return
+    ids: dict[str, int] = {}
+    for start in range(0, len(articles), _IN_CHUNK):
+        chunk = articles[start:start + _IN_CHUNK]
+        returned = session.execute(
+            insert(ArticleRow).returning(ArticleRow.key, ArticleRow.id,
+                                         sort_by_parameter_order=True),
+            [_row_values(a) for a in chunk])
+        ids.update((key, row_id) for key, row_id in returned)
+    categories = [{"article_id": ids[a.key], "position": position, "category": category}
+                  for a in articles for position, category in enumerate(a.categories)]
+    if categories:
+        session.execute(insert(CategoryRow), categories)
+
+
+def _row_values(article: Article) -> dict[str, Any]:
+    return {
+        "source_id": article.source_id, "key": article.key, "guid": article.guid,
+        "link": article.link, "title": article.title, "author": article.author,
+        "date": article.date, "date_from_feed": article.date_from_feed,
+        "content": article.content, "summary": article.summary, "headimg": article.headimg,
+        "thumbnail": article.thumbnail, "comments": article.comments,
+        "first_seen": article.first_seen, "updated_at": article.updated_at,
+        "content_hash": article.content_hash,
+    }
 
 
 def _lock_source(session: Session, source_id: str, url: str) -> SourceRow:
@@ -447,14 +484,6 @@ def _succeeded(source: SourceRow, result: str, polled_at: datetime) -> None:
     source.last_error = None
     source.error_count = 0
     source.disabled_reason = None
-
-
-def _new_row(article: Article) -> ArticleRow:
-    row = ArticleRow(source_id=article.source_id, key=article.key,
-                     first_seen=article.first_seen, date=article.date,
-                     date_from_feed=article.date_from_feed)
-    _copy_fields(row, article)
-    return row
 
 
 def _update_row(row: ArticleRow, article: Article) -> None:
