@@ -354,6 +354,8 @@ def demo(ctx: click.Context, workdir: Path) -> None:
     click.echo(f"feeds:    {settings.output_dir}")
     click.echo(f"hexo:     {workdir / 'hexo'}")
     click.echo(f"next:     aggregator --config {config_path} status")
+    click.echo(f"          aggregator --config {config_path} serve   "
+               "(then open http://127.0.0.1:8080/)")
 
 
 def main() -> None:
