@@ -176,12 +176,12 @@ def _etag_matches(header: str, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == wanted for tag in header.split(","))
 
 
-def _not_modified(environ: WSGIEnvironment, etag: str, mtime: float | None) -> bool:
+def is_not_modified(if_none_match: str | None, if_modified_since: str | None, etag: str,
+                    mtime: float | None) -> bool:
     """RFC 9110 13.2.2: If-None-Match wins; If-Modified-Since only without it."""
-    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
     if if_none_match is not None:
         return _etag_matches(if_none_match, etag)
-    since = environ.get("HTTP_IF_MODIFIED_SINCE")
+    since = if_modified_since
     if not since or mtime is None:
         return False
     try:
@@ -394,7 +394,8 @@ class _App:
             headers.append(("Last-Modified", formatdate(mtime, usegmt=True)))
         if vary:
             headers.append(("Vary", "Accept-Encoding"))
-        if _not_modified(environ, etag, mtime):
+        if is_not_modified(environ.get("HTTP_IF_NONE_MATCH"),
+                           environ.get("HTTP_IF_MODIFIED_SINCE"), etag, mtime):
             if not isinstance(body, bytes):
                 body.close()
             start_response("304 Not Modified", headers)

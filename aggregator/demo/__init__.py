@@ -34,7 +34,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aggregator.serve import accepts_gzip
+from aggregator.serve import accepts_gzip, is_not_modified
 
 __all__ = [
     "CONTENT_TYPES",
@@ -312,8 +312,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         validators = {"ETag": document.etag, "Last-Modified": document.last_modified,
                       "Vary": "Accept-Encoding"}
-        if _not_modified(self.headers.get("If-None-Match"),
-                         self.headers.get("If-Modified-Since"), document):
+        modified_at = parsedate_to_datetime(document.last_modified).timestamp()
+        if is_not_modified(self.headers.get("If-None-Match"),
+                           self.headers.get("If-Modified-Since"), document.etag, modified_at):
             self._reply(304, b"", validators, head=True)
             return
         headers = {"Content-Type": document.content_type, **validators}
@@ -340,20 +341,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head and body:
             self.wfile.write(body)
-
-
-def _not_modified(if_none_match: str | None, if_modified_since: str | None,
-                  document: _Document) -> bool:
-    """RFC 9110 §13.1: If-None-Match (weak comparison) wins; else If-Modified-Since."""
-    if if_none_match is not None:
-        wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-        return "*" in wanted or document.etag in wanted
-    if if_modified_since:
-        try:
-            since = parsedate_to_datetime(if_modified_since)
-        except (TypeError, ValueError, IndexError):
-            return False
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        return parsedate_to_datetime(document.last_modified) <= since
-    return False
