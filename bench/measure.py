@@ -62,24 +62,24 @@ def timed(command: Sequence[str], *, timeout: float = 1800, cwd: str | None = No
 # --------------------------------------------------------------------------- /proc
 
 
-def proc_status_kb(pid: int, field: str) -> int | None:
-    """``VmRSS`` / ``VmHWM`` ... of ``pid`` in kB, None when the process is gone."""
+def _kb_field(path: str, field: str) -> int | None:
+    """A ``Name:  123 kB`` line of a /proc file, None when the process is gone."""
     try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except OSError:
         return None
     found = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
     return int(found.group(1)) if found else None
 
 
+def proc_status_kb(pid: int, field: str) -> int | None:
+    """``VmRSS`` / ``VmHWM`` ... of ``pid`` in kB, None when the process is gone."""
+    return _kb_field(f"/proc/{pid}/status", field)
+
+
 def pss_kb(pid: int) -> int | None:
     """Proportional set size: shared pages divided among the processes sharing them."""
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    found = re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE)
-    return int(found.group(1)) if found else None
+    return _kb_field(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
 def descendants(pid: int) -> list[int]:
