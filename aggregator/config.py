@@ -301,7 +301,8 @@ class Settings(_Model):
         """A (not yet started) pool of parse workers with this config's budget."""
         budget = Budget(seconds=self.parse_timeout.total_seconds(),
                         memory_bytes=self.parse_memory)
-        return WorkerPool(workers=self.parse_workers, budget=budget)
+        return WorkerPool(workers=self.parse_workers, budget=budget,
+                          preload=("aggregator.worker",))
 
     def normalize_options(self) -> NormalizeOptions:
         return NormalizeOptions(

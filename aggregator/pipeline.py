@@ -6,8 +6,9 @@
 2. fetch, conditionally — a 304 ends the poll cheaply; a permanent redirect is
    tracked and followed once confirmed (``policy``);
 3. an unchanged body (same bytes, same rules) ends it too, before any parsing;
-4. parse the document into entries;
-5. normalize every entry into an Article;
+4. parse the document into entries and
+5. normalize every entry into an Article — both in a parse worker process
+   (``worker``), so that sources are parsed in parallel under a budget;
 6. store the articles and the new source state in one transaction.
 
 Any ``AggregatorError`` ends that source's poll as an "error" result that is
@@ -34,8 +35,6 @@ from pathlib import Path
 from aggregator import export, generate, site
 from aggregator.errors import AggregatorError, FetchError
 from aggregator.fetch import HttpSession, fetch, make_session
-from aggregator.normalize import normalize
-from aggregator.parse import parse
 from aggregator.policy import effective_source, is_gone, should_move
 from aggregator.records import (
     FeedOptions,
@@ -50,6 +49,7 @@ from aggregator.records import (
 )
 from aggregator.sandbox import WorkerPool
 from aggregator.store import Store
+from aggregator.worker import parse_and_normalize
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def poll_source(
 ) -> PollResult:
     """Fetch, parse, normalize and store one source; never raises for that source's faults.
 
-    With ``parse_pool`` the parse runs in a worker process under a time and memory
-    budget (hostile feeds); without it, in this thread.
+    With ``parse_pool`` parse and normalize run in a worker process under a time and
+    memory budget (hostile feeds); without it, in this thread.
     """
     poll = _Poll(configured, time.monotonic(), now())
     try:
@@ -106,13 +106,12 @@ def poll_source(
                                    polled_at=poll.at, validators=fetched.validators)
             return poll.done("unchanged")
 
-        parsed = (parse_pool.call(parse, fetched, source, source_id=source.id) if parse_pool
-                  else parse(fetched, source))
+        # parse, then normalize every entry into an Article: in a worker process
+        work = (fetched, source, options.normalize, poll.at)
+        parsed, articles = (parse_pool.call(parse_and_normalize, *work, source_id=source.id)
+                            if parse_pool else parse_and_normalize(*work))
         for warning in parsed.warnings:
             log.warning("source=%s %s", source.id, warning)
-
-        articles = [normalize(entry, source, options.normalize, seen_at=poll.at)
-                    for entry in parsed.entries]
 
         counts = store.save_articles(source.id, source.url, articles,
                                      validators=fetched.validators, body_hash=body_hash,

@@ -93,6 +93,7 @@ class ParsedEntry:
     updated: datetime | None = None
     content: str | None = None  # HTML
     summary: str | None = None  # HTML
+    base: str | None = None  # what relative URLs in content/summary resolve against
     thumbnails: tuple[str, ...] = ()  # media:thumbnail / media:content images
     image_enclosures: tuple[str, ...] = ()
 

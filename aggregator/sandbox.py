@@ -11,13 +11,14 @@ also parse two feeds truly in parallel.
 
 How: ``WorkerPool.call(fn, *args)`` checks out a free worker (blocking until one is
 free; it is thread-safe), sends it ``(fn, args)`` pickled (``fn`` must be a module-level
-function such as ``aggregator.parse.parse``), waits at most ``budget.seconds`` and returns
-the result or re-raises the worker's exception as the same type with the same message and
-attributes (``source_id``…).  Workers come from the ``forkserver`` start method with
-``aggregator.parse`` preloaded: the daemon is multi-threaded, so plain ``fork`` could copy
-a lock held by another thread, and it would hand every worker the parent's database
-connections and sockets; a forkserver child inherits none of them and starts in a few
-milliseconds because feedparser is already imported in the server.
+function such as ``aggregator.worker.parse_and_normalize``), waits at most
+``budget.seconds`` and returns the result or re-raises the worker's exception as the same
+type with the same message and attributes (``source_id``…).  Workers come from the
+``forkserver`` start method with the ``preload`` modules imported: the daemon is
+multi-threaded, so plain ``fork`` could copy a lock held by another thread, and it would
+hand every worker the parent's database connections and sockets; a forkserver child
+inherits none of them and starts in a few milliseconds because feedparser is already
+imported in the server.
 
 Workers exit on their own when the daemon dies: EOF on their pipe when idle, a watchdog
 thread on the parent's sentinel when busy in Python code, and an ``RLIMIT_CPU`` backstop
@@ -55,7 +56,6 @@ T = TypeVar("T")
 MB = 1024 * 1024
 STOP_GRACE = 2.0  # seconds close() lets a worker exit by itself before SIGKILL
 CPU_GRACE = 1  # CPU seconds beyond the budget before the kernel's RLIMIT_CPU backstop
-PRELOAD = ("aggregator.parse",)  # imported once in the fork server, shared by every worker
 _WATCHDOG_STACK = 256 * 1024  # the parent-death watchdog thread needs almost no stack
 
 
@@ -159,11 +159,11 @@ def _death_reason(code: int | None) -> str:
     return "parse worker died"
 
 
-def _context() -> Any:
+def _context(preload: tuple[str, ...]) -> Any:
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         # Only takes effect if this process has not started its fork server yet.
-        ctx.set_forkserver_preload(list(PRELOAD))
+        ctx.set_forkserver_preload(list(preload))
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -172,18 +172,21 @@ class WorkerPool:
     """A pool of ``workers`` persistent processes that run calls under a ``Budget``.
 
     ``workers=0`` runs every call in this process, without isolation or budget.
+    ``preload``: modules the fork server imports once for every worker (the first
+    pool of a process decides them).
     Workers start when a call needs one and no started worker is free (or all at once
     with ``start()``); a worker that is killed or dies is replaced the same way.
     """
 
-    def __init__(self, workers: int = 2, budget: Budget = Budget()) -> None:
+    def __init__(self, workers: int = 2, budget: Budget = Budget(),
+                 preload: tuple[str, ...] = ()) -> None:
         if workers < 0:
             raise ValueError("workers must be >= 0")
         if budget.seconds <= 0:
             raise ValueError("budget.seconds must be > 0")
         self.workers = workers
         self.budget = budget
-        self._ctx = _context() if workers else None
+        self._ctx = _context(preload) if workers else None
         self._cond = threading.Condition()
         # Free slots: started workers at the end (taken first), None = not started, in front.
         self._idle: list[_Worker | None] = [None] * workers

@@ -1,18 +1,24 @@
 from __future__ import annotations
 
+import html
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import nh3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.normalize import (
     UNTITLED,
     choose_date,
+    clean_text,
     excerpt,
     normalize,
     plain_title,
     proxied_image,
     sanitize_html,
+    strip_xml_illegal,
 )
 from aggregator.records import NormalizeOptions, ParsedEntry, Source
 
@@ -99,6 +105,21 @@ def test_urls_become_absolute_and_http_images_are_proxied() -> None:
     assert cleaned.count('referrerpolicy="no-referrer"') == 2
 
 
+def test_content_resolves_against_the_entry_base_not_its_link() -> None:
+    item = entry(content='<a href="b.html">b</a><img src="../i/1.jpg"><a href="#top">t</a>',
+                 link="http://portal.test/elsewhere/page.html",
+                 base="http://portal.test/news/2021/feed.xml")
+    content = normalize(item, SOURCE, OPTIONS, seen_at=SEEN).content
+    assert 'href="http://portal.test/news/2021/b.html"' in content
+    assert f'src="{PROXY}http://portal.test/news/i/1.jpg"' in content
+    assert 'href="http://portal.test/news/2021/feed.xml#top"' in content
+
+
+def test_relative_urls_are_dropped_without_a_usable_base() -> None:
+    cleaned = sanitize_html('<a href="b.html">b</a><img src="i.jpg">', "not a url", OPTIONS)
+    assert "b.html" not in cleaned and "i.jpg" not in cleaned and ">b</a>" in cleaned
+
+
 def test_proxy_scope_all_and_no_proxy() -> None:
     everything = replace(OPTIONS, image_proxy_scope="all")
     assert proxied_image("https://a.test/i.png", everything) == PROXY + "https://a.test/i.png"
@@ -176,3 +197,25 @@ def test_excerpt_is_plain_and_bounded() -> None:
     text = excerpt("<p>" + "字" * 500 + "</p><script>x()</script>", 200)
     assert len(text) == 200 and text.endswith("…") and "<" not in text
     assert excerpt("<p>a &amp; b</p>", 200) == "a & b"
+
+
+def whole_text_excerpt(fragment: str, length: int) -> str:
+    """The definition ``excerpt`` must agree with: the text of the whole fragment."""
+    cleaned = nh3.clean(strip_xml_illegal(fragment), tags=set(),
+                        clean_content_tags={"script", "style"})
+    text = clean_text(html.unescape(cleaned))
+    return text if len(text) <= length else text[: length - 1].rstrip() + "…"
+
+
+HTML_PIECES = st.sampled_from(["<p>", "</p>", "<b>", "<img src='x.jpg'>", "<script>", "</script>",
+                               "&amp;", "&#x5b57;", "&lt;", "<!--", "-->", " ", "\n", "字", "ab"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.one_of(HTML_PIECES, st.text(max_size=8)), max_size=80),
+       length=st.integers(1, 40))
+def test_excerpt_of_a_prefix_equals_the_excerpt_of_the_whole(pieces: list[str],
+                                                             length: int) -> None:
+    fragment = "".join(pieces)
+    assert excerpt(fragment, length) == whole_text_excerpt(fragment, length)
+

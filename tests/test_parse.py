@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -115,8 +116,30 @@ def test_rss_entry_fields_and_relative_links() -> None:
     assert entry.guid == "id-1"
     assert entry.author == "编辑部"
     assert entry.published == datetime(2021, 5, 21, 7, 25, tzinfo=UTC)
-    assert 'src="http://portal.test/img/1.jpg"' in (entry.content or "")
+    # HTML comes as written; normalize resolves it against ``base``
+    assert entry.content == '<p>Body <img src="/img/1.jpg"></p>'
+    assert entry.base == "http://portal.test/feed.xml"
     assert entry.image_enclosures == ("http://portal.test/e.jpg",)
+
+
+def test_relative_urls_resolve_against_xml_base_relative_to_the_document() -> None:
+    doc = rss("""<item xml:base="/news/2021/"><title>t</title><link>a.html</link>
+      <description>&lt;a href="b.html"&gt;b&lt;/a&gt;</description>
+      <enclosure url="../img/e.jpg" type="image/jpeg" length="1"/></item>""")
+    entry = parse(fetched(doc.encode()), SOURCE).entries[0]
+    assert entry.link == "http://portal.test/news/2021/a.html"
+    assert entry.base == "http://portal.test/news/2021/"
+    assert entry.image_enclosures == ("http://portal.test/news/img/e.jpg",)
+
+
+def test_content_location_is_the_document_url() -> None:
+    doc = rss("<item><title>t</title><link>a.html</link></item>")
+    result = fetched(doc.encode())
+    moved = replace(result, headers={**result.headers,
+                                     "content-location": "http://mirror.test/x/feed.xml"})
+    entry = parse(moved, SOURCE).entries[0]
+    assert entry.link == "http://mirror.test/x/a.html"
+    assert entry.base == "http://mirror.test/x/feed.xml"
 
 
 def test_atom_with_media_thumbnail_and_xml_base() -> None:
