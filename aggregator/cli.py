@@ -24,7 +24,8 @@ from aggregator.config import Settings, load_config, resolve_config_path
 from aggregator.errors import AggregatorError, ConfigError
 
 if TYPE_CHECKING:
-    from aggregator.records import PollResult
+    from aggregator.records import PollResult, Source
+    from aggregator.sandbox import WorkerPool
     from aggregator.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,34 +126,40 @@ def check_config(ctx: click.Context) -> None:
 def poll(ctx: click.Context, source_ids: tuple[str, ...]) -> None:
     """Fetch every source now and store what is new."""
     settings = _settings(ctx)
-    with _open_store(ctx, settings) as store:
-        results = _poll(ctx, settings, store, source_ids)
+    sources = _selected_sources(ctx, settings, source_ids)
+    with settings.parse_pool() as pool:
+        if len(sources) > 1:
+            pool.start_soon()  # the workers start while this process opens the store
+        with _open_store(ctx, settings) as store:
+            results = _poll(settings, store, sources, pool)
     for line in poll_summary(results):
         click.echo(line)
 
 
-def _poll(
-    ctx: click.Context, settings: Settings, store: Store, source_ids: tuple[str, ...]
-) -> list[PollResult]:
-    from aggregator.pipeline import PollOptions, poll_sources
-
+def _selected_sources(ctx: click.Context, settings: Settings,
+                      source_ids: tuple[str, ...]) -> list[Source]:
+    """The sources a poll covers: the given ids (even disabled), else every enabled one."""
     known = {s.id for s in settings.sources}
     unknown = [i for i in source_ids if i not in known]
     if unknown:
         click.echo(f"unknown source id(s): {', '.join(unknown)}", err=True)
         ctx.exit(EXIT_CONFIG)
-    sources = [
+    return [
         s for s in settings.source_list(set(source_ids) or None) if s.enabled or s.id in source_ids
     ]
+
+
+def _poll(settings: Settings, store: Store, sources: list[Source],
+          pool: WorkerPool) -> list[PollResult]:
+    from aggregator.pipeline import PollOptions, poll_sources
+
     options = PollOptions(fetch=settings.fetch_options(), normalize=settings.normalize_options())
-    with settings.parse_pool() as pool:
-        if len(sources) <= PROGRESS_THRESHOLD:
-            return poll_sources(sources, store, options, workers=settings.workers,
-                                parse_pool=pool)
-        with click.progressbar(length=len(sources), label="polling", file=sys.stderr,
-                               show_pos=True) as bar:
-            return poll_sources(sources, store, options, workers=settings.workers,
-                                parse_pool=pool, on_result=lambda _result: bar.update(1))
+    if len(sources) <= PROGRESS_THRESHOLD:
+        return poll_sources(sources, store, options, workers=settings.workers, parse_pool=pool)
+    with click.progressbar(length=len(sources), label="polling", file=sys.stderr,
+                           show_pos=True) as bar:
+        return poll_sources(sources, store, options, workers=settings.workers,
+                            parse_pool=pool, on_result=lambda _result: bar.update(1))
 
 
 def poll_summary(results: list[PollResult]) -> list[str]:
@@ -342,8 +349,8 @@ def demo(ctx: click.Context, workdir: Path) -> None:
             click.echo(f"config error: {exc}", err=True)
             ctx.exit(EXIT_CONFIG)
         click.echo(f"demo portal serving {len(settings.sources)} feeds at {portal.base_url}")
-        with _open_store(ctx, settings) as store:
-            results = _poll(ctx, settings, store, ())
+        with settings.parse_pool() as pool, _open_store(ctx, settings) as store:
+            results = _poll(settings, store, _selected_sources(ctx, settings, ()), pool)
             for line in poll_summary(results):
                 click.echo(line)
             _build(settings, store)

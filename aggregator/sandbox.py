@@ -260,6 +260,17 @@ class WorkerPool:
                 raise
             self._checkin(worker, True)
 
+    def start_soon(self) -> None:
+        """``start()`` on a background thread: the fork server imports the preloaded
+        modules while this process goes on.  Calls wait for those workers as usual; if
+        starting fails here, the first call that needs a worker tries again and raises."""
+        threading.Thread(target=self._start_quietly, name="parse-pool-start",
+                         daemon=True).start()
+
+    def _start_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.start()
+
     def pids(self) -> list[int]:
         """Process ids of the started workers (diagnostics and tests)."""
         with self._cond:
