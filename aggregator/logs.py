@@ -48,3 +48,8 @@ def configure(level: int, fmt: str = "text") -> None:
     # third-party chatter stays at warning unless debugging
     for noisy in ("apscheduler", "waitress", "urllib3", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING if level > logging.DEBUG else level)
+    # waitress warns "Task queue depth is N" whenever a request waits for a free thread,
+    # which under keep-alive load from many readers is nearly every request: a log line
+    # each, and an eighth of the server's CPU.  A queue is normal; errors still show.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR if level > logging.DEBUG
+                                                 else level)

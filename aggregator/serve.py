@@ -77,7 +77,8 @@ SERVER_IDENT = "aggregator"
 
 MIN_GZIP_BYTES = 256  # smaller bodies gain nothing from compression
 MAX_INLINE_BYTES = 8 * 1024 * 1024  # larger files are streamed, hashed in chunks, never gzipped
-CACHE_ENTRIES = 512  # (file version -> digest, gzip bytes) entries kept
+CACHE_ENTRIES = 512  # files whose version (digest, gzip, bytes) is kept in memory
+CACHE_BYTES = 64 * 1024 * 1024  # at most this many bytes of them
 MAX_LISTING_FILES = 1000
 
 _UTF8 = "; charset=utf-8"
@@ -127,34 +128,59 @@ class _Version:
 
     digest: str  # hex, used in the ETag
     gz: bytes | None  # gzip of the bytes, when compressible and small enough
+    body: bytes | None  # the bytes themselves, when small enough to keep in memory
+    content_type: str
+    mtime: float | None  # None: no Last-Modified (a generated page)
+    last_modified: str | None  # HTTP date of ``mtime``, formatted once
+
+    @property
+    def cost(self) -> int:
+        return len(self.body or b"") + len(self.gz or b"") + 256
+
+
+def _stat_key(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 class _VersionCache:
-    """LRU of file versions, so a request never re-hashes or re-compresses unchanged bytes.
+    """LRU of served files by path: the version last read there, under its stat key.
 
-    Keyed by ``(path, device, inode, mtime_ns, size)`` from ``fstat`` of the open
-    file, so the digest always describes the bytes read from that same descriptor,
-    even while ``write_atomic`` renames a new version into place.
+    A request for a file that is still the same inode at the same mtime and size
+    is answered from memory (one ``stat``, no open, read, hash or gzip), which is
+    what lets one Python process answer thousands of feed polls a second.  The
+    key comes from ``fstat`` of the descriptor the bytes were read from, so a
+    version always describes those bytes, even while ``write_atomic`` renames a
+    new version into place; a path whose stat differs is read again.  Bounded by
+    entries and by the bytes held.
     """
 
-    def __init__(self, capacity: int = CACHE_ENTRIES) -> None:
-        self._capacity = capacity
+    def __init__(self, entries: int = CACHE_ENTRIES, max_bytes: int = CACHE_BYTES) -> None:
+        self._entries = entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[object, ...], _Version] = OrderedDict()
+        self._items: OrderedDict[str, tuple[tuple[int, int, int, int], _Version]] = (
+            OrderedDict())
 
-    def get(self, key: tuple[object, ...]) -> _Version | None:
+    def get(self, path: str, key: tuple[int, int, int, int]) -> _Version | None:
         with self._lock:
-            version = self._items.get(key)
-            if version is not None:
-                self._items.move_to_end(key)
-            return version
+            item = self._items.get(path)
+            if item is None or item[0] != key:
+                return None
+            self._items.move_to_end(path)
+            return item[1]
 
-    def put(self, key: tuple[object, ...], version: _Version) -> None:
+    def put(self, path: str, key: tuple[int, int, int, int], version: _Version) -> None:
         with self._lock:
-            self._items[key] = version
-            self._items.move_to_end(key)
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
+            old = self._items.pop(path, None)
+            if old is not None:
+                self._bytes -= old[1].cost
+            self._items[path] = (key, version)
+            self._bytes += version.cost
+            while self._items and (len(self._items) > self._entries
+                                   or self._bytes > self._max_bytes):
+                _path, (_key, evicted) = self._items.popitem(last=False)
+                self._bytes -= evicted.cost
 
 
 def _digest(data: bytes) -> str:
@@ -303,38 +329,34 @@ class _App:
 
     # ---------------------------------------------------------------- static files
 
-    def _locate(self, relative: str) -> tuple[Path | None, bool]:
-        """(the regular file to serve or None, whether ``relative`` names the site root)."""
+    def _candidate(self, relative: str) -> str | None:
+        """The path ``relative`` names below ``output_dir`` (a directory: its index.html),
+        or None when a segment is refused; not resolved, so maybe a symlink or missing."""
         segments = relative.split("/")
-        directory = relative == "" or relative.endswith("/")
-        if directory:
-            segments = segments[:-1]
+        if relative == "" or relative.endswith("/"):
+            segments[-1] = INDEX_FILENAME
         for segment in segments:
             if not segment or segment.startswith(".") or "\x00" in segment or "\\" in segment:
-                return None, False
-        root = self.output_dir.resolve()
-        candidate = root.joinpath(*segments)
-        if directory:
-            candidate = candidate / INDEX_FILENAME
-        try:
-            resolved = candidate.resolve(strict=True)
-        except (OSError, RuntimeError):  # missing, or a symlink loop
-            return None, not segments
-        if not resolved.is_relative_to(root) or not resolved.is_file():
-            return None, False
-        return resolved, not segments
+                return None
+        return os.path.join(self.output_dir, *segments)
 
     def _static(
         self, environ: WSGIEnvironment, start_response: StartResponse, relative: str, head: bool
     ) -> Iterable[bytes]:
-        target, is_root = self._locate(relative)
+        candidate = self._candidate(relative)
+        if candidate is None:
+            return _not_found(start_response, head)
+        try:
+            version = self.cache.get(candidate, _stat_key(os.stat(candidate)))
+        except OSError:
+            version = None
+        if version is not None and version.body is not None:
+            # the same file as when it was last read, resolved and checked below
+            return self._respond(environ, start_response, version.body, version, head)
+        target = self._resolve(candidate)
         if target is None:
-            if is_root and self.output_dir.is_dir():
-                listing = self._listing()
-                return self._respond(
-                    environ, start_response, listing, None, "text/html" + _UTF8,
-                    _digest(listing), None, head, cache_control="no-cache",
-                )
+            if relative in ("", "/") and self.output_dir.is_dir():
+                return self._listing_response(environ, start_response, head)
             return _not_found(start_response, head)
         handle = open(target, "rb")  # noqa: SIM115 - closed here, or by the WSGI server
         try:
@@ -342,65 +364,82 @@ class _App:
             if not stat.S_ISREG(info.st_mode):
                 handle.close()
                 return _not_found(start_response, head)
-            content_type = content_type_for(target.name)
-            compressible = _is_text(content_type)
-            key = (str(target), info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
-            version = self.cache.get(key)
             body: bytes | IO[bytes]
             if info.st_size <= MAX_INLINE_BYTES:
-                data = b"" if head and version is not None else handle.read()
+                body = handle.read()
                 handle.close()
-                if version is None:
-                    small = not compressible or len(data) < MIN_GZIP_BYTES
-                    version = _Version(_digest(data), None if small else _gzip(data))
-                    self.cache.put(key, version)
-                body = data
+                version = self._version(body, target.name, info)
             else:
-                if version is None:
-                    hasher = hashlib.blake2b(digest_size=16)
-                    while chunk := handle.read(_CHUNK):
-                        hasher.update(chunk)
-                    handle.seek(0)
-                    version = _Version(hasher.hexdigest(), None)
-                    self.cache.put(key, version)
+                version = self._version(handle, target.name, info)
                 body = handle  # streamed by _respond, which closes it
+            self.cache.put(candidate, _stat_key(info), version)
         except BaseException:
             handle.close()
             raise
-        return self._respond(
-            environ, start_response, body, info.st_size, content_type, version.digest,
-            info.st_mtime, head, gz=version.gz, vary=compressible,
-        )
+        return self._respond(environ, start_response, body, version, head)
+
+    def _resolve(self, candidate: str) -> Path | None:
+        """The regular file ``candidate`` is, if it stays inside the resolved ``output_dir``
+        (no symlink escapes)."""
+        root = self.output_dir.resolve()
+        try:
+            resolved = Path(candidate).resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, or a symlink loop
+            return None
+        if not resolved.is_relative_to(root) or not resolved.is_file():
+            return None
+        return resolved
+
+    @staticmethod
+    def _version(data: bytes | IO[bytes], name: str, info: os.stat_result) -> _Version:
+        """Digest (and gzip) of a file's bytes: ``data``, or an open file hashed in chunks
+        (too large to keep or compress, and left at offset 0)."""
+        content_type = content_type_for(name)
+        last_modified = formatdate(info.st_mtime, usegmt=True)
+        if not isinstance(data, bytes):
+            hasher = hashlib.blake2b(digest_size=16)
+            while chunk := data.read(_CHUNK):
+                hasher.update(chunk)
+            data.seek(0)
+            return _Version(hasher.hexdigest(), None, None, content_type, info.st_mtime,
+                            last_modified)
+        small = not _is_text(content_type) or len(data) < MIN_GZIP_BYTES
+        return _Version(_digest(data), None if small else _gzip(data), data, content_type,
+                        info.st_mtime, last_modified)
+
+    def _listing_response(self, environ: WSGIEnvironment, start_response: StartResponse,
+                          head: bool) -> Iterable[bytes]:
+        listing = self._listing()
+        version = _Version(_digest(listing), None, listing, "text/html" + _UTF8, None, None)
+        return self._respond(environ, start_response, listing, version, head,
+                             cache_control="no-cache")
 
     def _respond(
         self,
         environ: WSGIEnvironment,
         start_response: StartResponse,
         body: bytes | IO[bytes],
-        size: int | None,
-        content_type: str,
-        digest: str,
-        mtime: float | None,
+        version: _Version,
         head: bool,
         *,
-        gz: bytes | None = None,
-        vary: bool = True,
         cache_control: str = CACHE_CONTROL,
     ) -> Iterable[bytes]:
+        gz = version.gz
         use_gzip = gz is not None and accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
-        etag = f'"{digest}-gz"' if use_gzip else f'"{digest}"'
+        etag = f'"{version.digest}-gz"' if use_gzip else f'"{version.digest}"'
         headers: _Headers = [("ETag", etag), ("Cache-Control", cache_control)]
-        if mtime is not None:
-            headers.append(("Last-Modified", formatdate(mtime, usegmt=True)))
-        if vary:
+        if version.last_modified is not None:
+            headers.append(("Last-Modified", version.last_modified))
+        if _is_text(version.content_type):
             headers.append(("Vary", "Accept-Encoding"))
         if is_not_modified(environ.get("HTTP_IF_NONE_MATCH"),
-                           environ.get("HTTP_IF_MODIFIED_SINCE"), etag, mtime):
+                           environ.get("HTTP_IF_MODIFIED_SINCE"), etag, version.mtime):
             if not isinstance(body, bytes):
                 body.close()
             start_response("304 Not Modified", headers)
             return []
-        headers += [("Content-Type", content_type), ("X-Content-Type-Options", "nosniff")]
+        headers += [("Content-Type", version.content_type),
+                    ("X-Content-Type-Options", "nosniff")]
         if use_gzip:
             assert gz is not None
             if not isinstance(body, bytes):
@@ -408,11 +447,12 @@ class _App:
             headers += [("Content-Encoding", "gzip"), ("Content-Length", str(len(gz)))]
             start_response("200 OK", headers)
             return [] if head else [gz]
-        length = size if size is not None else len(body) if isinstance(body, bytes) else 0
-        headers.append(("Content-Length", str(length)))
-        start_response("200 OK", headers)
         if isinstance(body, bytes):
+            headers.append(("Content-Length", str(len(body))))
+            start_response("200 OK", headers)
             return [] if head else [body]
+        headers.append(("Content-Length", str(os.fstat(body.fileno()).st_size)))
+        start_response("200 OK", headers)
         if head:
             body.close()
             return []

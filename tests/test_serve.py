@@ -277,6 +277,46 @@ def test_symlink_inside_output_dir_is_served(site: BuiltSite, server: FeedServer
     assert response.content == (site.output_dir / category_paths("新闻").rss).read_bytes()
 
 
+def test_a_served_file_replaced_by_an_escaping_symlink_is_refused(site: BuiltSite,
+                                                                  server: FeedServer) -> None:
+    path = site.output_dir / OPML_FILENAME
+    assert requests.get(server.url + OPML_FILENAME, timeout=10).status_code == 200
+    path.unlink()
+    path.symlink_to(site.output_dir.parent / "secret.txt")  # remembered, then swapped
+    status, body = raw_get(server, "/" + OPML_FILENAME)
+    assert status == 404 and SECRET not in body
+
+
+def test_a_replacement_with_the_same_size_and_mtime_is_served_fresh(site: BuiltSite,
+                                                                   server: FeedServer) -> None:
+    path = site.output_dir / OPML_FILENAME
+    old = path.read_bytes()
+    assert requests.get(server.url + OPML_FILENAME, headers=IDENTITY, timeout=10).content == old
+    info = path.stat()
+    new = old.replace(b"feeds", b"FEEDS")
+    assert len(new) == len(old) and new != old
+    files.write_atomic(path, new)  # a new inode under the same name
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    response = requests.get(server.url + OPML_FILENAME, headers=IDENTITY, timeout=10)
+    assert response.content == new
+
+
+def test_version_cache_keeps_within_its_byte_budget() -> None:
+    cache = serve._VersionCache(entries=10, max_bytes=3000)
+
+    def version(size: int) -> serve._Version:
+        return serve._Version("d", None, b"x" * size, "text/plain", 0.0, "date")
+
+    for name in "abc":
+        cache.put(name, (1, 2, 3, 4), version(900))
+    assert all(cache.get(name, (1, 2, 3, 4)) for name in "abc")
+    cache.get("a", (1, 2, 3, 4))  # most recently used now
+    cache.put("d", (1, 2, 3, 4), version(900))  # over budget: the least recently used goes
+    assert cache.get("b", (1, 2, 3, 4)) is None
+    assert cache.get("a", (1, 2, 3, 4)) and cache.get("d", (1, 2, 3, 4))
+    assert cache.get("a", (1, 2, 3, 5)) is None  # another stat: another version
+
+
 def test_cjk_percent_encoded_path(site: BuiltSite, server: FeedServer) -> None:
     assert category_paths("新闻").rss == "categories/新闻/rss.xml"
     status, body = raw_get(server, "/categories/%E6%96%B0%E9%97%BB/rss.xml")
