@@ -302,7 +302,7 @@ def test_a_replacement_with_the_same_size_and_mtime_is_served_fresh(site: BuiltS
 
 
 def test_version_cache_keeps_within_its_byte_budget() -> None:
-    cache = serve._VersionCache(entries=10, max_bytes=3000)
+    cache = serve._VersionCache(entries=10, max_bytes=3600)  # three of 900 + 256
 
     def version(size: int) -> serve._Version:
         return serve._Version("d", None, b"x" * size, "text/plain", 0.0, "date")
