@@ -2,8 +2,10 @@
 
 The CLI only translates between people and the pipeline: it loads the config,
 opens the store, calls pipeline functions and prints results.  It holds no
-business logic.  Heavy modules (feedparser, SQLAlchemy, feedgen) are imported
-inside the commands that need them so ``--help`` and ``check-config`` start fast.
+business logic.  Every other module (config with pydantic, SQLAlchemy, feedgen)
+is imported inside the commands that need it: ``--help`` starts fast, and parse
+workers, which multiprocessing makes import the ``aggregator`` script's module
+(this one), stay small.
 Expected failures (a bad config, an unreachable database) print one clear line
 and exit non-zero; tracebacks are for bugs only.
 """
@@ -20,10 +22,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from aggregator.config import Settings, load_config, resolve_config_path
 from aggregator.errors import AggregatorError, ConfigError
 
 if TYPE_CHECKING:
+    from aggregator.config import Settings
     from aggregator.records import PollResult, Source
     from aggregator.sandbox import WorkerPool
     from aggregator.store import Store
@@ -73,6 +75,8 @@ def cli(ctx: click.Context, verbose: int, log_format: str) -> None:
 
 
 def _settings(ctx: click.Context) -> Settings:
+    from aggregator.config import load_config, resolve_config_path
+
     path = resolve_config_path(ctx.find_root().ensure_object(dict).get("config"))
     try:
         return load_config(path)
@@ -336,6 +340,7 @@ def run(ctx: click.Context, host: str, port: int) -> None:
 @click.pass_context
 def demo(ctx: click.Context, workdir: Path) -> None:
     """Serve bundled sample portals on loopback, poll, build and export them."""
+    from aggregator.config import load_config
     from aggregator.demo import DemoPortal, demo_config_text
 
     workdir = workdir.resolve()

@@ -302,7 +302,7 @@ class Settings(_Model):
         budget = Budget(seconds=self.parse_timeout.total_seconds(),
                         memory_bytes=self.parse_memory)
         return WorkerPool(workers=self.parse_workers, budget=budget,
-                          preload=("aggregator.worker",))
+                          preload=("aggregator.worker",))  # what the workers run
 
     def normalize_options(self) -> NormalizeOptions:
         return NormalizeOptions(

@@ -37,19 +37,20 @@ from aggregator.errors import AggregatorError, FetchError
 from aggregator.fetch import HttpSession, fetch, make_session
 from aggregator.policy import effective_source, is_gone, should_move
 from aggregator.records import (
+    Article,
     FeedOptions,
     FetchOptions,
     FetchResult,
     NormalizeOptions,
+    ParsedFeed,
     PollResult,
     Source,
     SourceStatus,
     StoreCounts,
     Validators,
 )
-from aggregator.sandbox import WorkerPool
+from aggregator.sandbox import FunctionRef, WorkerPool
 from aggregator.store import Store
-from aggregator.worker import parse_and_normalize
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class PollOptions:
     normalize: NormalizeOptions
 
 
+# parse → normalize of one document (``worker.parse_and_normalize``), by name: it runs in
+# the parse workers, and this process imports the parser only when it has no pool.
+PARSE_AND_NORMALIZE = FunctionRef("aggregator.worker", "parse_and_normalize")
 NO_COUNTS = StoreCounts()
 INDEX_ARTICLES = 30  # latest articles on the index page
 
@@ -108,8 +112,10 @@ def poll_source(
 
         # parse, then normalize every entry into an Article: in a worker process
         work = (fetched, source, options.normalize, poll.at)
-        parsed, articles = (parse_pool.call(parse_and_normalize, *work, source_id=source.id)
-                            if parse_pool else parse_and_normalize(*work))
+        parsed: ParsedFeed
+        articles: list[Article]
+        parsed, articles = (parse_pool.call(PARSE_AND_NORMALIZE, *work, source_id=source.id)
+                            if parse_pool else PARSE_AND_NORMALIZE(*work))
         for warning in parsed.warnings:
             log.warning("source=%s %s", source.id, warning)
 

@@ -32,6 +32,7 @@ failure reach other calls, and it must not start processes at import time.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import multiprocessing
 import os
@@ -49,7 +50,7 @@ from typing import Any, TypeVar
 
 from aggregator.errors import ParseError
 
-__all__ = ["Budget", "BudgetExceeded", "WorkerPool", "call_inline"]
+__all__ = ["Budget", "BudgetExceeded", "FunctionRef", "WorkerPool", "call_inline"]
 
 T = TypeVar("T")
 
@@ -69,6 +70,22 @@ class Budget:
 
     seconds: float = 10.0
     memory_bytes: int | None = 512 * MB  # None: no RLIMIT_AS
+
+
+@dataclass(frozen=True)
+class FunctionRef:
+    """A module-level function by module and name, imported only where it is called.
+
+    Handing one to ``WorkerPool.call`` spares the caller from importing what only the
+    workers need (so the daemon's main process never imports the parser); a worker
+    imports the module once, if the fork server has not preloaded it already.
+    """
+
+    module: str
+    name: str
+
+    def __call__(self, *args: Any) -> Any:
+        return getattr(importlib.import_module(self.module), self.name)(*args)
 
 
 def call_inline(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -186,6 +203,7 @@ class WorkerPool:
             raise ValueError("budget.seconds must be > 0")
         self.workers = workers
         self.budget = budget
+        self.preload = preload
         self._ctx = _context(preload) if workers else None
         self._cond = threading.Condition()
         # Free slots: started workers at the end (taken first), None = not started, in front.

@@ -3,9 +3,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
+from aggregator.config import parse_config
 from aggregator.normalize import normalize
 from aggregator.parse import parse
+from aggregator.pipeline import PARSE_AND_NORMALIZE
 from aggregator.records import FetchResult, NormalizeOptions, Source
 from aggregator.worker import parse_and_normalize
 
@@ -37,3 +40,34 @@ def test_worker_processes_import_no_database_http_or_feed_writer_library() -> No
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_parse_pool_preloads_the_module_the_pipeline_sends_work_to() -> None:
+    settings = parse_config("sources: []\n", Path("aggregator.yaml"))
+    assert settings.parse_pool().preload == (PARSE_AND_NORMALIZE.module,)
+
+
+def test_neither_the_cli_nor_its_workers_import_more_than_they_use(tmp_path: Path) -> None:
+    # Shaped like the console script pip writes (imports on top, work under the guard):
+    # multiprocessing makes every worker import the main module as ``__mp_main__``.
+    script = tmp_path / "aggregator"
+    script.write_text(
+        "import sys\n"
+        "from aggregator.cli import main\n"
+        "if __name__ == '__main__':\n"
+        "    sys.argv[1:] = ['--help']\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    heavy = ('pydantic', 'sqlalchemy', 'feedparser', 'requests', 'feedgen')\n"
+        "    print(sorted(m for m in heavy if m in sys.modules))\n"
+        "    from aggregator.sandbox import WorkerPool\n"
+        "    with WorkerPool(1, preload=('aggregator.worker',)) as pool:\n"
+        "        probe = 'sorted(m for m in %r if m in __import__(\"sys\").modules)' % (heavy,)\n"
+        "        print(pool.call(eval, probe))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    cli_modules, worker_modules = out.stdout.strip().splitlines()[-2:]
+    assert cli_modules == "[]"
+    assert worker_modules == "['feedparser']"  # what parsing needs, nothing more
