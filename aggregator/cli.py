@@ -87,11 +87,12 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @contextmanager
-def _open_store(ctx: click.Context, settings: Settings) -> Iterator[Store]:
+def _open_store(ctx: click.Context, settings: Settings, *,
+                long_running: bool = False) -> Iterator[Store]:
     from aggregator.store import Store
 
     try:
-        store = Store.open(settings.database_url)
+        store = Store.open(settings.database_url, migrate_in_child=long_running)
     except AggregatorError as exc:
         click.echo(f"database error: {exc}", err=True)
         ctx.exit(EXIT_FAILURE)
@@ -324,7 +325,7 @@ def run(ctx: click.Context, host: str, port: int) -> None:
     from aggregator.daemon import run_daemon
 
     settings = _settings(ctx)
-    with _open_store(ctx, settings) as store:
+    with _open_store(ctx, settings, long_running=True) as store:
         code = run_daemon(settings, store, host=host, port=port)
     ctx.exit(code)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -173,6 +175,38 @@ def test_migration_matches_models(database_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_a_long_running_process_migrates_in_a_child_and_never_imports_alembic(
+        database_url: str) -> None:
+    probe = ("import os, sys\n"
+             "from aggregator.store import Store\n"
+             "if __name__ == '__main__':\n"
+             "    with Store.open(os.environ['URL'], migrate_in_child=True) as store:\n"
+             "        print(store.count_articles(), 'alembic' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "URL": database_url},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "False"]
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")
+                                      ).scalar() == HEAD_REVISION
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_migration_in_a_child_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+    connection.execute("INSERT INTO alembic_version VALUES ('9999-from-the-future')")
+    connection.commit()
+    connection.close()
+    with pytest.raises(StoreError, match=r"migration failed: .*9999-from-the-future"):
+        Store.open(f"sqlite:///{path}", migrate_in_child=True)
 
 
 def test_alembic_ini_upgrade_and_check(tmp_path: Path) -> None:

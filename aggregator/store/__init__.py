@@ -26,10 +26,12 @@ about feeds, articles' content or polling policy: it stores what it is given.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -59,6 +61,7 @@ __all__ = ["Store"]
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest migration; a test checks it is Alembic's head.  Bump it with every new revision.
 HEAD_REVISION = "0002"
+MIGRATION_TIMEOUT = 600.0  # seconds a migration in a child process may take
 
 _IN_CHUNK = 500  # keys per IN (...) list when loading a batch's existing rows
 _ITER_CHUNK = 500  # articles per read transaction in iter_articles
@@ -84,8 +87,13 @@ class Store:
     # -- lifecycle -----------------------------------------------------------
 
     @classmethod
-    def open(cls, database_url: str) -> Store:
-        """Connect, create a SQLite file's folder, and migrate the schema to the latest version."""
+    def open(cls, database_url: str, *, migrate_in_child: bool = False) -> Store:
+        """Connect, create a SQLite file's folder, and migrate the schema to the latest version.
+
+        ``migrate_in_child``: a needed migration runs in a short-lived child process, so
+        that a long-running process (the daemon) never keeps Alembic and its templates
+        (about 10 MB) in memory.  An in-memory database is always migrated here.
+        """
         try:
             url = make_url(database_url)
         except (SQLAlchemyError, ValueError) as exc:
@@ -94,7 +102,11 @@ class Store:
         engine: Engine | None = None
         try:
             engine = make_engine(url)
-            _upgrade(engine)
+            if _current_revision(engine) != HEAD_REVISION:
+                if migrate_in_child and not _in_memory(url):
+                    _upgrade_in_child(url.render_as_string(hide_password=False))
+                else:
+                    _upgrade(engine)
         except (SQLAlchemyError, OSError, ImportError, ValueError, RuntimeError) as exc:
             if engine is not None:
                 engine.dispose()
@@ -352,8 +364,7 @@ def make_engine(url: str | URL) -> Engine:
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     database = url.database or ""
-    in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
-    if in_memory:
+    if _in_memory(url):
         # One shared connection: the schema must outlive the opening thread's
         # connection.  Fine for tests and demos, not for concurrent writers.
         engine = create_engine(url, poolclass=StaticPool,
@@ -365,6 +376,13 @@ def make_engine(url: str | URL) -> Engine:
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _in_memory(url: URL) -> bool:
+    """An SQLite database that lives only as long as its connection."""
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or url.query.get("mode") == "memory")
 
 
 def _sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
@@ -399,11 +417,9 @@ _upgrade_lock = threading.Lock()  # alembic's context is module-global: one upgr
 def _upgrade(engine: Engine) -> None:
     """``alembic upgrade head`` on one connection, in one (write) transaction.
 
-    A database already at ``HEAD_REVISION`` skips Alembic altogether: importing and
-    configuring it costs a CLI invocation a few hundred milliseconds.
+    Only for a database behind ``HEAD_REVISION`` (see ``Store.open``): importing and
+    configuring Alembic costs a CLI invocation a few hundred milliseconds.
     """
-    if _current_revision(engine) == HEAD_REVISION:
-        return
     from alembic import command
     from alembic.config import Config
     from alembic.util.exc import CommandError
@@ -418,6 +434,42 @@ def _upgrade(engine: Engine) -> None:
                 command.upgrade(config, "head")
             except CommandError as exc:
                 raise RuntimeError(f"migration failed: {exc}") from exc
+
+
+def _upgrade_in_child(url: str) -> None:
+    """``_upgrade`` in a spawned process (a clean interpreter: no threads or connections
+    inherited); its error, if any, is raised here."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child_upgrade, args=(url, sender),
+                            name="aggregator-migrate", daemon=True)
+    child.start()
+    sender.close()
+    try:
+        error = receiver.recv() if receiver.poll(MIGRATION_TIMEOUT) else "timed out"
+    except EOFError:
+        error = "the migration process died"
+    finally:
+        receiver.close()
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    if error:
+        raise RuntimeError(f"migration failed: {error}")
+
+
+def _child_upgrade(url: str, sender: Connection) -> None:
+    error = ""
+    engine = make_engine(url)
+    try:
+        _upgrade(engine)
+    except Exception as exc:  # reported to the parent, which raises it as a StoreError
+        error = _describe(exc)
+    finally:
+        engine.dispose()
+    sender.send(error)
+    sender.close()
 
 
 # -- rows <-> records ----------------------------------------------------------
