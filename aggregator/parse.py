@@ -266,9 +266,12 @@ def _bozo_reason(result: Mapping[str, Any]) -> str:
     return str(message() if callable(message) else exc) or type(exc).__name__
 
 
-def _entry(entry: Mapping[str, Any], feed_base: str) -> ParsedEntry:
+def _entry(parsed: Mapping[str, Any], feed_base: str) -> ParsedEntry:
     # URLs feedparser reports may be relative (see ``_parse_xml_feed``); ``base`` of a
     # detail dict is the xml:base in effect, when there was one.
+    # The stored keys as a plain dict: FeedParserDict's lookups (legacy key aliases,
+    # ``updated`` falling back to ``published``) cost a sixth of this module's time.
+    entry = dict(parsed)
     title_detail = entry.get("title_detail") or {}
     content = _first_content(entry.get("content") or [])
     summary = entry.get("summary")
@@ -281,19 +284,17 @@ def _entry(entry: Mapping[str, Any], feed_base: str) -> ParsedEntry:
         title=entry.get("title"),
         title_is_html=title_detail.get("type") in ("text/html", "application/xhtml+xml"),
         author=_author(entry),
-        # dict.get: feedparser's own get() maps updated_parsed to published_parsed
-        # with a DeprecationWarning; the pipeline does its own fallback.
-        published=_struct_to_datetime(dict.get(entry, "published_parsed")),
-        updated=_struct_to_datetime(dict.get(entry, "updated_parsed")),
+        published=_struct_to_datetime(entry.get("published_parsed")),
+        updated=_struct_to_datetime(entry.get("updated_parsed")),
         content=str(content["value"]) if content is not None else summary,
         summary=summary if content is not None else None,
         base=base,
         thumbnails=tuple(_media_images(entry, base)),
         image_enclosures=tuple(
             url
-            for enc in entry.get("enclosures") or []
-            if str(enc.get("type", "")).startswith("image/")
-            and (url := _absolute(enc.get("href"), base))
+            for link in entry.get("links") or []  # enclosures are links rel="enclosure"
+            if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/")
+            and (url := _absolute(link.get("href"), base))
         ),
     )
 

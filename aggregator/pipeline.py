@@ -31,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aggregator import export, generate, site
 from aggregator.errors import AggregatorError, FetchError
 from aggregator.fetch import HttpSession, fetch, make_session
 from aggregator.policy import effective_source, is_gone, should_move
@@ -51,6 +51,10 @@ from aggregator.records import (
 )
 from aggregator.sandbox import FunctionRef, WorkerPool
 from aggregator.store import Store
+
+if TYPE_CHECKING:  # the writers (feedgen, lxml) load only when a build or an export runs
+    from aggregator.export import ExportReport
+    from aggregator.generate import BuildReport
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +167,11 @@ def poll_sources(
 
 
 def build_feeds(store: Store, options: FeedOptions, configured_categories: Iterable[str] = (),
-                only: Collection[str] | None = None) -> generate.BuildReport:
+                only: Collection[str] | None = None) -> BuildReport:
     """Regenerate the RSS and Atom feeds of every category (or ``only`` these) and the
     OPML index."""
+    from aggregator import generate, site
+
     categories = sorted(set(store.categories()) | set(configured_categories))
     selected = [c for c in categories if only is None or c in only]
     articles = {c: store.latest_articles(c, options.feed_size) for c in selected}
@@ -178,8 +184,10 @@ def build_feeds(store: Store, options: FeedOptions, configured_categories: Itera
     return replace(report, unchanged=(*report.unchanged, site.INDEX_FILENAME))
 
 
-def export_hexo(store: Store, out_dir: Path) -> export.ExportReport:
+def export_hexo(store: Store, out_dir: Path) -> ExportReport:
     """Write every stored article as a Hexo post."""
+    from aggregator import export
+
     return export.export_hexo(store.iter_articles(), out_dir)
 
 
