@@ -81,7 +81,8 @@ class FetchResult:
 class ParsedEntry:
     """One feed entry as the document says it, before any cleaning.
 
-    HTML fields are raw (unsanitized); dates are timezone-aware UTC or None.
+    HTML fields are raw (unsanitized, URLs as written: relative ones resolve against
+    ``base``); the other URLs are absolute; dates are timezone-aware UTC or None.
     """
 
     guid: str | None = None

@@ -28,13 +28,13 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from aggregator.errors import StoreError
 from aggregator.records import Article, StoreCounts, Validators
-from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, Store
+from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, Store, make_engine
 from aggregator.store.models import Base
 
 PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
@@ -165,8 +165,46 @@ def test_open_twice_keeps_data_and_one_version(database_url: str) -> None:
     assert [v[0] for v in versions] == [migration_head()]
 
 
-def test_migration_matches_models(database_url: str) -> None:
-    Store.open(database_url).close()
+def migrate_with_alembic(url: str, revision: str = "head") -> None:
+    """Build the schema by replaying the migrations, as an upgrade of an old database does."""
+    engine = make_engine(url)  # creates a SQLite file's folder
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def schema_of(url: str) -> dict[str, object]:
+    """Every table's columns, keys, constraints and indexes, with their names."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            found = inspect(connection)
+            return {
+                table: {
+                    "columns": [(c["name"], str(c["type"]), c["nullable"])
+                                for c in found.get_columns(table)],
+                    "primary key": found.get_pk_constraint(table),
+                    "foreign keys": sorted((f["name"], tuple(f["constrained_columns"]),
+                                            f["referred_table"]) for f in
+                                           found.get_foreign_keys(table)),
+                    "unique": sorted((u["name"], tuple(u["column_names"]))
+                                     for u in found.get_unique_constraints(table)),
+                    "indexes": sorted((i["name"], tuple(i["column_names"]), i["unique"])
+                                      for i in found.get_indexes(table)),
+                }
+                for table in sorted(found.get_table_names())
+            }
+    finally:
+        engine.dispose()
+
+
+def test_migrations_build_what_the_models_declare(database_url: str) -> None:
+    migrate_with_alembic(database_url)
     engine = create_engine(database_url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
@@ -177,8 +215,26 @@ def test_migration_matches_models(database_url: str) -> None:
     assert diff == []
 
 
+def test_a_new_database_gets_the_schema_the_migrations_build(database_url: str) -> None:
+    migrate_with_alembic(database_url)
+    migrated = schema_of(database_url)
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            Base.metadata.drop_all(connection)
+            connection.execute(text("DROP TABLE alembic_version"))
+    finally:
+        engine.dispose()
+    with Store.open(database_url) as store:  # created from the models, stamped at head
+        assert store.count_articles() == 0
+    assert schema_of(database_url) == migrated
+    migrate_with_alembic(database_url)  # already at head: nothing to do, nothing fails
+    assert schema_of(database_url) == migrated
+
+
 def test_a_long_running_process_migrates_in_a_child_and_never_imports_alembic(
         database_url: str) -> None:
+    migrate_with_alembic(database_url, "0001")  # an old database, to be upgraded
     probe = ("import os, sys\n"
              "from aggregator.store import Store\n"
              "if __name__ == '__main__':\n"
