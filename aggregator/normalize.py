@@ -93,8 +93,10 @@ def normalize(
     """Build the stored article for one entry (links in ``entry`` are already absolute)."""
     link = web_url(clean_text(entry.link or ""))
     guid = clean_text(entry.guid or "") or None
-    content = sanitize_html(entry.content or entry.summary or "", entry.base or link or source.url,
-                            options)
+    # The document's xml:base only when it is a web URL: it comes from the feed, and
+    # relative links resolved against "javascript:…" would be executable.
+    base = web_url(entry.base or "") or link or source.url
+    content = sanitize_html(entry.content or entry.summary or "", base, options)
     summary = excerpt(entry.summary or entry.content or "", options.summary_length)
     title = plain_title(entry.title, entry.title_is_html) or _fallback_title(summary, link)
     date, date_from_feed = choose_date(entry.published, entry.updated, seen_at)
@@ -151,20 +153,24 @@ def _content_cleaner(base_url: str, options: NormalizeOptions) -> nh3.Cleaner:
     entry (building one costs as much as cleaning a 3 KB fragment)."""
 
     def rewrite(tag: str, attribute: str, value: str) -> str | None:
-        # nh3 calls this first, with the value as written, then resolves relative
-        # href/src itself (``url_relative``): only what it leaves alone is done here.
+        # nh3 calls this first, with the value as written and already checked against
+        # ``url_schemes``; what it returns is not checked again.  nh3 then resolves
+        # relative href/src itself (``url_relative``): only the rest is done here.
         if tag == "img" and attribute == "src":
-            absolute = _absolute_url(value, base_url)
+            absolute = web_url(_absolute_url(value, base_url) or "")
             return proxied_image(absolute, options) if absolute else None
         if attribute in _OTHER_URL_ATTRIBUTES:
-            return _absolute_url(value, base_url)
+            return web_url(_absolute_url(value, base_url) or "")
         return value
 
-    try:
-        relative: tuple[str, str] | str = ("rewrite_with_base", base_url)
-        nh3.Cleaner(url_relative=relative)
-    except ValueError:  # not an absolute URL: relative links are dropped
-        relative = "deny"
+    # Relative URLs resolved by nh3 skip its scheme check: only ever against a web URL.
+    relative: tuple[str, str] | str = "deny"
+    if web_url(base_url):
+        try:
+            nh3.Cleaner(url_relative=("rewrite_with_base", base_url))
+            relative = ("rewrite_with_base", base_url)
+        except ValueError:  # a URL nh3's parser refuses: relative links are dropped
+            pass
     return nh3.Cleaner(
         attributes=_ALLOWED_ATTRIBUTES,
         attribute_filter=rewrite,

@@ -115,6 +115,22 @@ def test_content_resolves_against_the_entry_base_not_its_link() -> None:
     assert 'href="http://portal.test/news/2021/feed.xml#top"' in content
 
 
+@pytest.mark.parametrize("base", ["javascript://x/%0aalert(1)/", "javascript:alert(1)//",
+                                  "data:text/html,x/", "file:///etc/"])
+def test_a_hostile_xml_base_never_makes_links_executable(base: str) -> None:
+    item = entry(content='<a href="x.html">a</a><img src="i.png"><q cite="c">q</q>',
+                 link="http://portal.test/news/1.html", base=base)
+    content = normalize(item, SOURCE, OPTIONS, seen_at=SEEN).content
+    assert 'href="http://portal.test/news/x.html"' in content  # the entry's link instead
+    assert f'src="{PROXY}http://portal.test/news/i.png"' in content
+    for scheme in ("javascript:", "data:", "file:"):
+        assert scheme not in content
+    for hostile in (base, "not a url"):  # sanitize_html itself, given such a base
+        cleaned = sanitize_html('<a href="x.html">a</a><img src="i.png"><q cite="c">q</q>',
+                                hostile, OPTIONS)
+        assert "href=" not in cleaned and "src=" not in cleaned and "cite=" not in cleaned
+
+
 def test_relative_urls_are_dropped_without_a_usable_base() -> None:
     cleaned = sanitize_html('<a href="b.html">b</a><img src="i.jpg">', "not a url", OPTIONS)
     assert "b.html" not in cleaned and "i.jpg" not in cleaned and ">b</a>" in cleaned

@@ -33,6 +33,19 @@ def test_articles_are_the_normalized_entries_and_the_feed_comes_back_without_the
     assert articles[0].headimg == "https://proxy.test/?http://portal.test/i/1.jpg"
 
 
+def test_a_feed_cannot_make_links_executable_through_xml_base() -> None:
+    doc = """<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>
+<item xml:base="javascript://x/%0aalert(1)/"><title>x</title><link>/a/1.html</link>
+<description>&lt;a href="b.html"&gt;b&lt;/a&gt;&lt;img src="i.jpg"&gt;</description>
+</item></channel></rss>""".encode()
+    hostile = FetchResult(source_id=SOURCE.id, url=SOURCE.url, status=200, content=doc,
+                          headers={"content-type": "application/rss+xml"})
+    _parsed, [article] = parse_and_normalize(hostile, SOURCE, OPTIONS, SEEN)
+    assert "javascript" not in article.content + (article.link or "") + article.headimg
+    assert article.link == "http://portal.test/a/1.html"  # the unsafe xml:base is ignored
+    assert 'href="http://portal.test/' in article.content
+
+
 def test_worker_processes_import_no_database_http_or_feed_writer_library() -> None:
     code = ("import sys, aggregator.worker; "
             "print(sorted(m for m in ('sqlalchemy', 'requests', 'feedgen', 'alembic') "
