@@ -34,10 +34,10 @@ def test_articles_are_the_normalized_entries_and_the_feed_comes_back_without_the
 
 
 def test_a_feed_cannot_make_links_executable_through_xml_base() -> None:
-    doc = """<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>
+    doc = b"""<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>
 <item xml:base="javascript://x/%0aalert(1)/"><title>x</title><link>/a/1.html</link>
 <description>&lt;a href="b.html"&gt;b&lt;/a&gt;&lt;img src="i.jpg"&gt;</description>
-</item></channel></rss>""".encode()
+</item></channel></rss>"""
     hostile = FetchResult(source_id=SOURCE.id, url=SOURCE.url, status=200, content=doc,
                           headers={"content-type": "application/rss+xml"})
     _parsed, [article] = parse_and_normalize(hostile, SOURCE, OPTIONS, SEEN)
