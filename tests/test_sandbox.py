@@ -28,7 +28,7 @@ import pytest
 from aggregator.errors import AggregatorError, ConfigError, FetchError, ParseError
 from aggregator.parse import parse
 from aggregator.records import FetchResult, ParsedFeed, Source
-from aggregator.sandbox import Budget, BudgetExceeded, WorkerPool, call_inline
+from aggregator.sandbox import Budget, BudgetExceeded, FunctionRef, WorkerPool, call_inline
 
 SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
 GENEROUS = 10.0  # seconds: a correctness bound on "does not hang", not a performance target
@@ -387,6 +387,28 @@ def test_close_leaves_no_child_processes() -> None:
     with pytest.raises(RuntimeError):
         pool.call(worker_pid)
     pool.close()  # idempotent
+
+
+@pytest.mark.parametrize("call_first", [True, False])
+def test_workers_started_in_the_background_serve_calls_and_close_reaps_them(
+        call_first: bool) -> None:
+    pool = WorkerPool(workers=2, budget=Budget(seconds=GENEROUS))
+    pool.start_soon()
+    if call_first:
+        assert pool.call(worker_pid) != os.getpid()
+    pool.close()  # also right after start_soon: the workers starting then are stopped
+    servers = [pid for pid, _ in children_of(os.getpid())
+               if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    for server in servers:
+        assert children_of(server) == []
+    with pytest.raises(RuntimeError):
+        pool.call(worker_pid)
+
+
+def test_a_function_named_by_module_runs_in_a_worker(pool: WorkerPool) -> None:
+    here = FunctionRef("os", "getpid")
+    assert here() == os.getpid()
+    assert pool.call(here) != os.getpid()
 
 
 def test_close_kills_a_call_that_does_not_finish_in_two_seconds(tmp_path: Path) -> None:
