@@ -18,6 +18,7 @@ This module must not fetch, parse XML or touch the database.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import html
@@ -163,23 +164,22 @@ def _content_cleaner(base_url: str, options: NormalizeOptions) -> nh3.Cleaner:
             return web_url(_absolute_url(value, base_url) or "")
         return value
 
+    def cleaner(relative: tuple[str, str] | str) -> nh3.Cleaner:
+        return nh3.Cleaner(
+            attributes=_ALLOWED_ATTRIBUTES,
+            attribute_filter=rewrite,
+            url_schemes=_URL_SCHEMES,
+            url_relative=relative,
+            filter_style_properties=set(_ALLOWED_STYLE_PROPERTIES),
+            set_tag_attribute_values={"img": {"referrerpolicy": "no-referrer"}},
+            strip_comments=True,
+        )
+
     # Relative URLs resolved by nh3 skip its scheme check: only ever against a web URL.
-    relative: tuple[str, str] | str = "deny"
     if web_url(base_url):
-        try:
-            nh3.Cleaner(url_relative=("rewrite_with_base", base_url))
-            relative = ("rewrite_with_base", base_url)
-        except ValueError:  # a URL nh3's parser refuses: relative links are dropped
-            pass
-    return nh3.Cleaner(
-        attributes=_ALLOWED_ATTRIBUTES,
-        attribute_filter=rewrite,
-        url_schemes=_URL_SCHEMES,
-        url_relative=relative,
-        filter_style_properties=set(_ALLOWED_STYLE_PROPERTIES),
-        set_tag_attribute_values={"img": {"referrerpolicy": "no-referrer"}},
-        strip_comments=True,
-    )
+        with contextlib.suppress(ValueError):  # a URL nh3's parser refuses
+            return cleaner(("rewrite_with_base", base_url))
+    return cleaner("deny")  # relative links are dropped
 
 
 def proxied_image(url: str, options: NormalizeOptions) -> str:
