@@ -26,8 +26,8 @@ from aggregator.errors import AggregatorError, ConfigError
 
 if TYPE_CHECKING:
     from aggregator.config import Settings
+    from aggregator.ingest.sandbox import WorkerPool
     from aggregator.records import PollResult, Source
-    from aggregator.sandbox import WorkerPool
     from aggregator.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,7 +65,7 @@ def config_option(func: F) -> F:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, log_format: str) -> None:
     """Poll news portals' feeds, store articles, publish per-category RSS/Atom feeds."""
-    from aggregator import logs
+    from aggregator.service import logs
 
     ctx.ensure_object(dict)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -156,7 +156,7 @@ def _selected_sources(ctx: click.Context, settings: Settings,
 
 def _poll(settings: Settings, store: Store, sources: list[Source],
           pool: WorkerPool) -> list[PollResult]:
-    from aggregator.pipeline import PollOptions, poll_sources
+    from aggregator.ingest.poll import PollOptions, poll_sources
 
     options = PollOptions(fetch=settings.fetch_options(), normalize=settings.normalize_options())
     if len(sources) <= PROGRESS_THRESHOLD:
@@ -198,11 +198,11 @@ def build(ctx: click.Context) -> None:
 
 
 def _build(settings: Settings, store: Store) -> None:
-    from aggregator.pipeline import build_feeds
+    from aggregator.publish import build
 
     options = settings.feed_options()
     configured = [c for s in settings.sources for c in s.categories]
-    report = build_feeds(store, options, configured)
+    report = build(store, options, configured)
     click.echo(
         f"built {len(report.written)} file(s), {len(report.unchanged)} unchanged "
         f"in {options.output_dir}"
@@ -237,7 +237,7 @@ def export_hexo_command(ctx: click.Context, out_dir: Path) -> None:
 
 
 def _export(store: Store, out_dir: Path) -> None:
-    from aggregator.pipeline import export_hexo
+    from aggregator.publish import export_hexo
 
     report = export_hexo(store, out_dir)
     click.echo(f"exported {report.written} post(s), {report.unchanged} unchanged, to {out_dir}")
@@ -287,8 +287,8 @@ def _listen_options(func: F) -> F:
 
 
 def _health(settings_of: Callable[[], Settings], store: Store) -> Callable[[], Any]:
-    from aggregator.pipeline import utc_now
-    from aggregator.serve import health_report
+    from aggregator.ingest.poll import utc_now
+    from aggregator.service.http import health_report
 
     def report() -> Any:
         settings = settings_of()
@@ -303,7 +303,7 @@ def _health(settings_of: Callable[[], Settings], store: Store) -> Callable[[], A
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int) -> None:
     """Serve the generated feeds, OPML and index page (no polling)."""
-    from aggregator.serve import make_app, serve_forever
+    from aggregator.service.http import make_app, serve_forever
 
     settings = _settings(ctx)
     with _open_store(ctx, settings) as store:
@@ -322,7 +322,7 @@ def run(ctx: click.Context, host: str, port: int) -> None:
     Reloads the config when the file changes or on SIGHUP (an invalid edit is
     logged and the last good config keeps running); SIGTERM/SIGINT stop it cleanly.
     """
-    from aggregator.daemon import run_daemon
+    from aggregator.service.process import run_daemon
 
     settings = _settings(ctx)
     with _open_store(ctx, settings, long_running=True) as store:

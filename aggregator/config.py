@@ -30,8 +30,8 @@ from pydantic import (
 )
 
 from aggregator.errors import ConfigError
+from aggregator.ingest.sandbox import Budget, WorkerPool
 from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
-from aggregator.sandbox import Budget, WorkerPool
 
 # libyaml's safe loader when PyYAML has it (its wheels do): 8x faster on a long source list
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -304,7 +304,7 @@ class Settings(_Model):
         budget = Budget(seconds=self.parse_timeout.total_seconds(),
                         memory_bytes=self.parse_memory)
         return WorkerPool(workers=self.parse_workers, budget=budget,
-                          preload=("aggregator.worker",))  # what the workers run
+                          preload=("aggregator.ingest.extract",))  # what the workers run
 
     def normalize_options(self) -> NormalizeOptions:
         return NormalizeOptions(

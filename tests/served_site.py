@@ -1,4 +1,4 @@
-"""A real published site for the serving tests: articles -> build_feeds + render_index.
+"""A real published site for the serving tests: articles -> write_feeds + render_index.
 
 Not a test module (pytest does not collect it): test_serve, test_browser and
 test_newsboat import it to build the same kind of ``output_dir`` the daemon serves.
@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aggregator import files, generate, site
+from aggregator.publish import feeds as generate
+from aggregator.publish import files
+from aggregator.publish import index_page as site
 from aggregator.records import Article, FeedOptions
 
 BASE = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
@@ -115,7 +117,7 @@ def build_site(
     if local_images:
         for n in range(5, 8):
             files.write_atomic(output_dir / f"img/{n}.png", png(rgb=(40 * n % 256, 90, 160)))
-    generate.build_feeds(by_category, options)
+    generate.write_feeds(by_category, options)
     built = BuiltSite(output_dir, options, by_category)
     if index:
         page = site.render_index(

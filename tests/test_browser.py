@@ -1,6 +1,6 @@
 """A person opens the site: headless Debian Chromium (driven by Selenium) loads index.html.
 
-The site is built for real (generate.build_feeds + site.render_index, written with
+The site is built for real (generate.write_feeds + site.render_index, written with
 files.write_atomic) under a sub-path site URL and served by FeedServer on 127.0.0.1.
 Chromium runs with a fresh profile, no background networking, and a host resolver
 that maps every name to NOTFOUND, so the page can only reach the loopback server.
@@ -21,8 +21,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from served_site import HOSTILE_TITLE, SITE_TITLE, BuiltSite, build_site
 
-from aggregator.generate import category_paths
-from aggregator.serve import FeedServer, make_app
+from aggregator.publish.feeds import category_paths
+from aggregator.service.http import FeedServer, make_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

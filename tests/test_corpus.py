@@ -17,9 +17,9 @@ import pytest
 from lxml import etree
 
 from aggregator.errors import ParseError
-from aggregator.generate import render_atom, render_rss
-from aggregator.normalize import normalize
-from aggregator.parse import parse
+from aggregator.ingest.normalize import normalize
+from aggregator.ingest.parse import parse
+from aggregator.publish.feeds import render_atom, render_rss
 from aggregator.records import (
     Article,
     FeedOptions,

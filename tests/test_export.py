@@ -1,4 +1,4 @@
-"""Tests for aggregator.export: the seed's exact front matter, YAML safety, file writing.
+"""Tests for aggregator.publish.hexo: the seed's exact front matter, YAML safety, file writing.
 
 The golden test reads the seed post from ``../shared/seed`` (a sibling of the repo) and
 must not be copied into the project.  These tests never touch a database or the network.
@@ -18,14 +18,14 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator import files
 from aggregator.errors import AggregatorError
-from aggregator.export import (
+from aggregator.publish import files
+from aggregator.publish.hexo import (
     ExportReport,
-    export_hexo,
     hexo_filename,
     render_front_matter,
     render_hexo,
+    write_posts,
 )
 from aggregator.records import Article
 
@@ -327,7 +327,7 @@ def test_filename_refuses_path_like_source_ids(source_id: str) -> None:
         hexo_filename(make_article(source_id=source_id))
 
 
-# --- export_hexo ---------------------------------------------------------------------------
+# --- write_posts ---------------------------------------------------------------------------
 
 
 def three_articles() -> list[Article]:
@@ -337,7 +337,7 @@ def three_articles() -> list[Article]:
 def test_export_writes_one_file_per_article(tmp_path: Path) -> None:
     out = tmp_path / "site" / "source" / "_posts"
     articles = three_articles()
-    report = export_hexo(articles, out)
+    report = write_posts(articles, out)
     assert report == ExportReport(written=3, unchanged=0, out_dir=str(out))
     assert sorted(p.name for p in out.iterdir()) == sorted(hexo_filename(a) for a in articles)
     for article in articles:
@@ -346,9 +346,9 @@ def test_export_writes_one_file_per_article(tmp_path: Path) -> None:
 
 def test_reexport_is_idempotent(tmp_path: Path) -> None:
     articles = three_articles()
-    export_hexo(articles, tmp_path)
+    write_posts(articles, tmp_path)
     before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
-    report = export_hexo(iter(articles), tmp_path)
+    report = write_posts(iter(articles), tmp_path)
     assert (report.written, report.unchanged) == (0, 3)
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
     assert after == before  # same files, none replaced
@@ -356,9 +356,9 @@ def test_reexport_is_idempotent(tmp_path: Path) -> None:
 
 def test_changed_article_rewrites_its_file(tmp_path: Path) -> None:
     articles = three_articles()
-    export_hexo(articles, tmp_path)
+    write_posts(articles, tmp_path)
     changed = replace(articles[1], title="New title", content="<p>new</p>")
-    report = export_hexo([articles[0], changed, articles[2]], tmp_path)
+    report = write_posts([articles[0], changed, articles[2]], tmp_path)
     assert (report.written, report.unchanged) == (1, 2)
     assert len(list(tmp_path.iterdir())) == 3
     text = (tmp_path / hexo_filename(changed)).read_text(encoding="utf-8")
@@ -369,7 +369,7 @@ def test_changed_article_rewrites_its_file(tmp_path: Path) -> None:
 def test_existing_different_file_is_overwritten(tmp_path: Path) -> None:
     article = make_article()
     (tmp_path / hexo_filename(article)).write_text("stale", encoding="utf-8")
-    report = export_hexo([article], tmp_path)
+    report = write_posts([article], tmp_path)
     assert (report.written, report.unchanged) == (1, 0)
     assert (tmp_path / hexo_filename(article)).read_text(encoding="utf-8") == render_hexo(article)
 
@@ -386,7 +386,7 @@ def test_failed_write_leaves_old_file_and_no_temp_files(
 
     monkeypatch.setattr(files.os, "replace", refuse)
     with pytest.raises(AggregatorError, match="disk full") as info:
-        export_hexo([replace(article, title="new")], tmp_path)
+        write_posts([replace(article, title="new")], tmp_path)
     assert info.value.source_id == article.source_id
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
@@ -396,13 +396,13 @@ def test_out_dir_that_is_a_file_is_reported(tmp_path: Path) -> None:
     blocker = tmp_path / "posts"
     blocker.write_text("not a dir", encoding="utf-8")
     with pytest.raises(AggregatorError, match="export directory"):
-        export_hexo([make_article()], blocker)
+        write_posts([make_article()], blocker)
 
 
 def test_written_file_respects_umask_not_temp_file_mode(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
-        export_hexo([make_article()], tmp_path)
+        write_posts([make_article()], tmp_path)
     finally:
         os.umask(old)
     (path,) = tmp_path.iterdir()

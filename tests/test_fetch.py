@@ -1,4 +1,4 @@
-"""Tests for aggregator.fetch against real loopback servers.
+"""Tests for aggregator.ingest.fetch against real loopback servers.
 
 Most tests use pytest-httpserver; the slow/hostile servers (drip, hang, keep-alive then
 drip) are raw threaded sockets on 127.0.0.1 because they need byte-level control.
@@ -31,9 +31,9 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from aggregator import fetch as fetch_mod
 from aggregator.errors import FetchError
-from aggregator.fetch import fetch, make_session
+from aggregator.ingest import fetch as fetch_mod
+from aggregator.ingest.fetch import fetch, make_session
 from aggregator.records import FetchOptions, Source, Validators
 
 OPTIONS = FetchOptions(

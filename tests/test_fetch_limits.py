@@ -1,4 +1,4 @@
-"""Heavy size-limit cases for aggregator.fetch: endless bodies and decompression bombs.
+"""Heavy size-limit cases for aggregator.ingest.fetch: endless bodies and decompression bombs.
 
 The servers are raw threaded sockets on 127.0.0.1 that *generate* their bodies while
 sending (a 2 GiB stream, a 1 GiB-of-zeros gzip stream compressed chunk by chunk), so the
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from aggregator.errors import FetchError
-from aggregator.fetch import fetch
+from aggregator.ingest.fetch import fetch
 from aggregator.records import FetchOptions, Source
 
 MiB = 1024 * 1024

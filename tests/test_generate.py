@@ -1,4 +1,4 @@
-"""Tests for aggregator.generate: feeds are parsed back, validated and compared byte for byte."""
+"""Tests for aggregator.publish.feeds: feeds parsed back, validated, compared byte for byte."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ import feedparser
 import pytest
 from lxml import etree
 
-from aggregator.generate import (
+from aggregator.publish.feeds import (
     EPOCH,
     OPML_FILENAME,
     BuildReport,
-    build_feeds,
     category_paths,
     entry_id,
     modified_at,
@@ -28,6 +27,7 @@ from aggregator.generate import (
     render_opml,
     render_rss,
     write_atomic,
+    write_feeds,
 )
 from aggregator.records import Article, FeedOptions
 
@@ -312,7 +312,7 @@ def test_hostile_articles_do_not_break_the_feed(
     articles = [control, no_link, big, naive, empty_title, good]
     opts = options(tmp_path)
 
-    with caplog.at_level(logging.WARNING, logger="aggregator.generate"):
+    with caplog.at_level(logging.WARNING, logger="aggregator.publish.feeds"):
         rss_bytes = render_rss("新媒体", articles, opts)
         atom_bytes = render_atom("新媒体", articles, opts)
 
@@ -424,7 +424,7 @@ def test_build_feeds_writes_everything_then_nothing(
         "新媒体": [make_article(1), make_article(2), make_article(3), naive],
         "高科技行业门户": [make_article(2), naive],
     }
-    report = build_feeds(by_category, opts, all_categories=["编程", "新媒体"])
+    report = write_feeds(by_category, opts, all_categories=["编程", "新媒体"])
     assert isinstance(report, BuildReport)
     names = sorted(["新媒体", "高科技行业门户", "编程"])
     expected = [p for n in names for p in (category_paths(n).rss, category_paths(n).atom)]
@@ -447,12 +447,12 @@ def test_build_feeds_writes_everything_then_nothing(
     opml = etree.parse(str(out / OPML_FILENAME)).getroot()
     assert [o.get("text") for o in opml.findall("body/outline/outline")] == names * 2
 
-    again = build_feeds(by_category, opts, all_categories=["编程", "新媒体"])
+    again = write_feeds(by_category, opts, all_categories=["编程", "新媒体"])
     assert again.written == ()
     assert again.unchanged == report.written
 
     by_category["编程"] = [make_article(4, categories=("编程",))]
-    third = build_feeds(by_category, opts, all_categories=["编程", "新媒体"])
+    third = write_feeds(by_category, opts, all_categories=["编程", "新媒体"])
     assert third.written == (category_paths("编程").rss, category_paths("编程").atom)
     assert OPML_FILENAME in third.unchanged
 

@@ -24,11 +24,13 @@ import yaml
 from lxml import etree
 from pytest_httpserver import HTTPServer
 
-from aggregator.generate import category_paths
-from aggregator.pipeline import PollOptions, build_feeds, export_hexo, poll_sources
+from aggregator.ingest.poll import PollOptions, poll_sources
+from aggregator.ingest.sandbox import Budget, WorkerPool
+from aggregator.publish import build as build_feeds
+from aggregator.publish import export_hexo
+from aggregator.publish.feeds import category_paths
+from aggregator.publish.index_page import INDEX_FILENAME
 from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
-from aggregator.sandbox import Budget, WorkerPool
-from aggregator.site import INDEX_FILENAME
 from aggregator.store import Store
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

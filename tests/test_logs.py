@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 import logging
 
-from aggregator.logs import TEXT_FORMAT, JsonFormatter
+from aggregator.service.logs import TEXT_FORMAT, JsonFormatter
 
 
 def record(message: str, *args: object) -> logging.LogRecord:
-    return logging.LogRecord("aggregator.pipeline", logging.WARNING, __file__, 1, message, args,
+    return logging.LogRecord("aggregator.ingest.poll", logging.WARNING, __file__, 1, message, args,
                              None)
 
 
@@ -16,7 +16,7 @@ def test_json_lines_lift_the_source_id_into_a_field() -> None:
     entry = json.loads(line)
     assert entry["source"] == "ofweek"
     assert entry["message"] == "result=error reason=HTTP 500"
-    assert entry["level"] == "warning" and entry["logger"] == "aggregator.pipeline"
+    assert entry["level"] == "warning" and entry["logger"] == "aggregator.ingest.poll"
     assert entry["ts"].endswith("+00:00")
 
 
@@ -27,4 +27,4 @@ def test_json_lines_without_a_source_and_with_cjk() -> None:
 
 def test_text_lines_are_key_value() -> None:
     text = logging.Formatter(TEXT_FORMAT).format(record("source=%s result=new", "hk"))
-    assert " level=WARNING logger=aggregator.pipeline source=hk result=new" in text
+    assert " level=WARNING logger=aggregator.ingest.poll source=hk result=new" in text

@@ -1,6 +1,6 @@
 """A real feed reader subscribes: newsboat imports feeds.opml and reloads every feed.
 
-The site is built for real (build_feeds + render_index) under a sub-path site URL
+The site is built for real (write_feeds + render_index) under a sub-path site URL
 and served by FeedServer on 127.0.0.1; newsboat runs non-interactively
 (``-x reload``) with HOME and the XDG dirs inside tmp_path.  Its SQLite cache must
 then hold every article, CJK titles included, under each feed the OPML lists, and
@@ -25,8 +25,8 @@ import pytest
 from lxml import etree
 from served_site import BuiltSite, build_site
 
-from aggregator.generate import OPML_FILENAME, category_paths
-from aggregator.serve import FeedServer, make_app
+from aggregator.publish.feeds import OPML_FILENAME, category_paths
+from aggregator.service.http import FeedServer, make_app
 
 NEWSBOAT = Path("/usr/bin/newsboat")
 RUN_TIMEOUT = 60  # seconds per newsboat invocation

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.normalize import (
+from aggregator.ingest.normalize import (
     UNTITLED,
     choose_date,
     clean_text,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import ParseError
-from aggregator.parse import decode_document, parse
+from aggregator.ingest.parse import decode_document, parse
 from aggregator.records import FetchResult, Source
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "encodings"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 
-from aggregator.pipeline import PollOptions, body_fingerprint, poll_source, poll_sources
-from aggregator.policy import REDIRECT_CONFIRMATIONS
+from aggregator.ingest.decide import REDIRECT_CONFIRMATIONS
+from aggregator.ingest.poll import PollOptions, body_fingerprint, poll_source, poll_sources
 from aggregator.records import FetchOptions, NormalizeOptions, Source
 from aggregator.store import Store
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aggregator.policy import (
+from aggregator.ingest.decide import (
     REDIRECT_CONFIRMATIONS,
     effective_source,
     first_poll_at,

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from aggregator.config import printable
-from aggregator.export import render_front_matter
-from aggregator.generate import render_atom, render_rss
-from aggregator.normalize import normalize
+from aggregator.ingest.normalize import normalize
+from aggregator.publish.feeds import render_atom, render_rss
+from aggregator.publish.hexo import render_front_matter
 from aggregator.records import FeedOptions, NormalizeOptions, ParsedEntry, Source
 
 RNG = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "schemas" / "atom-rfc4287.rng"

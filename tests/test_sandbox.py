@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import AggregatorError, ConfigError, FetchError, ParseError
-from aggregator.parse import parse
+from aggregator.ingest.parse import parse
+from aggregator.ingest.sandbox import Budget, BudgetExceeded, FunctionRef, WorkerPool, call_inline
 from aggregator.records import FetchResult, ParsedFeed, Source
-from aggregator.sandbox import Budget, BudgetExceeded, FunctionRef, WorkerPool, call_inline
 
 SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
 GENEROUS = 10.0  # seconds: a correctness bound on "does not hang", not a performance target
@@ -440,7 +440,7 @@ PARENT_DIES = textwrap.dedent("""
     import os, signal, sys, threading
     sys.path.insert(0, {tests!r})
     import test_sandbox as t
-    from aggregator.sandbox import Budget, WorkerPool
+    from aggregator.ingest.sandbox import Budget, WorkerPool
 
     pool = WorkerPool(workers=2, budget=Budget(seconds=2))
     pool.start()

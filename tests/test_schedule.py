@@ -14,9 +14,9 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aggregator.config import Settings, load_config
-from aggregator.generate import category_paths
-from aggregator.metrics import Metrics
-from aggregator.schedule import Daemon
+from aggregator.publish.feeds import category_paths
+from aggregator.service.metrics import Metrics
+from aggregator.service.scheduler import Daemon
 from aggregator.store import Store
 
 # The daemon's clock in tests that drive polls by hand: far ahead of the real clock, so

@@ -1,4 +1,4 @@
-"""Tests for aggregator.serve against a real waitress FeedServer on 127.0.0.1.
+"""Tests for aggregator.service.http against a real waitress FeedServer on 127.0.0.1.
 
 Requests go through ``requests``; the path-traversal probes go through
 ``http.client`` because it sends the request target byte for byte (no dot-segment
@@ -27,12 +27,13 @@ from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 from served_site import BuiltSite, build_site
 
-from aggregator import files, serve
-from aggregator.generate import OPML_FILENAME, category_paths
-from aggregator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from aggregator.metrics import Metrics
+from aggregator.publish import files
+from aggregator.publish.feeds import OPML_FILENAME, category_paths
 from aggregator.records import PollResult, Source, SourceStatus, StoreCounts
-from aggregator.serve import FeedServer, health_report, make_app
+from aggregator.service import http as serve
+from aggregator.service.http import FeedServer, health_report, make_app
+from aggregator.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from aggregator.service.metrics import Metrics
 
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 SECRET = b"TOP-SECRET-NOT-FOR-THE-WEB"

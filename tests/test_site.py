@@ -1,4 +1,4 @@
-"""Tests for aggregator.site.render_index: escaping, URL filtering, determinism, structure."""
+"""Tests for aggregator.publish.index_page: escaping, URL filtering, determinism, structure."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import lxml.html
 import pytest
 from served_site import make_article
 
-from aggregator.generate import OPML_FILENAME, category_paths
+from aggregator.publish.feeds import OPML_FILENAME, category_paths
+from aggregator.publish.index_page import INDEX_FILENAME, render_index, safe_url
 from aggregator.records import Article, FeedOptions
-from aggregator.site import INDEX_FILENAME, render_index, safe_url
 
 OPTIONS = FeedOptions(output_dir="/unused", site_url="https://news.example.org/feeds/",
                       title_prefix="聚合 · ")

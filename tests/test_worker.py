@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aggregator.config import parse_config
-from aggregator.normalize import normalize
-from aggregator.parse import parse
-from aggregator.pipeline import PARSE_AND_NORMALIZE
+from aggregator.ingest.extract import parse_and_normalize
+from aggregator.ingest.normalize import normalize
+from aggregator.ingest.parse import parse
+from aggregator.ingest.poll import PARSE_AND_NORMALIZE
 from aggregator.records import FetchResult, NormalizeOptions, Source
-from aggregator.worker import parse_and_normalize
 
 SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
 SEEN = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -47,7 +47,7 @@ def test_a_feed_cannot_make_links_executable_through_xml_base() -> None:
 
 
 def test_worker_processes_import_no_database_http_or_feed_writer_library() -> None:
-    code = ("import sys, aggregator.worker; "
+    code = ("import sys, aggregator.ingest.extract; "
             "print(sorted(m for m in ('sqlalchemy', 'requests', 'feedgen', 'alembic') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -75,8 +75,8 @@ def test_neither_the_cli_nor_its_workers_import_more_than_they_use(tmp_path: Pat
         "        pass\n"
         "    heavy = ('pydantic', 'sqlalchemy', 'feedparser', 'requests', 'feedgen')\n"
         "    print(sorted(m for m in heavy if m in sys.modules))\n"
-        "    from aggregator.sandbox import WorkerPool\n"
-        "    with WorkerPool(1, preload=('aggregator.worker',)) as pool:\n"
+        "    from aggregator.ingest.sandbox import WorkerPool\n"
+        "    with WorkerPool(1, preload=('aggregator.ingest.extract',)) as pool:\n"
         "        probe = 'sorted(m for m in %r if m in __import__(\"sys\").modules)' % (heavy,)\n"
         "        print(pool.call(eval, probe))\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,

@@ -34,7 +34,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aggregator.serve import accepts_gzip, is_not_modified
+from aggregator.service.http import accepts_gzip, is_not_modified
 
 __all__ = [
     "CONTENT_TYPES",

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
-from aggregator.generate import OPML_FILENAME, category_paths
+from aggregator.publish.feeds import OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions
 
 __all__ = ["INDEX_FILENAME", "render_index", "safe_url"]

@@ -53,9 +53,9 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import waitress
 from waitress.server import create_server
 
-from aggregator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from aggregator.metrics import Metrics
 from aggregator.records import Source, SourceStatus
+from aggregator.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from aggregator.service.metrics import Metrics
 
 __all__ = [
     "CACHE_CONTROL",
@@ -72,7 +72,7 @@ FEED_MAX_AGE = 300  # seconds readers and proxies may reuse a file without askin
 CACHE_CONTROL = f"public, max-age={FEED_MAX_AGE}"
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
-INDEX_FILENAME = "index.html"  # same name as aggregator.site.INDEX_FILENAME
+INDEX_FILENAME = "index.html"  # same name as aggregator.publish.index_page.INDEX_FILENAME
 SERVER_IDENT = "aggregator"
 
 MIN_GZIP_BYTES = 256  # smaller bodies gain nothing from compression

@@ -11,7 +11,7 @@ also parse two feeds truly in parallel.
 
 How: ``WorkerPool.call(fn, *args)`` checks out a free worker (blocking until one is
 free; it is thread-safe), sends it ``(fn, args)`` pickled (``fn`` must be a module-level
-function such as ``aggregator.worker.parse_and_normalize``), waits at most
+function such as ``aggregator.ingest.extract.parse_and_normalize``), waits at most
 ``budget.seconds`` and returns the result or re-raises the worker's exception as the same
 type with the same message and attributes (``source_id``…).  Workers come from the
 ``forkserver`` start method with the ``preload`` modules imported: the daemon is

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from aggregator.normalize import normalize
-from aggregator.parse import parse
+from aggregator.ingest.normalize import normalize
+from aggregator.ingest.parse import parse
 from aggregator.records import Article, FetchResult, NormalizeOptions, ParsedFeed, Source
 
 

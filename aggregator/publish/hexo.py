@@ -31,15 +31,15 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from aggregator.errors import AggregatorError
-from aggregator.files import write_atomic
+from aggregator.publish.files import write_atomic
 from aggregator.records import Article
 
 __all__ = [
     "ExportReport",
-    "export_hexo",
     "hexo_filename",
     "render_front_matter",
     "render_hexo",
+    "write_posts",
 ]
 
 # Line breaks (YAML 1.1 counts NEL, LS and PS too), with the blanks around them.
@@ -150,7 +150,7 @@ class ExportReport:
     out_dir: str
 
 
-def export_hexo(articles: Iterable[Article], out_dir: Path) -> ExportReport:
+def write_posts(articles: Iterable[Article], out_dir: Path) -> ExportReport:
     """Write one ``.md`` post per article into ``out_dir``, skipping identical files.
 
     Re-exporting an article overwrites its file (names are stable); a file whose

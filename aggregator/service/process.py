@@ -24,10 +24,10 @@ from pathlib import Path
 from types import FrameType
 
 from aggregator.config import Settings
-from aggregator.metrics import Metrics
-from aggregator.pipeline import utc_now
-from aggregator.schedule import Daemon
-from aggregator.serve import FeedServer, health_report, make_app
+from aggregator.ingest.poll import utc_now
+from aggregator.service.http import FeedServer, health_report, make_app
+from aggregator.service.metrics import Metrics
+from aggregator.service.scheduler import Daemon
 from aggregator.store import Store
 
 log = logging.getLogger(__name__)

@@ -37,13 +37,20 @@ from urllib.parse import urlsplit
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from aggregator import pipeline
+from aggregator import publish
 from aggregator.config import Settings, load_config
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.fetch import HttpSession, make_session
-from aggregator.metrics import Metrics
-from aggregator.policy import effective_source, first_poll_at, is_disabled, is_gone, poll_delay
+from aggregator.ingest import poll as pipeline
+from aggregator.ingest.decide import (
+    effective_source,
+    first_poll_at,
+    is_disabled,
+    is_gone,
+    poll_delay,
+)
+from aggregator.ingest.fetch import HttpSession, make_session
 from aggregator.records import PollResult, Source
+from aggregator.service.metrics import Metrics
 from aggregator.store import Store
 
 log = logging.getLogger(__name__)
@@ -277,7 +284,7 @@ class Daemon:
         configured = [c for s in settings.sources for c in s.categories]
         try:
             with self._metrics.build_seconds.time():
-                report = pipeline.build_feeds(self._store, settings.feed_options(), configured,
+                report = publish.build(self._store, settings.feed_options(), configured,
                                               only=only)
             self._metrics.articles_total.set(self._store.count_articles())
         except AggregatorError as exc:

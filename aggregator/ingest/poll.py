@@ -26,19 +26,17 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from aggregator.errors import AggregatorError, FetchError
-from aggregator.fetch import HttpSession, fetch, make_session
-from aggregator.policy import effective_source, is_gone, should_move
+from aggregator.ingest.decide import effective_source, is_gone, should_move
+from aggregator.ingest.fetch import HttpSession, fetch, make_session
+from aggregator.ingest.sandbox import FunctionRef, WorkerPool
 from aggregator.records import (
     Article,
-    FeedOptions,
     FetchOptions,
     FetchResult,
     NormalizeOptions,
@@ -49,12 +47,7 @@ from aggregator.records import (
     StoreCounts,
     Validators,
 )
-from aggregator.sandbox import FunctionRef, WorkerPool
 from aggregator.store import Store
-
-if TYPE_CHECKING:  # the writers (feedgen, lxml) load only when a build or an export runs
-    from aggregator.export import ExportReport
-    from aggregator.generate import BuildReport
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +62,8 @@ class PollOptions:
 
 # parse → normalize of one document (``worker.parse_and_normalize``), by name: it runs in
 # the parse workers, and this process imports the parser only when it has no pool.
-PARSE_AND_NORMALIZE = FunctionRef("aggregator.worker", "parse_and_normalize")
+PARSE_AND_NORMALIZE = FunctionRef("aggregator.ingest.extract", "parse_and_normalize")
 NO_COUNTS = StoreCounts()
-INDEX_ARTICLES = 30  # latest articles on the index page
 
 
 def utc_now() -> datetime:
@@ -164,31 +156,6 @@ def poll_sources(
             if on_result is not None:
                 on_result(result)
     return [results[source.id] for source in sources]
-
-
-def build_feeds(store: Store, options: FeedOptions, configured_categories: Iterable[str] = (),
-                only: Collection[str] | None = None) -> BuildReport:
-    """Regenerate the RSS and Atom feeds of every category (or ``only`` these) and the
-    OPML index."""
-    from aggregator import generate, site
-
-    categories = sorted(set(store.categories()) | set(configured_categories))
-    selected = [c for c in categories if only is None or c in only]
-    articles = {c: store.latest_articles(c, options.feed_size) for c in selected}
-    report = generate.build_feeds(articles, options, all_categories=categories, only=only)
-
-    page = site.render_index(categories, store.latest_articles(None, INDEX_ARTICLES), options,
-                             site_title=options.site_title or "Aggregator")
-    if generate.write_atomic(Path(options.output_dir) / site.INDEX_FILENAME, page):
-        return replace(report, written=(*report.written, site.INDEX_FILENAME))
-    return replace(report, unchanged=(*report.unchanged, site.INDEX_FILENAME))
-
-
-def export_hexo(store: Store, out_dir: Path) -> ExportReport:
-    """Write every stored article as a Hexo post."""
-    from aggregator import export
-
-    return export.export_hexo(store.iter_articles(), out_dir)
 
 
 def body_fingerprint(content: bytes, source: Source, options: NormalizeOptions) -> str:

@@ -45,8 +45,8 @@ from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
-from aggregator import files
 from aggregator.errors import AggregatorError
+from aggregator.publish import files
 from aggregator.records import Article, FeedOptions
 
 __all__ = [
@@ -56,13 +56,13 @@ __all__ = [
     "OPML_FILENAME",
     "BuildReport",
     "CategoryFeedPaths",
-    "build_feeds",
     "category_paths",
     "entry_id",
     "render_atom",
     "render_opml",
     "render_rss",
     "write_atomic",
+    "write_feeds",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class CategoryFeedPaths:
 
 @dataclass(frozen=True)
 class BuildReport:
-    """What ``build_feeds`` did.
+    """What ``write_feeds`` did.
 
     ``written`` and ``unchanged`` are relative paths (feeds and ``feeds.opml``);
     ``skipped_articles`` counts distinct articles (by ``source_id`` and ``key``)
@@ -416,7 +416,7 @@ def write_atomic(path: Path, data: bytes) -> bool:
         raise AggregatorError(f"cannot write {path}: {exc}") from exc
 
 
-def build_feeds(
+def write_feeds(
     articles_by_category: Mapping[str, Sequence[Article]],
     options: FeedOptions,
     all_categories: Sequence[str] | None = None,

@@ -1,0 +1,66 @@
+"""Publishing: stored articles out as files people and feed readers consume.
+
+Owns the output tree under ``output_dir``: per-category RSS/Atom feeds and the OPML
+index (``feeds``, the only importer of feedgen), the index page for people
+(``index_page``), Hexo posts (``hexo``) and atomic, skip-if-identical file writes
+(``files``).  ``build`` is the one entry point that turns what is stored into the
+published tree and returns one ``BuildReport``; ``export_hexo`` writes the posts.
+
+Publishing trusts the ``Article`` records it is given (their invariants are enforced
+once, when an Article is made) and reads them through the small ``ArticleReader``
+protocol.  It must NOT import the intake side (``aggregator.ingest``: fetch, parse,
+normalize, polls), the database layer or the service; it never touches the network.
+The writers (feedgen, lxml) load only when a build or an export runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from aggregator.records import Article, FeedOptions
+
+if TYPE_CHECKING:
+    from aggregator.publish.feeds import BuildReport
+    from aggregator.publish.hexo import ExportReport
+
+__all__ = ["INDEX_ARTICLES", "ArticleReader", "build", "export_hexo"]
+
+INDEX_ARTICLES = 30  # latest articles on the index page
+
+
+class ArticleReader(Protocol):
+    """What publishing reads from the store."""
+
+    def categories(self) -> list[str]: ...
+
+    def latest_articles(self, category: str | None, limit: int) -> list[Article]: ...
+
+    def iter_articles(self, source_id: str | None = None) -> Iterator[Article]: ...
+
+
+def build(reader: ArticleReader, options: FeedOptions, configured_categories: Iterable[str] = (),
+          only: Collection[str] | None = None) -> BuildReport:
+    """Regenerate the RSS and Atom feeds of every category (or ``only`` these), the OPML
+    index and the index page."""
+    from aggregator.publish import feeds, index_page
+
+    categories = sorted(set(reader.categories()) | set(configured_categories))
+    selected = [c for c in categories if only is None or c in only]
+    articles = {c: reader.latest_articles(c, options.feed_size) for c in selected}
+    report = feeds.write_feeds(articles, options, all_categories=categories, only=only)
+
+    page = index_page.render_index(categories, reader.latest_articles(None, INDEX_ARTICLES),
+                                   options, site_title=options.site_title or "Aggregator")
+    if feeds.write_atomic(Path(options.output_dir) / index_page.INDEX_FILENAME, page):
+        return replace(report, written=(*report.written, index_page.INDEX_FILENAME))
+    return replace(report, unchanged=(*report.unchanged, index_page.INDEX_FILENAME))
+
+
+def export_hexo(reader: ArticleReader, out_dir: Path) -> ExportReport:
+    """Write every stored article as a Hexo post."""
+    from aggregator.publish import hexo
+
+    return hexo.write_posts(reader.iter_articles(), out_dir)
