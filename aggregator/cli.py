@@ -125,18 +125,23 @@ def check_config(ctx: click.Context) -> None:
     "source_ids",
     multiple=True,
     metavar="ID",
-    help="Poll only this source (repeatable). Default: every enabled source.",
+    help="Poll only this source (repeatable), even if disabled. Default: every enabled source.",
 )
 @click.pass_context
 def poll(ctx: click.Context, source_ids: tuple[str, ...]) -> None:
-    """Fetch every source now and store what is new."""
+    """Fetch every source now and store what is new.
+
+    A source that a 410 Gone disabled is skipped (and said so) unless --source names it.
+    """
+    from aggregator.service.wiring import parse_pool
+
     settings = _settings(ctx)
     sources = _selected_sources(ctx, settings, source_ids)
-    with settings.parse_pool() as pool:
+    with parse_pool(settings) as pool:
         if len(sources) > 1:
             pool.start_soon()  # the workers start while this process opens the store
         with _open_store(ctx, settings) as store:
-            results = _poll(settings, store, sources, pool)
+            results = _poll(settings, store, sources, pool, force=source_ids)
     for line in poll_summary(results):
         click.echo(line)
 
@@ -154,36 +159,55 @@ def _selected_sources(ctx: click.Context, settings: Settings,
     ]
 
 
-def _poll(settings: Settings, store: Store, sources: list[Source],
-          pool: WorkerPool) -> list[PollResult]:
-    from aggregator.ingest.poll import PollOptions, poll_sources
+def _poll(settings: Settings, store: Store, sources: list[Source], pool: WorkerPool, *,
+          force: tuple[str, ...] = ()) -> list[PollResult]:
+    from aggregator.ingest.poll import HttpFetcher, poll_sources
+    from aggregator.service.wiring import poll_options
 
-    options = PollOptions(fetch=settings.fetch_options(), normalize=settings.normalize_options())
-    if len(sources) <= PROGRESS_THRESHOLD:
-        return poll_sources(sources, store, options, workers=settings.workers, parse_pool=pool)
-    with click.progressbar(length=len(sources), label="polling", file=sys.stderr,
-                           show_pos=True) as bar:
-        return poll_sources(sources, store, options, workers=settings.workers,
-                            parse_pool=pool, on_result=lambda _result: bar.update(1))
+    fetcher = HttpFetcher()
+    kwargs: dict[str, Any] = {
+        "fetch": fetcher, "workers": settings.workers, "parse_pool": pool,
+        "host_concurrency": settings.host_concurrency, "force": set(force),
+    }
+    try:
+        if len(sources) <= PROGRESS_THRESHOLD:
+            return poll_sources(sources, store, poll_options(settings), **kwargs)
+        with click.progressbar(length=len(sources), label="polling", file=sys.stderr,
+                               show_pos=True) as bar:
+            return poll_sources(sources, store, poll_options(settings),
+                                on_result=lambda _result: bar.update(1), **kwargs)
+    finally:
+        fetcher.close()
 
 
 def poll_summary(results: list[PollResult]) -> list[str]:
-    """One line per source: new/updated/unchanged/error with reason."""
+    """One line per source: new/updated/unchanged/error/skipped with reason, then totals."""
+    from aggregator.records import PollOutcome
+
     width = max((len(r.source_id) for r in results), default=0)
     lines = []
     for r in results:
-        if r.result == "error":
-            detail = f"error: {r.error}"
-        elif r.result in ("not-modified", "unchanged") and not r.counts.unchanged:
-            detail = f"{r.result} (nothing to parse)"
+        if r.result is PollOutcome.SKIPPED:
+            detail = (f"skipped: disabled after the portal said the feed is gone ({r.error}); "
+                      f"--source {r.source_id} polls it anyway")
+        elif r.result.failed:
+            detail = f"{r.result.value}: {r.error}"
+        elif r.result in (PollOutcome.NOT_MODIFIED, PollOutcome.UNCHANGED) \
+                and not r.counts.unchanged:
+            detail = f"{r.result.value} (nothing to parse)"
         else:
             c = r.counts
-            detail = f"{r.result}: {c.new} new, {c.updated} updated, {c.unchanged} unchanged"
+            detail = f"{r.result.value}: {c.new} new, {c.updated} updated, {c.unchanged} unchanged"
+            if c.retired:
+                detail += f", {c.retired} removed by retention"
         if r.warnings:
             detail += f" [{len(r.warnings)} warning(s): {r.warnings[0]}]"
         lines.append(f"{r.source_id:<{width}}  {detail}  ({r.elapsed:.2f}s)")
-    failed = sum(r.result == "error" for r in results)
-    lines.append(f"polled {len(results)} source(s): {len(results) - failed} ok, {failed} failed")
+    failed = sum(r.result.failed for r in results)
+    skipped = sum(r.result is PollOutcome.SKIPPED for r in results)
+    total = f"polled {len(results) - skipped} source(s): {len(results) - failed - skipped} ok, " \
+            f"{failed} failed"
+    lines.append(total + (f", {skipped} skipped" if skipped else ""))
     return lines
 
 
@@ -241,6 +265,30 @@ def _export(store: Store, out_dir: Path) -> None:
 
     report = export_hexo(store, out_dir)
     click.echo(f"exported {report.written} post(s), {report.unchanged} unchanged, to {out_dir}")
+
+
+@cli.command()
+@config_option
+@click.pass_context
+def prune(ctx: click.Context) -> None:
+    """Apply retention_days / max_articles_per_source now and say what was removed.
+
+    For cron users; the daemon prunes hourly.  Removed articles are remembered, so the
+    next poll does not add them back while their portal still lists them.
+    """
+    from aggregator.ingest.poll import utc_now
+    from aggregator.service.wiring import prune as apply_retention
+
+    settings = _settings(ctx)
+    if not settings.retention_days and not settings.max_articles_per_source:
+        click.echo("no retention configured (retention_days, max_articles_per_source): "
+                   "nothing to prune")
+        return
+    with _open_store(ctx, settings) as store:
+        deleted = apply_retention(store, settings, utc_now())
+    for source_id, count in deleted.items():
+        click.echo(f"{source_id}  {count} article(s) removed")
+    click.echo(f"pruned {sum(deleted.values())} article(s) from {len(deleted)} source(s)")
 
 
 @cli.command()
@@ -322,11 +370,11 @@ def run(ctx: click.Context, host: str, port: int) -> None:
     Reloads the config when the file changes or on SIGHUP (an invalid edit is
     logged and the last good config keeps running); SIGTERM/SIGINT stop it cleanly.
     """
-    from aggregator.service.process import run_daemon
+    from aggregator.service.process import run_service
 
     settings = _settings(ctx)
     with _open_store(ctx, settings, long_running=True) as store:
-        code = run_daemon(settings, store, host=host, port=port)
+        code = run_service(settings, store, host=host, port=port)
     ctx.exit(code)
 
 
@@ -355,7 +403,9 @@ def demo(ctx: click.Context, workdir: Path) -> None:
             click.echo(f"config error: {exc}", err=True)
             ctx.exit(EXIT_CONFIG)
         click.echo(f"demo portal serving {len(settings.sources)} feeds at {portal.base_url}")
-        with settings.parse_pool() as pool, _open_store(ctx, settings) as store:
+        from aggregator.service.wiring import parse_pool
+
+        with parse_pool(settings) as pool, _open_store(ctx, settings) as store:
             results = _poll(settings, store, _selected_sources(ctx, settings, ()), pool)
             for line in poll_summary(results):
                 click.echo(line)

@@ -30,7 +30,6 @@ from pydantic import (
 )
 
 from aggregator.errors import ConfigError
-from aggregator.ingest.sandbox import Budget, WorkerPool
 from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
 
 # libyaml's safe loader when PyYAML has it (its wheels do): 8x faster on a long source list
@@ -299,13 +298,6 @@ class Settings(_Model):
             allow_private_networks=self.allow_private_networks,
         )
 
-    def parse_pool(self) -> WorkerPool:
-        """A (not yet started) pool of parse workers with this config's budget."""
-        budget = Budget(seconds=self.parse_timeout.total_seconds(),
-                        memory_bytes=self.parse_memory)
-        return WorkerPool(workers=self.parse_workers, budget=budget,
-                          preload=("aggregator.ingest.extract",))  # what the workers run
-
     def normalize_options(self) -> NormalizeOptions:
         return NormalizeOptions(
             image_proxy=self.image_proxy,
@@ -351,14 +343,8 @@ def resolve_config_path(
     return DEFAULT_CONFIG_PATH
 
 
-def load_config(
-    path: str | os.PathLike[str], *, substitutions: Mapping[str, str] | None = None
-) -> Settings:
-    """Read, validate and resolve a config file, or raise ConfigError.
-
-    ``substitutions`` replaces ``{name}`` placeholders in the raw text (the demo
-    uses it for the loopback portal's address).
-    """
+def load_config(path: str | os.PathLike[str]) -> Settings:
+    """Read, validate and resolve a config file, or raise ConfigError."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -366,8 +352,6 @@ def load_config(
         raise ConfigError("file not found", path=str(file)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", path=str(file)) from exc
-    for name, value in (substitutions or {}).items():
-        text = text.replace("{" + name + "}", value)
     return parse_config(text, file)
 
 

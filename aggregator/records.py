@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,29 +159,67 @@ class FeedOptions:
 
 @dataclass(frozen=True, slots=True)
 class StoreCounts:
-    """What a save did to one source's articles."""
+    """What a commit did to one source's articles."""
 
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    retired: int = 0  # entries the feed still lists that retention removed (not re-added)
+    collided: int = 0  # entries left out because an earlier entry had the same key
+
+
+class PollOutcome(StrEnum):
+    """How one poll of one source ended; stored as the source's ``last_result``."""
+
+    NEW = "new"  # articles were added
+    UPDATED = "updated"  # existing articles changed, none added
+    UNCHANGED = "unchanged"  # parsed (or the same bytes as last time): nothing changed
+    NOT_MODIFIED = "not-modified"  # HTTP 304
+    ERROR = "error"  # fetch, parse or store failed; polled again after a backoff
+    DISABLED = "disabled"  # the portal said 410 Gone: not polled until the URL is edited
+    SKIPPED = "skipped"  # not polled: disabled by an earlier 410
+
+    @classmethod
+    def of_counts(cls, counts: StoreCounts) -> PollOutcome:
+        """The outcome of a poll that stored a parsed document."""
+        if counts.new:
+            return cls.NEW
+        if counts.updated:
+            return cls.UPDATED
+        return cls.UNCHANGED
+
+    @property
+    def failed(self) -> bool:
+        return self in (PollOutcome.ERROR, PollOutcome.DISABLED)
 
 
 @dataclass(frozen=True, slots=True)
-class SourceStatus:
-    """What the store remembers about one source's polling."""
+class PollRules:
+    """When sources are polled again: backoff and spreading."""
+
+    max_backoff: timedelta = timedelta(hours=24)
+    # Every next poll is pushed back by a random part of this fraction of its delay (at
+    # most ``max_jitter``), so sources started together drift out of lock-step.
+    jitter: float = 0.1
+    max_jitter: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """What the store remembers about polling one source: read once per poll, written
+    whole (as the poll's decision) once per poll."""
 
     source_id: str
-    url: str | None = None
+    url: str | None = None  # the URL last polled: the validators and body hash belong to it
     etag: str | None = None
     last_modified: str | None = None
     body_hash: str | None = None
     last_poll_at: datetime | None = None
     last_success_at: datetime | None = None
-    last_result: str | None = None  # "new", "updated", "unchanged", "not-modified", "error"
+    last_result: str | None = None  # a PollOutcome value
     last_error: str | None = None
     error_count: int = 0  # consecutive failed polls; 0 after a success
-    article_count: int = 0
-    next_poll_at: datetime | None = None
+    next_poll_at: datetime | None = None  # None: not scheduled (disabled)
     disabled_reason: str | None = None  # set when the portal said 410 Gone
     redirect_target: str | None = None  # a permanent redirect seen on consecutive polls
     redirect_count: int = 0  # how many consecutive polls confirmed redirect_target
@@ -193,11 +232,30 @@ class SourceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceStatus(SourceState):
+    """A source's remembered state and how many articles it has stored (``status``,
+    ``/healthz``)."""
+
+    article_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceUpdate:
+    """One poll's decision: the source's next state, committed with its articles in one
+    transaction."""
+
+    state: SourceState
+    # None when a parsed document was stored: then the articles decide (PollOutcome.of_counts)
+    result: PollOutcome | None
+    moved: bool = False  # this poll confirmed a permanent move (state.moved_to)
+
+
+@dataclass(frozen=True, slots=True)
 class PollResult:
-    """One line of a poll summary."""
+    """One line of a poll summary, and what the scheduler reschedules from."""
 
     source_id: str
-    result: str  # "new", "updated", "unchanged", "not-modified", "error"
+    result: PollOutcome
     counts: StoreCounts = StoreCounts()
     error: str | None = None
     warnings: tuple[str, ...] = ()
@@ -206,3 +264,5 @@ class PollResult:
     retry_after: float | None = None  # seconds the portal asked us to wait (429/503)
     permanent_redirect: str | None = None  # the source URL answered 301/308 to this URL
     fetch_seconds: float | None = None  # time spent in the fetch stage
+    next_poll_at: datetime | None = None  # None: do not schedule (disabled, skipped)
+    consecutive_errors: int = 0  # after this poll

@@ -1,55 +1,73 @@
-"""The orchestrator: one source goes fetch → parse → normalize → store.
+"""One poll of one source: plan → fetch → parse → normalize → decide → commit.
 
-``poll_source`` reads top to bottom as the life of one poll:
+``poll_source`` reads top to bottom as that sentence:
 
-1. look up what the store remembers (validators, body hash, a confirmed move);
-2. fetch, conditionally — a 304 ends the poll cheaply; a permanent redirect is
-   tracked and followed once confirmed (``policy``);
+1. ``decide.plan``: from the config and the state the caller read once, the URL to
+   poll (a confirmed move applied), the validators and the known body hash; a source
+   a 410 disabled is skipped unless forced;
+2. fetch, conditionally, through the injected ``fetch`` (the real one is
+   ``HttpFetcher``; tests inject others) — a 304 ends the work cheaply;
 3. an unchanged body (same bytes, same rules) ends it too, before any parsing;
-4. parse the document into entries and
-5. normalize every entry into an Article — both in a parse worker process
-   (``worker``), so that sources are parsed in parallel under a budget;
-6. store the articles and the new source state in one transaction.
+4. parse and normalize every entry into an ``Article``, in a parse worker process
+   (``extract`` under the ``sandbox`` budget) or in this thread;
+5. ``decide.decide``: one pure ``SourceUpdate`` (validators, errors, backoff, next
+   poll, redirect, disabling, outcome);
+6. ``store.commit_poll``: the update and the articles in ONE transaction.
 
-Any ``AggregatorError`` ends that source's poll as an "error" result that is
-recorded and logged with its id (a 410 Gone disables the source); it never
-reaches the other sources.
-``poll_sources`` runs many polls on a thread pool; ``build_feeds`` and
-``export_hexo`` turn what is stored into files.  Decisions live in the stages,
-in ``policy`` and in small pure helpers here (``body_fingerprint``, ``result_name``); this
-module only sequences them and owns no I/O of its own.
+Faults of one source (``AggregatorError``, a parse over budget, even a bug) end as an
+error outcome that is decided, committed and logged with the source id; they never
+reach the other sources.  ``poll_sources`` runs many polls on a thread pool with one
+state read for all of them and at most ``host_concurrency`` polls per host, where a
+poll waiting for its host holds no thread (``HostSlots``).
+
+This module sequences; it decides nothing itself (``decide`` does), opens no
+database (the store is passed in) and imports no HTTP library (fetch is injected).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
-from aggregator.errors import AggregatorError, FetchError
-from aggregator.ingest.decide import effective_source, is_gone, should_move
-from aggregator.ingest.fetch import HttpSession, fetch, make_session
-from aggregator.ingest.sandbox import FunctionRef, WorkerPool
+from aggregator.errors import AggregatorError, FetchError, ParseError
+from aggregator.ingest import decide
+from aggregator.ingest.sandbox import FunctionRef, SandboxError, WorkerPool
 from aggregator.records import (
     Article,
     FetchOptions,
     FetchResult,
     NormalizeOptions,
     ParsedFeed,
+    PollOutcome,
     PollResult,
+    PollRules,
     Source,
-    SourceStatus,
+    SourceState,
+    SourceUpdate,
     StoreCounts,
     Validators,
 )
-from aggregator.store import Store
+
+if TYPE_CHECKING:
+    from aggregator.ingest.fetch import HttpSession
 
 log = logging.getLogger(__name__)
+
+# parse → normalize of one document (``extract.parse_and_normalize``), by name: it runs
+# in the parse workers, and this process imports the parser only when it has no pool.
+PARSE_AND_NORMALIZE = FunctionRef("aggregator.ingest.extract", "parse_and_normalize")
+
+Fetch = Callable[[Source, FetchOptions, Validators], FetchResult]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +76,17 @@ class PollOptions:
 
     fetch: FetchOptions
     normalize: NormalizeOptions
+    rules: PollRules = field(default_factory=PollRules)
 
 
-# parse → normalize of one document (``worker.parse_and_normalize``), by name: it runs in
-# the parse workers, and this process imports the parser only when it has no pool.
-PARSE_AND_NORMALIZE = FunctionRef("aggregator.ingest.extract", "parse_and_normalize")
-NO_COUNTS = StoreCounts()
+class PollStore(Protocol):
+    """What a poll needs of the store: one read of the states, one commit per poll."""
+
+    def source_states(self, source_ids: Iterable[str] | None = None) -> dict[str, SourceState]:
+        ...
+
+    def commit_poll(self, update: SourceUpdate,
+                    articles: Sequence[Article] | None = None) -> StoreCounts: ...
 
 
 def utc_now() -> datetime:
@@ -72,90 +95,154 @@ def utc_now() -> datetime:
 
 def poll_source(
     configured: Source,
-    store: Store,
+    remembered: SourceState | None,
+    store: PollStore,
     options: PollOptions,
     *,
-    session: HttpSession | None = None,
+    fetch: Fetch,
     parse_pool: WorkerPool | None = None,
+    force: bool = False,
     now: Callable[[], datetime] = utc_now,
+    jitter: Callable[[], float] = random.random,
 ) -> PollResult:
-    """Fetch, parse, normalize and store one source; never raises for that source's faults.
+    """Poll one source whose stored state the caller read (``remembered``); never raises
+    for that source's faults.  ``force`` polls a source that a 410 disabled."""
+    started, at = time.monotonic(), now()
+    planned = decide.plan(configured, remembered)
+    if planned.disabled is not None and not force:
+        log.info("source=%s is disabled (%s); not polling", configured.id, planned.disabled)
+        return PollResult(source_id=configured.id, result=PollOutcome.SKIPPED,
+                          error=planned.disabled, consecutive_errors=_errors(remembered))
 
-    With ``parse_pool`` parse and normalize run in a worker process under a time and
-    memory budget (hostile feeds); without it, in this thread.
-    """
-    poll = _Poll(configured, time.monotonic(), now())
+    attempt, articles, warnings = _attempt(planned, options, fetch, parse_pool, at)
+    update = decide.decide(configured, remembered, planned, attempt, now=at,
+                           rules=options.rules, jitter=jitter())
     try:
-        remembered = store.source_status(configured.id)
-        source = poll.source = effective_source(configured, remembered)
-        same_url = remembered is not None and remembered.url == source.url
-        validators = remembered.validators if same_url else Validators()
-
-        fetched = fetch(source, options.fetch, validators, session)
-        poll.fetched(fetched)
-        _track_permanent_redirect(store, configured, source, remembered,
-                                  fetched.permanent_redirect)
-        if fetched.not_modified:
-            store.record_unchanged(source.id, source.url, result="not-modified",
-                                   polled_at=poll.at, validators=fetched.validators)
-            return poll.done("not-modified")
-
-        body_hash = body_fingerprint(fetched.content, source, options.normalize)
-        if same_url and remembered is not None and remembered.body_hash == body_hash:
-            store.record_unchanged(source.id, source.url, result="unchanged",
-                                   polled_at=poll.at, validators=fetched.validators)
-            return poll.done("unchanged")
-
-        # parse, then normalize every entry into an Article: in a worker process
-        work = (fetched, source, options.normalize, poll.at)
-        parsed: ParsedFeed
-        articles: list[Article]
-        parsed, articles = (parse_pool.call(PARSE_AND_NORMALIZE, *work, source_id=source.id)
-                            if parse_pool else PARSE_AND_NORMALIZE(*work))
-        for warning in parsed.warnings:
-            log.warning("source=%s %s", source.id, warning)
-
-        counts = store.save_articles(source.id, source.url, articles,
-                                     validators=fetched.validators, body_hash=body_hash,
-                                     polled_at=poll.at)
-        return poll.done(result_name(counts), counts, parsed.warnings)
-    except FetchError as exc:
-        return poll.failed(store, exc.reason, status=exc.status, retry_after=exc.retry_after)
+        counts = store.commit_poll(update, articles)
     except AggregatorError as exc:
-        return poll.failed(store, exc.reason)
-    except Exception as exc:  # a bug in one source's path must not stop the others
-        log.exception("source=%s unexpected error", configured.id)
-        return poll.failed(store, f"internal error: {type(exc).__name__}: {exc}")
+        log.error("source=%s could not store the poll: %s", configured.id, exc.reason)
+        update = decide.decide(configured, remembered, planned, decide.Attempt(
+            fetched=attempt.fetched, error=exc.reason), now=at, rules=options.rules,
+            jitter=jitter())
+        counts = StoreCounts()
+    result = _result(update, attempt, counts, warnings, time.monotonic() - started)
+    _log(planned.source, update, result)
+    return result
 
 
 def poll_sources(
     sources: Sequence[Source],
-    store: Store,
+    store: PollStore,
     options: PollOptions,
     *,
+    fetch: Fetch,
     workers: int = 8,
+    host_concurrency: int | None = None,
     parse_pool: WorkerPool | None = None,
+    force: Collection[str] = (),
     on_result: Callable[[PollResult], None] | None = None,
 ) -> list[PollResult]:
-    """Poll sources concurrently; results come back in the sources' order."""
-    local = threading.local()
+    """Poll sources concurrently; results come back in the sources' order.
 
-    def run(source: Source) -> PollResult:
-        if not hasattr(local, "session"):
-            local.session = make_session(options.fetch)
-        return poll_source(source, store, options, session=local.session, parse_pool=parse_pool)
-
+    The sources' states are read in one query; ``force`` names sources to poll even
+    if a 410 disabled them; ``host_concurrency`` bounds the polls of one host.
+    """
+    states = store.source_states([s.id for s in sources])
+    hosts = HostSlots()
     results: dict[str, PollResult] = {}
-    with ThreadPoolExecutor(
-        max_workers=max(1, min(workers, len(sources) or 1)), thread_name_prefix="poll"
-    ) as pool:
-        futures = {pool.submit(run, source): source for source in sources}
-        for future in as_completed(futures):
-            result = future.result()
-            results[result.source_id] = result
-            if on_result is not None:
-                on_result(result)
+
+    def run(source: Source) -> None:
+        result = poll_source(source, states.get(source.id), store, options, fetch=fetch,
+                             parse_pool=parse_pool, force=source.id in force)
+        results[source.id] = result
+        if on_result is not None:
+            on_result(result)
+
+    def submit(source: Source) -> None:
+        host = host_of(decide.plan(source, states.get(source.id)).source.url)
+        hosts.run(host, host_concurrency, lambda: run(source))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources) or 1)),
+                            thread_name_prefix="poll") as pool:
+        done, _ = wait([pool.submit(submit, source) for source in sources])
+        for future in done:
+            future.result()  # a bug in the wiring, not in a source, surfaces here
     return [results[source.id] for source in sources]
+
+
+class HostSlots:
+    """At most ``limit`` polls of one host at a time.
+
+    A poll whose host is busy waits in that host's queue without holding a thread: the
+    thread that finishes a poll of the host runs the next waiting one.  So one slow
+    portal never starves the pool of workers that other hosts' polls need.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+        self._waiting: dict[str, deque[Callable[[], None]]] = {}
+
+    def run(self, host: str, limit: int | None, task: Callable[[], None]) -> bool:
+        """Run ``task`` now (True) or queue it behind the host's running polls (False)."""
+        with self._lock:
+            if limit is not None and self._running.get(host, 0) >= limit:
+                self._waiting.setdefault(host, deque()).append(task)
+                return False
+            self._running[host] = self._running.get(host, 0) + 1
+        next_task: Callable[[], None] | None = task
+        while next_task is not None:
+            try:
+                next_task()
+            finally:
+                with self._lock:
+                    queue = self._waiting.get(host)
+                    next_task = queue.popleft() if queue else None
+                    if next_task is None:
+                        self._running[host] -= 1
+                        if not self._running[host]:
+                            del self._running[host]
+                        self._waiting.pop(host, None)
+        return True
+
+    def waiting(self) -> int:
+        """How many polls wait for their host."""
+        with self._lock:
+            return sum(len(queue) for queue in self._waiting.values())
+
+
+class HttpFetcher:
+    """The real fetch with one HTTP session (a connection pool) per thread.
+
+    Sessions carry no settings: each call applies the ``FetchOptions`` it is given, so
+    a reloaded config (a new ``user_agent``) takes effect on the next poll.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[HttpSession] = []
+
+    def __call__(self, source: Source, options: FetchOptions,
+                 validators: Validators) -> FetchResult:
+        from aggregator.ingest.fetch import fetch, make_session
+
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = make_session(options)
+            with self._lock:
+                self._sessions.append(session)
+        return fetch(source, options, validators, session)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).hostname or ""
 
 
 def body_fingerprint(content: bytes, source: Source, options: NormalizeOptions) -> str:
@@ -174,65 +261,92 @@ def body_fingerprint(content: bytes, source: Source, options: NormalizeOptions) 
     return digest.hexdigest()
 
 
-def result_name(counts: StoreCounts) -> str:
-    if counts.new:
-        return "new"
-    if counts.updated:
-        return "updated"
-    return "unchanged"
+# -- the steps -------------------------------------------------------------------------
 
 
-def _track_permanent_redirect(store: Store, configured: Source, polled: Source,
-                              remembered: SourceStatus | None, target: str | None) -> None:
-    """Follow a 301/308 only once it has been confirmed on consecutive polls."""
-    if target is None and (remembered is None or not remembered.redirect_count):
-        return  # the common case costs no write
-    confirmations = store.note_redirect(configured.id, polled.url, target)
-    if target is not None and should_move(confirmations):
-        store.move_source(configured.id, configured.url, target)
+def _attempt(planned: decide.PollPlan, options: PollOptions, fetch: Fetch,
+             parse_pool: WorkerPool | None,
+             at: datetime) -> tuple[decide.Attempt, list[Article] | None, tuple[str, ...]]:
+    """Fetch, and parse what changed: what happened, the articles (None: nothing was
+    parsed) and the parser's warnings."""
+    source = planned.source
+    fetched: FetchResult | None = None
+    try:
+        fetched = fetch(source, options.fetch, planned.validators)
+        if fetched.not_modified:
+            return decide.Attempt(fetched=fetched), None, ()
+        body_hash = body_fingerprint(fetched.content, source, options.normalize)
+        if body_hash == planned.known_body:
+            return decide.Attempt(fetched=fetched, body_hash=body_hash), None, ()
+        parsed, articles = _extract(fetched, source, options.normalize, at, parse_pool)
+        for warning in parsed.warnings:
+            log.warning("source=%s %s", source.id, warning)
+        return (decide.Attempt(fetched=fetched, body_hash=body_hash, parsed=True), articles,
+                parsed.warnings)
+    except FetchError as exc:
+        return decide.Attempt(fetched=None, error=exc.reason, status=exc.status,
+                              retry_after=exc.retry_after), None, ()
+    except AggregatorError as exc:
+        return decide.Attempt(fetched=None, error=exc.reason,
+                              status=fetched.status if fetched else None), None, ()
+    except Exception as exc:  # a bug in one source's path must not stop the others
+        log.exception("source=%s unexpected error", source.id)
+        return decide.Attempt(fetched=None, error=f"internal error: {type(exc).__name__}: {exc}",
+                              status=fetched.status if fetched else None), None, ()
+
+
+def _extract(fetched: FetchResult, source: Source, options: NormalizeOptions, at: datetime,
+             parse_pool: WorkerPool | None) -> tuple[ParsedFeed, list[Article]]:
+    """Parse, then normalize every entry into an Article: in a worker process when there
+    is a pool, under its budget."""
+    work = (fetched, source, options, at)
+    if parse_pool is None:
+        return PARSE_AND_NORMALIZE(*work)  # type: ignore[no-any-return]
+    try:
+        return parse_pool.call(PARSE_AND_NORMALIZE, *work)  # type: ignore[no-any-return]
+    except SandboxError as exc:
+        raise ParseError(exc.reason, source_id=source.id) from exc
+
+
+def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
+            warnings: tuple[str, ...], elapsed: float) -> PollResult:
+    state = update.state
+    fetched = attempt.fetched
+    return PollResult(
+        source_id=state.source_id,
+        result=update.result or PollOutcome.of_counts(counts),
+        counts=counts,
+        error=state.last_error if update.result in (PollOutcome.ERROR, PollOutcome.DISABLED)
+        else None,
+        warnings=warnings,
+        elapsed=elapsed,
+        status=fetched.status if fetched else attempt.status,
+        retry_after=attempt.retry_after,
+        permanent_redirect=fetched.permanent_redirect if fetched else None,
+        fetch_seconds=fetched.elapsed if fetched else None,
+        next_poll_at=state.next_poll_at,
+        consecutive_errors=state.error_count,
+    )
+
+
+def _log(polled: Source, update: SourceUpdate, result: PollResult) -> None:
+    state = update.state
+    if update.moved:
         log.warning("source=%s moved permanently: now polling %s instead of %s "
-                    "(confirmed on %d polls)", configured.id, target, polled.url, confirmations)
+                    "(confirmed on %d polls)", polled.id, state.moved_to, polled.url,
+                    decide.REDIRECT_CONFIRMATIONS)
+    if result.result is PollOutcome.DISABLED:
+        log.warning("source=%s is gone (HTTP %s): disabled until its URL changes",
+                    polled.id, result.status)
+    if result.result.failed:
+        log.warning("source=%s result=%s reason=%s errors=%d next=%s", polled.id,
+                    result.result.value, result.error, state.error_count,
+                    state.next_poll_at.isoformat() if state.next_poll_at else "never")
+        return
+    c = result.counts
+    log.info("source=%s result=%s new=%d updated=%d unchanged=%d elapsed=%.3fs",
+             polled.id, result.result.value, c.new, c.updated, c.unchanged, result.elapsed)
 
 
-class _Poll:
-    """The bookkeeping of one poll: timing and the result record."""
-
-    def __init__(self, source: Source, started: float, at: datetime) -> None:
-        self.source = source
-        self.started = started
-        self.at = at
-        self.status: int | None = None
-        self.fetch_seconds: float | None = None
-        self.permanent_redirect: str | None = None
-
-    def fetched(self, result: FetchResult) -> None:
-        self.status = result.status
-        self.fetch_seconds = result.elapsed
-        self.permanent_redirect = result.permanent_redirect
-
-    def done(self, result: str, counts: StoreCounts = NO_COUNTS,
-             warnings: tuple[str, ...] = ()) -> PollResult:
-        elapsed = time.monotonic() - self.started
-        log.info("source=%s result=%s new=%d updated=%d unchanged=%d elapsed=%.3fs",
-                 self.source.id, result, counts.new, counts.updated, counts.unchanged, elapsed)
-        return PollResult(source_id=self.source.id, result=result, counts=counts,
-                          warnings=warnings, elapsed=elapsed, status=self.status,
-                          permanent_redirect=self.permanent_redirect,
-                          fetch_seconds=self.fetch_seconds)
-
-    def failed(self, store: Store, reason: str, *, status: int | None = None,
-               retry_after: float | None = None) -> PollResult:
-        result = PollResult(source_id=self.source.id, result="error", error=reason,
-                            elapsed=time.monotonic() - self.started, status=status or self.status,
-                            retry_after=retry_after, fetch_seconds=self.fetch_seconds)
-        log.warning("source=%s result=error reason=%s", self.source.id, reason)
-        try:
-            if is_gone(result):
-                log.warning("source=%s is gone (HTTP %s): disabled until its URL changes",
-                            self.source.id, status)
-                store.disable_source(self.source.id, self.source.url, reason, polled_at=self.at)
-            else:
-                store.record_error(self.source.id, self.source.url, reason, polled_at=self.at)
-        except AggregatorError as exc:
-            log.error("source=%s could not record the error: %s", self.source.id, exc.reason)
-        return result
+def _errors(state: SourceState | None) -> int:
+    return state.error_count if state is not None else 0

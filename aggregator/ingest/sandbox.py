@@ -5,15 +5,16 @@ one 64 KB author costs tens of seconds) and hostile XML can blow up memory.  A t
 cannot be stopped and a ``MemoryError`` can hit any thread of the daemon, so parsing
 runs in a small pool of persistent worker processes instead: each call has a wall-clock
 budget (the worker is SIGKILLed and replaced when it is exceeded) and each worker an
-address-space limit (``RLIMIT_AS``).  A feed over budget becomes ``BudgetExceeded`` — a
-``ParseError`` for that source only — and never hangs or kills the daemon.  Two workers
+address-space limit (``RLIMIT_AS``).  A call over budget raises ``BudgetExceeded`` (a
+``SandboxError``, which the poll turns into that source's ``ParseError``) and never
+hangs or kills the daemon.  Two workers
 also parse two feeds truly in parallel.
 
 How: ``WorkerPool.call(fn, *args)`` checks out a free worker (blocking until one is
 free; it is thread-safe), sends it ``(fn, args)`` pickled (``fn`` must be a module-level
 function such as ``aggregator.ingest.extract.parse_and_normalize``), waits at most
 ``budget.seconds`` and returns the result or re-raises the worker's exception as the same
-type with the same message and attributes (``source_id``…).  Workers come from the
+type with the same message and attributes.  Workers come from the
 ``forkserver`` start method with the ``preload`` modules imported: the daemon is
 multi-threaded, so plain ``fork`` could copy a lock held by another thread, and it would
 hand every worker the parent's database connections and sockets; a forkserver child
@@ -48,9 +49,8 @@ from multiprocessing.connection import Connection, wait
 from types import TracebackType
 from typing import Any, TypeVar
 
-from aggregator.errors import ParseError
-
-__all__ = ["Budget", "BudgetExceeded", "FunctionRef", "WorkerPool", "call_inline"]
+__all__ = ["Budget", "BudgetExceeded", "FunctionRef", "PoolClosed", "SandboxError", "WorkerPool",
+           "call_inline"]
 
 T = TypeVar("T")
 
@@ -60,8 +60,20 @@ CPU_GRACE = 1  # CPU seconds beyond the budget before the kernel's RLIMIT_CPU ba
 _WATCHDOG_STACK = 256 * 1024  # the parent-death watchdog thread needs almost no stack
 
 
-class BudgetExceeded(ParseError):
+class SandboxError(Exception):
+    """A call did not complete in its worker; ``reason`` says why, in a few words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BudgetExceeded(SandboxError):
     """A call ran out of time or memory, or its worker died; only that call failed."""
+
+
+class PoolClosed(SandboxError):
+    """The pool was closed while the call waited or ran."""
 
 
 @dataclass(frozen=True)
@@ -214,10 +226,10 @@ class WorkerPool:
 
     # -- public API --
 
-    def call(self, fn: Callable[..., T], *args: Any, source_id: str | None = None) -> T:
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker; its result, or its exception re-raised here.
 
-        Raises ``BudgetExceeded`` (with ``source_id``) when the call takes longer than
+        Raises ``BudgetExceeded`` when the call takes longer than
         ``budget.seconds``, needs more than ``budget.memory_bytes`` or its worker dies.
         A ``fn`` or argument that does not pickle raises here, before any worker is used.
         """
@@ -237,19 +249,18 @@ class WorkerPool:
                 if code == -signal.SIGXCPU:  # the RLIMIT_CPU backstop beat our own timer
                     reason = self._time_reason()
                 if self._closed:
-                    raise ParseError("parse cancelled: worker pool closed",
-                                     source_id=source_id) from None
-                raise BudgetExceeded(reason, source_id=source_id) from None
+                    raise PoolClosed("parse cancelled: worker pool closed") from None
+                raise BudgetExceeded(reason) from None
             if raw is None:
                 worker.kill()
                 worker.reap()
-                raise BudgetExceeded(self._time_reason(), source_id=source_id)
+                raise BudgetExceeded(self._time_reason())
             reusable = True  # the whole reply is read: the worker waits for its next task
             reply = pickle.loads(raw)
             if reply[0] == "memory":
                 reusable = False
                 worker.reap(STOP_GRACE)  # it exits after a MemoryError: its heap is suspect
-                raise BudgetExceeded(self._memory_reason(), source_id=source_id) from (
+                raise BudgetExceeded(self._memory_reason()) from (
                     _RemoteTraceback(reply[1]))
             if reply[0] == "ok":
                 return reply[1]
@@ -298,7 +309,7 @@ class WorkerPool:
     def close(self) -> None:
         """Stop every worker: idle ones at once, busy ones after their call or 2 s; idempotent.
 
-        Calls still running after the grace period are cancelled (they raise ``ParseError``);
+        Calls still running after the grace period are cancelled (they raise ``PoolClosed``);
         calls made after ``close`` raise ``RuntimeError``.
         """
         with self._cond:

@@ -46,15 +46,17 @@ class Metrics:
             ["source"], registry=self.registry,
         )
 
-    def record_poll(self, result: PollResult, consecutive_errors: int) -> None:
-        self.polls.labels(result.source_id, result.result).inc()
+    def record_poll(self, result: PollResult) -> None:
+        """Count one poll; the error gauge is the poll's own count, the number the store
+        and ``/healthz`` see (a 410 counts as a failed poll)."""
+        self.polls.labels(result.source_id, result.result.value).inc()
         if result.fetch_seconds is not None:
             self.fetch_seconds.labels(result.source_id).observe(result.fetch_seconds)
         if result.counts.new:
             self.articles_stored.labels(result.source_id, "new").inc(result.counts.new)
         if result.counts.updated:
             self.articles_stored.labels(result.source_id, "updated").inc(result.counts.updated)
-        self.consecutive_errors.labels(result.source_id).set(consecutive_errors)
+        self.consecutive_errors.labels(result.source_id).set(result.consecutive_errors)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every collector."""

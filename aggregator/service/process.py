@@ -1,6 +1,6 @@
-"""Process wiring for ``aggregator run``: scheduler + HTTP server + signals + file watch.
+"""The ``aggregator run`` process: scheduler + HTTP server + signals + file watch.
 
-The scheduler (``schedule.Daemon``) and the HTTP side (``serve``) know nothing of
+The scheduler (``service.scheduler``) and the HTTP side (``service.http``) know nothing of
 each other or of the process they run in; this module puts them in one process:
 
 - SIGTERM / SIGINT: stop scheduling, let in-flight polls finish within
@@ -27,7 +27,7 @@ from aggregator.config import Settings
 from aggregator.ingest.poll import utc_now
 from aggregator.service.http import FeedServer, health_report, make_app
 from aggregator.service.metrics import Metrics
-from aggregator.service.scheduler import Daemon
+from aggregator.service.scheduler import Scheduler
 from aggregator.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,14 @@ STOP = "stop"
 RELOAD = "reload"
 
 
-def run_daemon(settings: Settings, store: Store, *, host: str, port: int) -> int:
+def run_service(settings: Settings, store: Store, *, host: str, port: int) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     events: queue.SimpleQueue[str] = queue.SimpleQueue()
     metrics = Metrics()
-    daemon = Daemon(settings, store, metrics)
+    scheduler = Scheduler(settings, store, metrics)
 
     def health() -> dict[str, object]:
-        current = daemon.settings
+        current = scheduler.settings
         return health_report(current.source_list(), store.statuses(), utc_now())
 
     app = make_app(settings.output_dir, str(settings.site_url), health=health, metrics=metrics)
@@ -55,7 +55,7 @@ def run_daemon(settings: Settings, store: Store, *, host: str, port: int) -> int
         server.start()
         log.info("serving %s at %s (listening on %s)", settings.output_dir, settings.site_url,
                  server.url)
-        daemon.start()
+        scheduler.start()
         while True:
             try:
                 event = events.get(timeout=1.0)
@@ -64,11 +64,11 @@ def run_daemon(settings: Settings, store: Store, *, host: str, port: int) -> int
             if event == STOP:
                 break
             if event == RELOAD:
-                daemon.reload()
+                scheduler.reload()
     finally:
         log.info("shutting down")
         watcher_stop.set()
-        finished = daemon.stop()
+        finished = scheduler.stop()
         server.stop()
         if watcher is not None:
             watcher.join(timeout=5)

@@ -1,26 +1,25 @@
-"""The daemon's scheduler: every source polled on its own clock, forever.
+"""The service's scheduler: every source polled on its own clock, forever.
 
-``Daemon`` owns an APScheduler ``BackgroundScheduler`` and turns the pipeline
-into a long-running service:
+``Scheduler`` owns an APScheduler ``BackgroundScheduler`` and turns polls into a
+long-running service:
 
-- one job per enabled source.  Each poll schedules the source's next one
-  (``policy.poll_delay``: the interval on success, exponential backoff after
-  errors, a portal's Retry-After when longer), and the due time is stored, so a
-  restarted daemon keeps its backoff; first polls after a start are spread by a
-  random jitter so a restart does not fire every source at once;
-- a bounded thread pool (``workers``), ``max_instances=1`` and coalescing per
-  job, and a per-host semaphore (``host_concurrency``) so one portal is never
-  hammered;
+- one date job per enabled source.  A job reads the source's state once, runs
+  ``ingest.poll.poll_source`` (which decides and commits) and reschedules the source
+  from the ``next_poll_at`` the poll returned — nothing else: backoff, Retry-After,
+  jitter, 410 disabling and moves are the poll's decision.  First polls after a
+  start keep a remembered due time and are spread by a random jitter;
+- a bounded thread pool (``workers``); at most ``host_concurrency`` polls per host,
+  and a poll waiting for its host holds no pool thread (``HostSlots``), so one slow
+  portal cannot starve the others;
 - polls that added or changed articles queue their categories for a debounced
-  build: many sources finishing together cause one build of just those
-  categories;
-- a valid config edit (``reload``, called on file change or SIGHUP) adds,
-  removes and reschedules sources; an invalid one is logged and the last good
-  config keeps running;
+  build: many sources finishing together cause one build of just those categories;
+- a valid config edit (``reload``, called on file change or SIGHUP) adds, removes
+  and reschedules sources; an invalid one is logged and the last good config keeps
+  running;
 - ``stop`` stops scheduling and waits a bounded time for in-flight polls.
 
-It must not fetch, parse or write anything itself (the pipeline does), nor
-install signal handlers or serve HTTP (the CLI wires those).
+It must not fetch, parse, decide or write anything itself (the poll and the store
+do), nor install signal handlers or serve HTTP (``service.process`` wires those).
 """
 
 from __future__ import annotations
@@ -28,11 +27,8 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -40,16 +36,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from aggregator import publish
 from aggregator.config import Settings, load_config
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.ingest import poll as pipeline
-from aggregator.ingest.decide import (
-    effective_source,
-    first_poll_at,
-    is_disabled,
-    is_gone,
-    poll_delay,
-)
-from aggregator.ingest.fetch import HttpSession, make_session
-from aggregator.records import PollResult, Source
+from aggregator.ingest import decide
+from aggregator.ingest.poll import HostSlots, HttpFetcher, host_of, poll_source, utc_now
+from aggregator.records import PollResult, Source, SourceState
+from aggregator.service import wiring
 from aggregator.service.metrics import Metrics
 from aggregator.store import Store
 
@@ -64,16 +54,14 @@ def _job_id(source_id: str) -> str:
     return f"poll:{source_id}"
 
 
-class Daemon:
-    """Schedules polls, builds and retention for one config file."""
+class Scheduler:
+    """Schedules polls, builds and retention for one config."""
 
     def __init__(self, settings: Settings, store: Store, metrics: Metrics, *,
-                 config_path: Path | None = None,
-                 now: Callable[[], datetime] = pipeline.utc_now,
+                 now: Callable[[], datetime] = utc_now,
                  rng: random.Random | None = None,
                  on_build: Callable[[], None] | None = None) -> None:
         self._settings = settings  # the last good config
-        self._config_path = config_path or settings.config_path
         self._store = store
         self._metrics = metrics
         self._now = now
@@ -83,12 +71,13 @@ class Daemon:
         self._lock = threading.RLock()
         self._pending_categories: set[str] = set()
         self._full_build_pending = False
-        self._host_limits: dict[str, threading.BoundedSemaphore] = {}
+        self._hosts = HostSlots()
+        self._busy: set[str] = set()  # sources whose poll runs or waits for its host
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
         self._stopping = threading.Event()
-        self._sessions = threading.local()
-        self._parse_pool = settings.parse_pool()  # budget and size fixed for the process
+        self._fetch = HttpFetcher()
+        self._parse_pool = wiring.parse_pool(settings)  # budget and size fixed for the process
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(settings.workers)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -110,34 +99,39 @@ class Daemon:
             self._scheduler.add_job(self._retain, "interval", seconds=every,
                                     id=RETENTION_JOB, next_run_time=self._now(),
                                     replace_existing=True)
-        log.info("daemon started with %d source(s)", len(self._sources))
+        log.info("scheduler started with %d source(s)", len(self._sources))
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop scheduling; wait up to ``timeout`` for in-flight polls.  True if all ended."""
         self._stopping.set()
         if not self._scheduler.running:
-            self._parse_pool.close()
+            self._close()
             return True
         self._scheduler.pause()
         bound = self._settings.shutdown_timeout.total_seconds() if timeout is None else timeout
         with self._idle:
             finished = self._idle.wait_for(lambda: self._in_flight == 0, timeout=bound)
         self._scheduler.shutdown(wait=False)
-        self._parse_pool.close()
+        self._close()
         if not finished:
             log.warning("stopping with %d poll(s) still running after %.0fs",
                         self._in_flight, bound)
-        log.info("daemon stopped")
+        log.info("scheduler stopped")
         return finished
+
+    def _close(self) -> None:
+        self._parse_pool.close()
+        self._fetch.close()
 
     # -- configuration -----------------------------------------------------------------
 
     def reload(self) -> bool:
         """Re-read the config file; apply it if valid, else keep the last good one."""
-        if self._config_path is None:
+        path = self._settings.config_path
+        if path is None:
             return False
         try:
-            settings = load_config(self._config_path)
+            settings = load_config(path)
         except ConfigError as exc:
             log.error("config reload failed, keeping the last good config: %s", exc)
             return False
@@ -155,14 +149,14 @@ class Daemon:
         for source_id in old.keys() - wanted.keys():
             self._unschedule(source_id)
             log.info("source=%s removed from the schedule", source_id)
-        statuses = {s.source_id: s for s in self._store.statuses()}
+        states = self._store.source_states(wanted)
         now = self._now()
         for source_id, source in wanted.items():
             if old.get(source_id) == source:
                 continue
             jitter = timedelta(seconds=self._rng.uniform(
                 0, min(settings.start_jitter, source.interval).total_seconds()))
-            when = first_poll_at(now, statuses.get(source_id), jitter)
+            when = decide.first_poll_at(now, states.get(source_id), jitter)
             if source_id in old:  # an edited source is polled soon, under its new rules
                 when = now + jitter
             self._schedule(source_id, when)
@@ -175,75 +169,71 @@ class Daemon:
     # -- polls ---------------------------------------------------------------------------
 
     def poll_now(self, source_id: str) -> PollResult | None:
-        """Run one scheduled poll synchronously (what the job does); for tests and tools."""
+        """Run one scheduled poll synchronously (what the job does); for tests and tools.
+
+        None when the source is not scheduled, or its poll waits for its host.
+        """
         return self._poll(source_id)
 
     def _poll(self, source_id: str) -> PollResult | None:
+        """The job: read the source's state once, then poll it now or when its host has
+        a free slot (the waiting poll holds no thread)."""
         with self._lock:
             source = self._sources.get(source_id)
-            if source is None or self._stopping.is_set():
+            if source is None or self._stopping.is_set() or source_id in self._busy:
                 return None
+            self._busy.add(source_id)
             settings = self._settings
-            self._in_flight += 1
         try:
-            return self._poll_source(source, settings)
-        except Exception:  # the job must always reschedule; never kill the daemon
-            log.exception("source=%s poll job failed", source_id)
+            remembered = self._store.source_state(source_id)
+        except AggregatorError as exc:
+            log.error("source=%s cannot read its state: %s", source_id, exc.reason)
+            self._release(source_id)
             self._schedule(source_id, self._now() + source.interval)
             return None
+        ran: list[PollResult | None] = []
+        host = host_of(decide.plan(source, remembered).source.url)
+        self._hosts.run(host, settings.host_concurrency,
+                        lambda: ran.append(self._run(source, remembered, settings)))
+        return ran[0] if ran else None
+
+    def _run(self, source: Source, remembered: SourceState | None,
+             settings: Settings) -> PollResult | None:
+        with self._lock:
+            if self._stopping.is_set():
+                self._busy.discard(source.id)
+                return None
+            self._in_flight += 1
+        try:
+            result = poll_source(source, remembered, self._store, wiring.poll_options(settings),
+                                 fetch=self._fetch, parse_pool=self._parse_pool,
+                                 now=self._now, jitter=self._rng.random)
+            self._after(source, result)
+            return result
+        except Exception:  # the job must always reschedule; never kill the daemon
+            log.exception("source=%s poll job failed", source.id)
+            self._schedule(source.id, self._now() + source.interval)
+            return None
         finally:
+            self._release(source.id)
             with self._idle:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _poll_source(self, source: Source, settings: Settings) -> PollResult | None:
-        status = self._store.source_status(source.id)
-        if is_disabled(source, status):
-            log.info("source=%s is disabled (%s); not polling", source.id,
-                     status.disabled_reason if status else "")
-            return None
-        options = pipeline.PollOptions(fetch=settings.fetch_options(),
-                                       normalize=settings.normalize_options())
-        host = urlsplit(effective_source(source, status).url).hostname or ""
-        with self._host_slot(host, settings.host_concurrency):
-            result = pipeline.poll_source(source, self._store, options,
-                                          session=self._session(settings),
-                                          parse_pool=self._parse_pool)
-        after = self._store.source_status(source.id)
-        errors = after.error_count if after else 0
-        self._metrics.record_poll(result, errors)
+    def _after(self, source: Source, result: PollResult) -> None:
+        """Count the poll, queue a build if articles changed, and reschedule from the
+        poll's own decision."""
+        self._metrics.record_poll(result)
         if result.counts.new or result.counts.updated:
             self._request_build(set(source.categories))
-        if is_gone(result):
-            self._unschedule(source.id)
-            return result
-        delay = poll_delay(source.interval, errors if result.result == "error" else 0,
-                           max_backoff=settings.max_backoff, retry_after=result.retry_after)
-        due = self._now() + delay
-        try:
-            self._store.schedule_next(source.id, source.url, due)
-        except AggregatorError as exc:
-            log.error("source=%s could not store the next poll time: %s", source.id, exc)
-        self._schedule(source.id, due)
-        if result.result == "error":
-            log.warning("source=%s next poll in %s after %d consecutive error(s)", source.id,
-                        delay, errors)
-        return result
+        if result.next_poll_at is None:
+            self._unschedule(source.id)  # disabled (410) until the URL is edited
+        else:
+            self._schedule(source.id, result.next_poll_at)
 
-    @contextmanager
-    def _host_slot(self, host: str, limit: int) -> Iterator[None]:
+    def _release(self, source_id: str) -> None:
         with self._lock:
-            semaphore = self._host_limits.get(host)
-            if semaphore is None:
-                semaphore = self._host_limits[host] = threading.BoundedSemaphore(limit)
-        with semaphore:
-            yield
-
-    def _session(self, settings: Settings) -> HttpSession:
-        session = getattr(self._sessions, "session", None)
-        if session is None:
-            session = self._sessions.session = make_session(settings.fetch_options())
-        return session
+            self._busy.discard(source_id)
 
     def _schedule(self, source_id: str, when: datetime) -> None:
         with self._lock:
@@ -285,7 +275,7 @@ class Daemon:
         try:
             with self._metrics.build_seconds.time():
                 report = publish.build(self._store, settings.feed_options(), configured,
-                                              only=only)
+                                       only=only)
             self._metrics.articles_total.set(self._store.count_articles())
         except AggregatorError as exc:
             log.error("build failed: %s", exc)
@@ -297,15 +287,12 @@ class Daemon:
             self._on_build()
 
     def _retain(self) -> None:
-        settings = self._settings
-        older_than = (self._now() - timedelta(days=settings.retention_days)
-                      if settings.retention_days else None)
         try:
-            deleted = self._store.prune(older_than=older_than,
-                                        keep_per_source=settings.max_articles_per_source)
+            deleted = wiring.prune(self._store, self._settings, self._now())
         except AggregatorError as exc:
             log.error("retention failed: %s", exc)
             return
         if deleted:
-            log.info("retention deleted %d article(s)", deleted)
+            log.info("retention deleted %d article(s): %s", sum(deleted.values()),
+                     ", ".join(f"{source} {count}" for source, count in deleted.items()))
             self._request_build(None)

@@ -4,13 +4,15 @@ Why: one declared schema serves three readers — the store's queries, Alembic's
 autogenerate (``alembic revision --autogenerate`` diffs the migrations against
 this metadata) and the test that the shipped migrations match it.
 
-Three tables:
+Four tables:
 
 * ``sources`` — one row per polled feed: cache validators, body hash and the
   outcome of the last poll;
 * ``articles`` — one row per (source, key), the stored form of ``records.Article``;
 * ``article_categories`` — an article's categories in order, one row each, so
-  per-category queries are plain indexed joins on every backend.
+  per-category queries are plain indexed joins on every backend;
+* ``tombstones`` — (source, key) of articles that retention removed while the portal
+  may still list them, so that a re-poll does not add them back as new.
 
 Datetimes are stored as naive UTC (``UTCDateTime``) and come back aware UTC.
 
@@ -156,3 +158,16 @@ class CategoryRow(Base):
     )
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     category: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class TombstoneRow(Base):
+    """An article retention removed; forgotten once the portal stops listing its key."""
+
+    __tablename__ = "tombstones"
+    __table_args__ = (PrimaryKeyConstraint("source_id", "key"),)
+
+    source_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("sources.id", ondelete="CASCADE"), nullable=False
+    )
+    key: Mapped[str] = mapped_column(Text, nullable=False)
+    removed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -11,6 +11,7 @@ from aggregator.ingest.normalize import normalize
 from aggregator.ingest.parse import parse
 from aggregator.ingest.poll import PARSE_AND_NORMALIZE
 from aggregator.records import FetchResult, NormalizeOptions, Source
+from aggregator.service.wiring import parse_pool
 
 SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
 SEEN = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
@@ -55,9 +56,9 @@ def test_worker_processes_import_no_database_http_or_feed_writer_library() -> No
     assert out.stdout.strip() == "[]"
 
 
-def test_the_parse_pool_preloads_the_module_the_pipeline_sends_work_to() -> None:
+def test_the_parse_pool_preloads_the_module_the_poll_sends_work_to() -> None:
     settings = parse_config("sources: []\n", Path("aggregator.yaml"))
-    assert settings.parse_pool().preload == (PARSE_AND_NORMALIZE.module,)
+    assert parse_pool(settings).preload == (PARSE_AND_NORMALIZE.module,)
 
 
 def test_neither_the_cli_nor_its_workers_import_more_than_they_use(tmp_path: Path) -> None:

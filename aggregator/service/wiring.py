@@ -1,0 +1,39 @@
+"""The long-lived objects a process builds from its settings, in one place.
+
+Settings are data (``aggregator.config``); this module turns them into the pieces a
+poll needs — options records and the parse worker pool — so that neither the config
+nor the stages build processes or sessions themselves, and retention is applied by
+one rule for the CLI and the scheduler.  It must not poll, serve or open the store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from aggregator.config import Settings
+from aggregator.ingest.poll import PARSE_AND_NORMALIZE, PollOptions
+from aggregator.ingest.sandbox import Budget, WorkerPool
+from aggregator.records import PollRules
+from aggregator.store import Store
+
+
+def poll_options(settings: Settings) -> PollOptions:
+    return PollOptions(fetch=settings.fetch_options(), normalize=settings.normalize_options(),
+                       rules=PollRules(max_backoff=settings.max_backoff))
+
+
+def parse_pool(settings: Settings) -> WorkerPool:
+    """A (not yet started) pool of parse workers with the settings' budget."""
+    budget = Budget(seconds=settings.parse_timeout.total_seconds(),
+                    memory_bytes=settings.parse_memory)
+    return WorkerPool(workers=settings.parse_workers, budget=budget,
+                      preload=(PARSE_AND_NORMALIZE.module,))  # what the workers run
+
+
+def prune(store: Store, settings: Settings, now: datetime) -> dict[str, int]:
+    """Apply ``retention_days`` / ``max_articles_per_source`` now; what went, by source."""
+    older_than = now - timedelta(days=settings.retention_days) if settings.retention_days else None
+    if older_than is None and settings.max_articles_per_source is None:
+        return {}
+    return store.prune(older_than=older_than, keep_per_source=settings.max_articles_per_source,
+                       now=now)

@@ -1,0 +1,186 @@
+"""Rows <-> records: the only code that maps ORM rows to ``aggregator.records`` and back.
+
+Helpers for ``Store``'s transactions: they take an open session and never commit,
+so the caller decides what one transaction holds.  Nothing here decides polling
+policy or article content; it copies what it is given.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.orm import Session, selectinload
+
+from aggregator.records import Article, SourceState, SourceStatus
+from aggregator.store.models import ArticleRow, CategoryRow, SourceRow
+
+IN_CHUNK = 500  # keys per IN (...) list when loading a batch's existing rows
+_ARTICLES = ArticleRow.__table__
+_CATEGORIES = CategoryRow.__table__
+# The state columns a poll writes whole (SourceState's fields but the id).
+STATE_FIELDS = ("url", "etag", "last_modified", "body_hash", "last_poll_at", "last_success_at",
+                "last_result", "last_error", "error_count", "next_poll_at", "disabled_reason",
+                "redirect_target", "redirect_count", "moved_from", "moved_to")
+
+
+def first_occurrences(articles: Iterable[Article]) -> tuple[dict[str, Article], int]:
+    """The batch by key, the first of several articles with one key winning, and how many
+    were left out that way."""
+    batch: dict[str, Article] = {}
+    collided = 0
+    for article in articles:
+        if article.key in batch:
+            collided += 1
+        else:
+            batch[article.key] = article
+    return batch, collided
+
+
+def stored_hashes(session: Session, source_id: str,
+                   keys: list[str]) -> dict[str, tuple[int, str]]:
+    """key → (id, content_hash) of the batch's already stored articles (no content loaded)."""
+    stored: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(keys), IN_CHUNK):
+        query = select(ArticleRow.key, ArticleRow.id, ArticleRow.content_hash).where(
+            ArticleRow.source_id == source_id, ArticleRow.key.in_(keys[start:start + IN_CHUNK]))
+        stored.update((key, (row_id, digest)) for key, row_id, digest in session.execute(query))
+    return stored
+
+
+def rows_by_id(session: Session, ids: list[int]) -> list[ArticleRow]:
+    rows: list[ArticleRow] = []
+    for start in range(0, len(ids), IN_CHUNK):
+        query = (select(ArticleRow).where(ArticleRow.id.in_(ids[start:start + IN_CHUNK]))
+                 .options(selectinload(ArticleRow.categories)))
+        rows.extend(session.scalars(query))
+    return rows
+
+
+def insert_articles(session: Session, articles: list[Article]) -> None:
+    """Bulk INSERT (executemany, RETURNING the new ids), then their categories."""
+    if not articles:
+        return
+    ids: dict[str, int] = {}
+    for start in range(0, len(articles), IN_CHUNK):
+        chunk = articles[start:start + IN_CHUNK]
+        returned = session.execute(
+            # RETURNING pairs each id with its key, so the rows may come back in any
+            # order: with sort_by_parameter_order SQLite would get one INSERT per row.
+            # Core tables, not the ORM classes: the ORM's bulk path costs 2x per row.
+            insert(_ARTICLES).returning(_ARTICLES.c.key, _ARTICLES.c.id),
+            [row_values(a) for a in chunk])
+        ids.update((key, row_id) for key, row_id in returned)
+    categories = [{"article_id": ids[a.key], "position": position, "category": category}
+                  for a in articles for position, category in enumerate(a.categories)]
+    if categories:
+        session.execute(insert(_CATEGORIES), categories)
+
+
+def row_values(article: Article) -> dict[str, Any]:
+    return {
+        "source_id": article.source_id, "key": article.key, "guid": article.guid,
+        "link": article.link, "title": article.title, "author": article.author,
+        "date": article.date, "date_from_feed": article.date_from_feed,
+        "content": article.content, "summary": article.summary, "headimg": article.headimg,
+        "thumbnail": article.thumbnail, "comments": article.comments,
+        "first_seen": article.first_seen, "updated_at": article.updated_at,
+        "content_hash": article.content_hash,
+    }
+
+
+def lock_source(session: Session, source_id: str, url: str) -> SourceRow:
+    """The source's row, locked for this transaction (FOR UPDATE; SQLite's lock is global)."""
+    source = session.get(SourceRow, source_id, with_for_update=True)
+    if source is None:
+        source = SourceRow(id=source_id, url=url, error_count=0)
+        session.add(source)
+        session.flush()  # the row must exist before articles reference it
+    return source
+
+
+def update_row(row: ArticleRow, article: Article) -> None:
+    if article.date_from_feed:
+        row.date = article.date
+        row.date_from_feed = True
+    # else: a first-seen fallback never replaces the stored date (nor says where it came from)
+    copy_fields(row, article)
+
+
+def copy_fields(row: ArticleRow, article: Article) -> None:
+    """Everything but identity, first_seen and date (which have their own rules)."""
+    row.guid = article.guid
+    row.link = article.link
+    row.title = article.title
+    row.author = article.author
+    row.content = article.content
+    row.summary = article.summary
+    row.headimg = article.headimg
+    row.thumbnail = article.thumbnail
+    row.comments = article.comments
+    row.updated_at = article.updated_at
+    row.content_hash = article.content_hash
+    current = row.categories
+    for position, category in enumerate(article.categories):
+        if position < len(current):
+            current[position].category = category
+        else:
+            current.append(CategoryRow(position=position, category=category))
+    del current[len(article.categories):]
+
+
+def article(row: ArticleRow) -> Article:
+    return Article(
+        source_id=row.source_id,
+        key=row.key,
+        guid=row.guid,
+        link=row.link,
+        title=row.title,
+        author=row.author,
+        date=row.date,
+        date_from_feed=row.date_from_feed,
+        categories=tuple(c.category for c in row.categories),
+        content=row.content,
+        summary=row.summary,
+        headimg=row.headimg,
+        thumbnail=row.thumbnail,
+        comments=row.comments,
+        first_seen=row.first_seen,
+        updated_at=row.updated_at,
+        content_hash=row.content_hash,
+    )
+
+
+def apply_state(row: SourceRow, state: SourceState) -> None:
+    for name in STATE_FIELDS:
+        setattr(row, name, getattr(state, name))
+
+
+def state_of(row: SourceRow) -> SourceState:
+    return SourceState(source_id=row.id, **_state_values(row))
+
+
+def status_of(row: SourceRow, article_count: int) -> SourceStatus:
+    return SourceStatus(source_id=row.id, article_count=int(article_count), **_state_values(row))
+
+
+def _state_values(row: SourceRow) -> dict[str, Any]:
+    values = {name: getattr(row, name) for name in STATE_FIELDS}
+    values["redirect_count"] = values["redirect_count"] or 0
+    values["error_count"] = values["error_count"] or 0
+    return values
+
+
+@functools.cache
+def one_state_query() -> Any:
+    """One source's row: built once, every poll asks."""
+    return select(SourceRow).where(SourceRow.id == bindparam("source_id"))
+
+
+def status_query() -> Any:
+    counts = (select(ArticleRow.source_id, func.count().label("n"))
+              .group_by(ArticleRow.source_id).subquery())
+    return (select(SourceRow, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.source_id == SourceRow.id))

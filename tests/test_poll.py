@@ -1,0 +1,393 @@
+"""The poll: orchestration with an injected fetch, and the real fetch against loopback
+portals that misbehave; real SQLite in tmp_path."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from aggregator.errors import FetchError
+from aggregator.ingest.decide import REDIRECT_CONFIRMATIONS
+from aggregator.ingest.poll import (
+    HostSlots,
+    HttpFetcher,
+    PollOptions,
+    body_fingerprint,
+    poll_source,
+    poll_sources,
+)
+from aggregator.records import (
+    Article,
+    FetchOptions,
+    FetchResult,
+    NormalizeOptions,
+    PollOutcome,
+    PollResult,
+    Source,
+    SourceState,
+    SourceUpdate,
+    StoreCounts,
+    Validators,
+)
+from aggregator.store import Store
+
+OPTIONS = PollOptions(fetch=FetchOptions(allow_private_networks=True, deadline=10),
+                      normalize=NormalizeOptions())
+NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+def rss(*titles: str) -> bytes:
+    items = "".join(f"<item><title>{t}</title><link>http://p.test/{i}</link></item>"
+                    for i, t in enumerate(titles))
+    return f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P</title>' \
+           f"{items}</channel></rss>".encode()
+
+
+def source(url: str, source_id: str = "portal") -> Source:
+    return Source(id=source_id, name="Portal", url=url, categories=("新闻",))
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as opened:
+        yield opened
+
+
+@pytest.fixture()
+def http() -> Iterator[HttpFetcher]:
+    fetcher = HttpFetcher()
+    yield fetcher
+    fetcher.close()
+
+
+def poll(src: Source, store: Store, fetch: object, **kwargs: object) -> PollResult:
+    """One poll as the CLI and the scheduler run it: read the state, then poll."""
+    return poll_source(src, store.source_state(src.id), store, OPTIONS,
+                       fetch=fetch, **kwargs)  # type: ignore[arg-type]
+
+
+def test_new_then_unchanged_body_skips_parsing(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    httpserver.expect_request("/feed").respond_with_data(rss("一", "二"), content_type="text/xml")
+    src = source(httpserver.url_for("/feed"))
+    first = poll(src, store, http, now=lambda: NOW)
+    assert (first.result, first.counts.new, first.status) == ("new", 2, 200)
+    assert first.fetch_seconds is not None and first.fetch_seconds >= 0
+    second = poll(src, store, http)
+    assert second.result == "unchanged" and second.counts.new == 0
+    assert store.count_articles() == 2
+
+
+def test_fingerprint_changes_with_the_rules() -> None:
+    src = source("http://p.test/")
+    base = body_fingerprint(b"x", src, NormalizeOptions())
+    assert body_fingerprint(b"x", src, NormalizeOptions(image_proxy="https://p/?")) != base
+    recategorized = Source(id="portal", name="Portal", url=src.url, categories=("其他",))
+    assert body_fingerprint(b"x", recategorized, NormalizeOptions()) != base
+    assert body_fingerprint(b"y", src, NormalizeOptions()) != base
+
+
+def test_gone_disables_the_source(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    httpserver.expect_request("/gone").respond_with_data("bye", status=410)
+    result = poll(source(httpserver.url_for("/gone")), store, http)
+    assert (result.result, result.status) == ("disabled", 410)
+    assert result.next_poll_at is None and result.consecutive_errors == 1
+    status = store.source_status("portal")
+    assert status is not None and (status.disabled_reason or "").upper() == "HTTP 410 GONE"
+
+
+def test_retry_after_is_reported(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    httpserver.expect_request("/busy").respond_with_data(
+        "later", status=429, headers={"Retry-After": "120"})
+    result = poll(source(httpserver.url_for("/busy")), store, http)
+    assert (result.result, result.status, result.retry_after) == ("error", 429, 120.0)
+    status = store.source_status("portal")
+    assert status is not None and status.error_count == 1 and status.disabled_reason is None
+
+
+def test_permanent_redirect_is_followed_after_confirmations(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    httpserver.expect_request("/old").respond_with_data(
+        "", status=301, headers={"Location": "/new"})
+    httpserver.expect_request("/new").respond_with_data(rss("搬家了"), content_type="text/xml")
+    src = source(httpserver.url_for("/old"))
+    for number in range(1, REDIRECT_CONFIRMATIONS + 1):
+        result = poll(src, store, http)
+        assert result.result in ("new", "unchanged")
+        status = store.source_status("portal")
+        assert status is not None
+        if number < REDIRECT_CONFIRMATIONS:
+            assert status.redirect_count == number and status.moved_to is None
+    assert status.moved_to == httpserver.url_for("/new")
+    httpserver.clear_log()
+    poll(src, store, http)
+    assert [r.path for r, _ in httpserver.log] == ["/new"]  # the old URL is no longer asked
+
+
+def test_a_broken_redirect_streak_starts_counting_again(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    state = {"redirect": True}
+
+    def handler(request):  # type: ignore[no-untyped-def]
+        from werkzeug import Response
+
+        if state["redirect"]:
+            return Response("", status=308, headers={"Location": "/new"})
+        return Response(rss("原地"), content_type="text/xml")
+
+    httpserver.expect_request("/old").respond_with_handler(handler)
+    httpserver.expect_request("/new").respond_with_data(rss("新址"), content_type="text/xml")
+    src = source(httpserver.url_for("/old"))
+    poll(src, store, http)
+    poll(src, store, http)
+    state["redirect"] = False
+    poll(src, store, http)
+    status = store.source_status("portal")
+    assert status is not None and status.redirect_count == 0 and status.moved_to is None
+
+
+def test_one_failing_source_never_stops_or_rolls_back_the_others(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    httpserver.expect_request("/ok").respond_with_data(rss("好"), content_type="text/xml")
+    httpserver.expect_request("/bad").respond_with_data(b"\x00garbage", content_type="text/xml")
+    httpserver.expect_request("/dead").respond_with_data("", status=500)
+    sources = [source(httpserver.url_for("/ok"), "ok"), source(httpserver.url_for("/bad"), "bad"),
+               source(httpserver.url_for("/dead"), "dead")]
+    results = poll_sources(sources, store, OPTIONS, fetch=http, workers=3)
+    assert [r.result for r in results] == ["new", "error", "error"]
+    assert store.count_articles("ok") == 1
+    statuses = {s.source_id: s for s in store.statuses()}
+    assert statuses["bad"].error_count == 1 and "not a feed" in (statuses["bad"].last_error or "")
+    assert statuses["ok"].error_count == 0
+
+
+# -- the orchestration, with an injected fetch (no HTTP) --------------------------------
+
+
+class Portal:
+    """An injected fetch: answers from a script and records what each call sent."""
+
+    def __init__(self, *answers: FetchResult | FetchError) -> None:
+        self.answers = list(answers)
+        self.sent: list[Validators] = []
+
+    def __call__(self, src: Source, _options: FetchOptions, validators: Validators) -> FetchResult:
+        self.sent.append(validators)
+        answer = self.answers.pop(0)
+        if isinstance(answer, FetchError):
+            raise answer
+        return answer
+
+
+class CountingStore:
+    """A real store that counts what a poll asks of it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.reads = 0
+        self.commits = 0
+
+    def source_states(self, source_ids: object = None) -> dict[str, SourceState]:
+        self.reads += 1
+        return self.store.source_states(source_ids)  # type: ignore[arg-type]
+
+    def commit_poll(self, update: SourceUpdate,
+                    articles: Sequence[Article] | None = None) -> StoreCounts:
+        self.commits += 1
+        return self.store.commit_poll(update, articles)
+
+
+def answer(status: int = 200, content: bytes = b"", **kwargs: object) -> FetchResult:
+    return FetchResult(source_id="portal", url="http://p.test/feed", status=status,
+                       content=content, headers={"content-type": "text/xml"},
+                       **kwargs)  # type: ignore[arg-type]
+
+
+SRC = Source(id="portal", name="Portal", url="http://p.test/feed", categories=("新闻",),
+             interval=timedelta(hours=1))
+
+
+def test_validators_go_out_and_a_304_keeps_the_ones_it_left_out(store: Store) -> None:
+    portal = Portal(answer(content=rss("一"), etag='"v1"', last_modified="Mon, 01 Jan 2024"),
+                    answer(304, last_modified="Tue, 02 Jan 2024"),
+                    answer(content=rss("一")))
+    assert poll(SRC, store, portal).result is PollOutcome.NEW
+    assert poll(SRC, store, portal).result is PollOutcome.NOT_MODIFIED
+    state = store.source_state("portal")
+    assert state is not None and (state.etag, state.last_modified) == ('"v1"', "Tue, 02 Jan 2024")
+    third = poll(SRC, store, portal)
+    assert third.result is PollOutcome.UNCHANGED and third.counts == StoreCounts()  # not parsed
+    assert portal.sent == [Validators(), Validators('"v1"', "Mon, 01 Jan 2024"),
+                           Validators('"v1"', "Tue, 02 Jan 2024")]
+
+
+def test_an_error_backs_off_and_honours_retry_after(store: Store) -> None:
+    portal = Portal(FetchError("HTTP 503", source_id="portal", status=503, retry_after=3 * 3600),
+                    FetchError("HTTP 500", source_id="portal", status=500))
+    first = poll(SRC, store, portal, now=lambda: NOW, jitter=lambda: 0.0)
+    assert (first.result, first.status, first.consecutive_errors) == ("error", 503, 1)
+    assert first.next_poll_at == NOW + timedelta(hours=3)  # Retry-After beats 2 × interval
+    second = poll(SRC, store, portal, now=lambda: NOW, jitter=lambda: 0.0)
+    assert second.next_poll_at == NOW + timedelta(hours=4) and second.consecutive_errors == 2
+    state = store.source_state("portal")
+    assert state is not None and state.next_poll_at == second.next_poll_at
+
+
+def test_every_next_poll_is_spread_by_a_bounded_jitter(store: Store) -> None:
+    portal = Portal(answer(content=rss("一")), answer(304))
+    late = poll(SRC, store, portal, now=lambda: NOW, jitter=lambda: 0.999)
+    assert NOW + timedelta(hours=1) < late.next_poll_at <= NOW + timedelta(minutes=66)  # type: ignore[operator]
+    early = poll(SRC, store, portal, now=lambda: NOW, jitter=lambda: 0.0)
+    assert early.next_poll_at == NOW + timedelta(hours=1)
+
+
+def test_one_read_for_all_sources_and_one_commit_per_poll(store: Store) -> None:
+    counting = CountingStore(store)
+    sources = [Source(id=f"s{i}", name="S", url=f"http://p{i}.test/", categories=("c",))
+               for i in range(4)]
+    portal = Portal(answer(content=rss("一")), answer(304), FetchError("HTTP 500"),
+                    answer(content=b"not a feed"))
+    results = poll_sources(sources, counting, OPTIONS, fetch=portal, workers=1)
+    assert sorted(r.result.value for r in results) == ["error", "error", "new", "not-modified"]
+    assert (counting.reads, counting.commits) == (1, 4)
+
+
+def test_a_disabled_source_is_skipped_unless_forced(store: Store) -> None:
+    portal = Portal(FetchError("HTTP 410 Gone", source_id="portal", status=410),
+                    answer(content=rss("回来了")))
+    assert poll(SRC, store, portal).result is PollOutcome.DISABLED
+    skipped = poll(SRC, store, portal)
+    assert (skipped.result, skipped.error) == ("skipped", "HTTP 410 Gone")
+    assert len(portal.sent) == 1  # nothing was fetched
+    forced = poll_sources([SRC], store, OPTIONS, fetch=portal, force={"portal"})
+    assert forced[0].result is PollOutcome.NEW
+    state = store.source_state("portal")
+    assert state is not None and state.disabled_reason is None and state.error_count == 0
+
+
+def test_a_failing_commit_is_an_error_result_not_an_exception(store: Store) -> None:
+    wrong = Portal(answer(content=rss("一")))
+    other = Source(id="other", name="O", url="http://p.test/feed", categories=("c",))
+
+    class BrokenStore(CountingStore):
+        def commit_poll(self, update: SourceUpdate,
+                        articles: Sequence[Article] | None = None) -> StoreCounts:
+            from aggregator.errors import StoreError
+
+            raise StoreError("cannot commit the poll: disk full", source_id=update.state.source_id)
+
+    result = poll_source(other, None, BrokenStore(store), OPTIONS, fetch=wrong,
+                         now=lambda: NOW, jitter=lambda: 0.0)
+    assert (result.result, result.consecutive_errors) == ("error", 1)
+    assert "disk full" in (result.error or "")
+    assert result.next_poll_at == NOW + timedelta(hours=1)  # 30 min × 2: backed off
+
+
+# -- per-host limits ------------------------------------------------------------------
+
+
+class HeldPortal(ThreadingHTTPServer):
+    """A loopback portal whose answers wait until the test releases them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: str) -> None:
+        self.release = threading.Event()
+        self.arrived = threading.Semaphore(0)
+        self.lock = threading.Lock()
+        self.active = self.peak = 0
+        portal = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with portal.lock:
+                    portal.active += 1
+                    portal.peak = max(portal.peak, portal.active)
+                portal.arrived.release()
+                portal.release.wait(30)
+                with portal.lock:
+                    portal.active -= 1
+                body = rss(self.path.strip("/"))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        super().__init__((address, 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.server_address[0]}:{self.server_address[1]}/{path}"
+
+
+def test_waiting_for_a_busy_host_holds_no_thread(store: Store, http: HttpFetcher) -> None:
+    slow, fast = HeldPortal("127.0.0.1"), HeldPortal("127.0.0.2")
+    fast.release.set()
+    try:
+        sources = [source(slow.url(f"slow{i}"), f"slow{i}") for i in range(3)]
+        sources.append(source(fast.url("fast"), "fast"))
+        fast_done = threading.Event()
+        results: list[PollResult] = []
+
+        def on_result(result: PollResult) -> None:
+            results.append(result)
+            if result.source_id == "fast":
+                fast_done.set()
+
+        def run() -> None:
+            poll_sources(sources, store, OPTIONS, fetch=http, workers=2, host_concurrency=1,
+                         on_result=on_result)
+
+        poller = threading.Thread(target=run)
+        poller.start()
+        # Two threads, one slot on the slow host: the second slow poll must queue, not
+        # block its thread, so the fast host's poll still gets one.
+        assert fast_done.wait(20), "the fast host waited behind the slow one"
+        assert slow.arrived.acquire(timeout=5)
+        assert [r.source_id for r in results] == ["fast"]
+        slow.release.set()
+        poller.join(30)
+        assert not poller.is_alive()
+        assert slow.peak == 1  # one slow request at a time
+        assert sorted(r.source_id for r in results) == ["fast", "slow0", "slow1", "slow2"]
+        assert all(r.result is PollOutcome.NEW for r in results)
+    finally:
+        slow.release.set()
+        for portal in (slow, fast):
+            portal.shutdown()
+            portal.server_close()
+
+
+def test_host_slots_run_queued_work_in_order_on_the_finishing_thread() -> None:
+    slots = HostSlots()
+    order: list[str] = []
+    nested: list[bool] = []
+
+    def first() -> None:
+        order.append("first")
+        nested.append(slots.run("h", 1, lambda: order.append("second")))
+        nested.append(slots.run("h", 1, lambda: order.append("third")))
+        assert slots.waiting() == 2
+
+    assert slots.run("h", 1, first) is True
+    assert nested == [False, False]
+    assert order == ["first", "second", "third"] and slots.waiting() == 0
+    assert slots.run("h", 1, lambda: order.append("again")) is True
