@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
@@ -300,80 +300,37 @@ def test_a_failing_commit_is_an_error_result_not_an_exception(store: Store) -> N
 # -- per-host limits ------------------------------------------------------------------
 
 
-class HeldPortal(ThreadingHTTPServer):
-    """A loopback portal whose answers wait until the test releases them."""
-
-    daemon_threads = True
-
-    def __init__(self, address: str) -> None:
-        self.release = threading.Event()
-        self.arrived = threading.Semaphore(0)
-        self.lock = threading.Lock()
-        self.active = self.peak = 0
-        portal = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with portal.lock:
-                    portal.active += 1
-                    portal.peak = max(portal.peak, portal.active)
-                portal.arrived.release()
-                portal.release.wait(30)
-                with portal.lock:
-                    portal.active -= 1
-                body = rss(self.path.strip("/"))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        super().__init__((address, 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://{self.server_address[0]}:{self.server_address[1]}/{path}"
-
-
-def test_waiting_for_a_busy_host_holds_no_thread(store: Store, http: HttpFetcher) -> None:
-    slow, fast = HeldPortal("127.0.0.1"), HeldPortal("127.0.0.2")
+def test_waiting_for_a_busy_host_holds_no_thread(store: Store, http: HttpFetcher,
+                                             held_portal: Any) -> None:
+    slow, fast = held_portal("127.0.0.1"), held_portal("127.0.0.2")
     fast.release.set()
-    try:
-        sources = [source(slow.url(f"slow{i}"), f"slow{i}") for i in range(3)]
-        sources.append(source(fast.url("fast"), "fast"))
-        fast_done = threading.Event()
-        results: list[PollResult] = []
+    sources = [source(slow.url(f"slow{i}"), f"slow{i}") for i in range(3)]
+    sources.append(source(fast.url("fast"), "fast"))
+    fast_done = threading.Event()
+    results: list[PollResult] = []
 
-        def on_result(result: PollResult) -> None:
-            results.append(result)
-            if result.source_id == "fast":
-                fast_done.set()
+    def on_result(result: PollResult) -> None:
+        results.append(result)
+        if result.source_id == "fast":
+            fast_done.set()
 
-        def run() -> None:
-            poll_sources(sources, store, OPTIONS, fetch=http, workers=2, host_concurrency=1,
-                         on_result=on_result)
+    def run() -> None:
+        poll_sources(sources, store, OPTIONS, fetch=http, workers=2, host_concurrency=1,
+                     on_result=on_result)
 
-        poller = threading.Thread(target=run)
-        poller.start()
-        # Two threads, one slot on the slow host: the second slow poll must queue, not
-        # block its thread, so the fast host's poll still gets one.
-        assert fast_done.wait(20), "the fast host waited behind the slow one"
-        assert slow.arrived.acquire(timeout=5)
-        assert [r.source_id for r in results] == ["fast"]
-        slow.release.set()
-        poller.join(30)
-        assert not poller.is_alive()
-        assert slow.peak == 1  # one slow request at a time
-        assert sorted(r.source_id for r in results) == ["fast", "slow0", "slow1", "slow2"]
-        assert all(r.result is PollOutcome.NEW for r in results)
-    finally:
-        slow.release.set()
-        for portal in (slow, fast):
-            portal.shutdown()
-            portal.server_close()
+    poller = threading.Thread(target=run)
+    poller.start()
+    # Two threads, one slot on the slow host: the second slow poll must queue, not
+    # block its thread, so the fast host's poll still gets one.
+    assert fast_done.wait(20), "the fast host waited behind the slow one"
+    assert slow.arrived.acquire(timeout=5)
+    assert [r.source_id for r in results] == ["fast"]
+    slow.release.set()
+    poller.join(30)
+    assert not poller.is_alive()
+    assert slow.peak == 1  # one slow request at a time
+    assert sorted(r.source_id for r in results) == ["fast", "slow0", "slow1", "slow2"]
+    assert all(r.result is PollOutcome.NEW for r in results)
 
 
 def test_host_slots_run_queued_work_in_order_on_the_finishing_thread() -> None:

@@ -3,6 +3,7 @@ live config, debounced builds."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,9 @@ from werkzeug import Request, Response
 
 from aggregator.config import Settings, load_config
 from aggregator.publish.feeds import category_paths
+from aggregator.records import PollOutcome
 from aggregator.service.metrics import Metrics
-from aggregator.service.scheduler import Daemon
+from aggregator.service.scheduler import Scheduler
 from aggregator.store import Store
 
 # The daemon's clock in tests that drive polls by hand: far ahead of the real clock, so
@@ -28,6 +30,13 @@ def rss(title: str) -> bytes:
     return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P</title>'
             f"<item><title>{title}</title><link>http://p.test/{title}</link></item>"
             "</channel></rss>").encode()
+
+
+class NoJitter(random.Random):
+    """Draws 0: start and poll jitter off, so due times are exact."""
+
+    def random(self) -> float:
+        return 0.0
 
 
 def config_text(server: HTTPServer, sources: dict[str, str], extra: str = "") -> str:
@@ -43,14 +52,15 @@ def config_text(server: HTTPServer, sources: dict[str, str], extra: str = "") ->
 
 @pytest.fixture()
 def make_daemon(tmp_path: Path) -> Iterator[object]:
-    daemons: list[tuple[Daemon, Store]] = []
+    daemons: list[tuple[Scheduler, Store]] = []
 
-    def make(text: str, **kwargs: object) -> tuple[Daemon, Settings, Store]:
+    def make(text: str, **kwargs: object) -> tuple[Scheduler, Settings, Store]:
         path = tmp_path / "aggregator.yaml"
         path.write_text(text, encoding="utf-8")
         settings = load_config(path)
         store = Store.open(settings.database_url)
-        daemon = Daemon(settings, store, Metrics(), **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("rng", NoJitter())
+        daemon = Scheduler(settings, store, Metrics(), **kwargs)  # type: ignore[arg-type]
         daemons.append((daemon, store))
         return daemon, settings, store
 
@@ -107,14 +117,15 @@ def test_gone_source_is_disabled_and_no_longer_polled(httpserver: HTTPServer, ma
     assert daemon.next_poll_at("gone") is None
     assert store.source_status("gone").disabled_reason
     httpserver.clear_log()
-    assert daemon.poll_now("gone") is None
+    assert daemon.poll_now("gone").result is PollOutcome.SKIPPED
     assert httpserver.log == []
 
 
 def test_reload_adds_removes_and_survives_a_bad_edit(httpserver: HTTPServer, make_daemon,
                                                      tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     far = "start_jitter: 1h"  # keep first polls far away: this test is about the schedule
-    daemon, _, _ = make_daemon(config_text(httpserver, {"a": "/a", "b": "/b"}, far))
+    daemon, _, _ = make_daemon(config_text(httpserver, {"a": "/a", "b": "/b"}, far),
+                               rng=random.Random(7))
     daemon.start()
     assert daemon.next_poll_at("a") is not None and daemon.next_poll_at("b") is not None
     path = tmp_path / "aggregator.yaml"
@@ -153,3 +164,51 @@ def test_polls_run_on_their_own_and_trigger_one_debounced_build(
     assert sorted(e.title for e in shared.entries) == ["乙", "甲"]
     assert len(builds) <= 3  # the start build, then polls coalesced into few builds
     assert {r.path for r, _ in httpserver.log} == {"/a", "/b"}
+
+
+def test_metrics_and_health_agree_on_a_gone_source(httpserver: HTTPServer, make_daemon) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from aggregator.service.http import health_report
+
+    httpserver.expect_request("/gone").respond_with_data("gone", status=410)
+    metrics = Metrics()
+    daemon, settings, store = make_daemon(config_text(httpserver, {"gone": "/gone"}),
+                                          now=lambda: NOW)
+    daemon = Scheduler(settings, store, metrics, now=lambda: NOW, rng=NoJitter())
+    daemon.start()
+    try:
+        assert daemon.poll_now("gone").result is PollOutcome.DISABLED
+    finally:
+        daemon.stop(timeout=10)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.exposition().decode())
+               for s in family.samples}
+    errors = samples[("aggregator_source_consecutive_errors", (("source", "gone"),))]
+    health = health_report(settings.source_list(), store.statuses(), NOW)
+    assert errors == 1
+    assert health["sources_failing"] == 1 and health["status"] == "down"
+    assert samples[("aggregator_polls_total", (("result", "disabled"), ("source", "gone")))] == 1
+
+
+def test_a_poll_waiting_for_its_host_holds_no_worker(make_daemon, held_portal,  # type: ignore[no-untyped-def]
+                                                     tmp_path: Path) -> None:
+    slow, fast = held_portal("127.0.0.1"), held_portal("127.0.0.2")
+    fast.release.set()
+    lines = ["database_url: sqlite:///data/db.sqlite", "output_dir: public",
+             "allow_private_networks: true", "start_jitter: 0", "workers: 2",
+             "host_concurrency: 1", "sources:"]
+    for source_id, url in (("slow1", slow.url("a")), ("slow2", slow.url("b")),
+                           ("slow3", slow.url("c")), ("fast", fast.url("d"))):
+        lines += [f"  - id: {source_id}", f"    name: {source_id}", f'    url: "{url}"',
+                  "    categories: [c]", "    interval: 1h"]
+    daemon, _, _ = make_daemon("\n".join(lines) + "\n")
+    daemon.start()
+    # Two pool threads; the slow host's first poll holds one, its other polls queue
+    # without holding the second, which polls the fast host.
+    assert slow.arrived.acquire(timeout=20)
+    assert fast.arrived.acquire(timeout=20), "the fast host waited for a worker"
+    slow.release.set()
+    for _ in range(2):
+        assert slow.arrived.acquire(timeout=20)  # the queued polls of the slow host ran too
+    assert slow.peak == 1

@@ -1,0 +1,73 @@
+"""Builders the test modules share (fixtures, so tests import no test module)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+
+def rss_document(*titles: str) -> bytes:
+    """An RSS 2.0 feed with one item per title, linking to http://p.test/<index>."""
+    items = "".join(f"<item><title>{t}</title><link>http://p.test/{i}</link></item>"
+                    for i, t in enumerate(titles))
+    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P'
+            f"</title>{items}</channel></rss>").encode()
+
+
+class HeldPortal(ThreadingHTTPServer):
+    """A loopback portal whose answers wait until the test releases them."""
+
+    daemon_threads = True
+
+    def __init__(self, address: str) -> None:
+        self.release = threading.Event()
+        self.arrived = threading.Semaphore(0)
+        self.lock = threading.Lock()
+        self.active = self.peak = 0
+        portal = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with portal.lock:
+                    portal.active += 1
+                    portal.peak = max(portal.peak, portal.active)
+                portal.arrived.release()
+                portal.release.wait(30)
+                with portal.lock:
+                    portal.active -= 1
+                body = rss_document(self.path.strip("/"))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        super().__init__((address, 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.server_address[0]}:{self.server_address[1]}/{path}"
+
+
+
+@pytest.fixture()
+def held_portal() -> Iterator[Callable[[str], HeldPortal]]:
+    """Start loopback portals (on 127.0.0.1, 127.0.0.2, …) whose answers wait for the
+    test's ``release``; all are released and closed at the end."""
+    portals: list[HeldPortal] = []
+
+    def start(address: str) -> HeldPortal:
+        portals.append(HeldPortal(address))
+        return portals[-1]
+
+    yield start
+    for portal in portals:
+        portal.release.set()
+        portal.shutdown()
+        portal.server_close()
