@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -53,6 +53,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import waitress
 from waitress.server import create_server
 
+from aggregator.httpsemantics import accepts_gzip, is_not_modified
 from aggregator.records import Source, SourceStatus
 from aggregator.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from aggregator.service.metrics import Metrics
@@ -191,55 +192,7 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)  # mtime=0: same bytes, same gzip
 
 
-# --------------------------------------------------------------------------- HTTP helpers
-
-
-def _etag_matches(header: str, etag: str) -> bool:
-    """If-None-Match uses the weak comparison: ``W/"x"`` matches ``"x"``."""
-    if header.strip() == "*":
-        return True
-    wanted = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == wanted for tag in header.split(","))
-
-
-def is_not_modified(if_none_match: str | None, if_modified_since: str | None, etag: str,
-                    mtime: float | None) -> bool:
-    """RFC 9110 13.2.2: If-None-Match wins; If-Modified-Since only without it."""
-    if if_none_match is not None:
-        return _etag_matches(if_none_match, etag)
-    since = if_modified_since
-    if not since or mtime is None:
-        return False
-    try:
-        when = parsedate_to_datetime(since)
-    except (TypeError, ValueError, IndexError):
-        return False
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(mtime) <= when.timestamp()
-
-
-def accepts_gzip(accept_encoding: str) -> bool:
-    """True when an Accept-Encoding value lists gzip (or ``*``) with a non-zero q."""
-    qualities: dict[str, float] = {}
-    for part in accept_encoding.split(","):
-        name, _, params = part.strip().partition(";")
-        name = name.strip().lower()
-        if not name:
-            continue
-        quality = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        qualities[name] = quality
-    for name in ("gzip", "x-gzip", "*"):
-        if name in qualities:
-            return qualities[name] > 0
-    return False
+# --------------------------------------------------------------------------- responses
 
 
 def _simple(
