@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import gzip
 import http.client
-import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, formatdate
 from pathlib import Path
 from urllib.parse import quote
@@ -31,7 +30,8 @@ from aggregator.publish import files
 from aggregator.publish.feeds import OPML_FILENAME, category_paths
 from aggregator.records import PollResult, Source, SourceStatus, StoreCounts
 from aggregator.service import http as serve
-from aggregator.service.http import FeedServer, health_report, make_app
+from aggregator.service.health import health_report
+from aggregator.service.http import FeedServer, make_app
 from aggregator.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from aggregator.service.metrics import Metrics
 
@@ -428,71 +428,6 @@ def _failed(source_id: str, count: int = 2) -> SourceStatus:
         last_error="HTTP 500 from portal", error_count=count,
         next_poll_at=NOW + timedelta(minutes=4),
     )
-
-
-def test_health_report_ok() -> None:
-    report = health_report([_source("a"), _source("b")], [_ok("a"), _ok("b")], NOW)
-    assert report["status"] == "ok"
-    assert report["checked_at"] == "2026-11-25T08:00:00Z"
-    sources = report["sources"]
-    assert isinstance(sources, list)
-    assert [s["id"] for s in sources] == ["a", "b"]
-    assert sources[0] == {
-        "id": "a",
-        "enabled": True,
-        "last_success_at": "2026-11-25T07:57:00Z",
-        "last_poll_at": "2026-11-25T07:57:00Z",
-        "last_result": "unchanged",
-        "last_error": None,
-        "error_count": 0,
-        "next_poll_at": "2026-11-25T08:27:00Z",
-        "disabled_reason": None,
-    }
-    json.dumps(report)  # JSON-able as is
-
-
-def test_health_report_degraded_and_down() -> None:
-    sources = [_source("a"), _source("b")]
-    degraded = health_report(sources, [_ok("a"), _failed("b")], NOW)
-    assert degraded["status"] == "degraded"
-    assert degraded["sources_failing"] == 1
-    failed = degraded["sources"][1]  # type: ignore[index]
-    assert failed["last_error"] == "HTTP 500 from portal"
-    assert failed["error_count"] == 2
-    assert failed["last_success_at"] == "2026-11-24T08:00:00Z"
-    down = health_report(sources, [_failed("a", 1), _failed("b")], NOW)
-    assert down["status"] == "down"
-
-
-def test_health_report_disabled_and_unpolled_sources() -> None:
-    sources = [_source("a"), _source("off", enabled=False), _source("new")]
-    # A source switched off in the config never counts, even with errors.
-    report = health_report(sources, [_ok("a"), _failed("off", 9)], NOW)
-    assert report["status"] == "ok"
-    listed = {s["id"]: s for s in report["sources"]}  # type: ignore[attr-defined]
-    assert listed["off"]["enabled"] is False
-    assert listed["new"] == {
-        "id": "new", "enabled": True, "last_success_at": None, "last_poll_at": None,
-        "last_result": None, "last_error": None, "error_count": 0, "next_poll_at": None,
-        "disabled_reason": None,
-    }
-    # A portal that said 410 Gone disabled the source: it fails until the config changes.
-    gone = SourceStatus(source_id="new", last_poll_at=NOW, last_result="error",
-                        disabled_reason="410 Gone", error_count=0)
-    assert health_report(sources, [_ok("a"), gone], NOW)["status"] == "degraded"
-    assert health_report([_source("new")], [gone], NOW)["status"] == "down"
-    # Statuses of sources no longer configured are ignored; no sources at all is ok.
-    assert health_report([_source("a")], [_ok("a"), _failed("gone")], NOW)["status"] == "ok"
-    assert health_report([], [], NOW)["status"] == "ok"
-
-
-def test_health_report_converts_to_utc() -> None:
-    east = datetime(2026, 11, 25, 16, 0, 30, 123, tzinfo=UTC).astimezone(
-        timezone(timedelta(hours=8))
-    )
-    status = SourceStatus(source_id="a", last_poll_at=east, last_success_at=east)
-    report = health_report([_source("a")], [status], NOW)
-    assert report["sources"][0]["last_poll_at"] == "2026-11-25T16:00:30Z"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,8 @@ or holds a NUL or backslash; the resolved file must stay inside the resolved
 
 What this module must NOT do: write, delete or generate files in
 ``output_dir``, touch the store or the network beyond answering requests, or
-decide a source's health (``health_report`` only summarizes the statuses it is
-given; the scheduler owns polling).
+decide a source's health (``aggregator.service.health.health_report``, re-exported
+here, only summarizes the statuses it is given; the scheduler owns polling).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ import socket
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import formatdate
 from pathlib import Path
 from types import TracebackType
@@ -54,7 +54,7 @@ import waitress
 from waitress.server import create_server
 
 from aggregator.httpsemantics import accepts_gzip, is_not_modified
-from aggregator.records import Source, SourceStatus
+from aggregator.service.health import health_report, iso_utc
 from aggregator.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from aggregator.service.metrics import Metrics
 
@@ -473,7 +473,7 @@ def _iter_file(handle: IO[bytes]) -> Iterable[bytes]:
 
 def _json_default(value: object) -> object:
     if isinstance(value, datetime):
-        return _iso(value)
+        return iso_utc(value)
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     return str(value)
@@ -616,71 +616,3 @@ def serve_forever(app: WSGIApplication, host: str, port: int) -> None:
     """Serve ``app`` with waitress in the foreground until interrupted (``aggregator serve``)."""
     waitress.serve(app, host=host, port=port, ident=SERVER_IDENT,
                    clear_untrusted_proxy_headers=True)
-
-
-# --------------------------------------------------------------------------- health
-
-
-def _iso(value: datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z``, whole seconds; naive values are taken as UTC."""
-    if value is None:
-        return None
-    if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _failing(status: SourceStatus | None) -> bool:
-    """A source fails while its last polls errored or the portal said the feed is gone."""
-    return status is not None and (status.error_count > 0 or status.disabled_reason is not None)
-
-
-def health_report(
-    configured: Sequence[Source], statuses: Sequence[SourceStatus], now: datetime
-) -> dict[str, object]:
-    """Summarize polling health; pure (``now`` only stamps ``checked_at``).
-
-    ``status`` is ``"ok"`` when no enabled source is failing, ``"degraded"`` when
-    some are and ``"down"`` when every enabled source is (and there is at least
-    one).  A source is failing when its ``error_count`` is above 0 or it was
-    disabled because the portal said 410 Gone (``disabled_reason``); one never
-    polled yet is not.  Sources switched off in the config (``enabled: false``)
-    are listed but never counted; statuses of sources no longer configured are
-    left out.  Each source lists ``id``, ``enabled``, ``last_success_at``,
-    ``last_poll_at``, ``last_result``, ``last_error``, ``error_count``,
-    ``next_poll_at`` and ``disabled_reason`` (ISO 8601 UTC strings or null).
-    """
-    by_id = {status.source_id: status for status in statuses}
-    entries: list[dict[str, object]] = []
-    enabled = failing = 0
-    for source in configured:
-        status = by_id.get(source.id)
-        if source.enabled:
-            enabled += 1
-            failing += _failing(status)
-        entries.append(
-            {
-                "id": source.id,
-                "enabled": source.enabled,
-                "last_success_at": _iso(status.last_success_at) if status else None,
-                "last_poll_at": _iso(status.last_poll_at) if status else None,
-                "last_result": status.last_result if status else None,
-                "last_error": status.last_error if status else None,
-                "error_count": status.error_count if status else 0,
-                "next_poll_at": _iso(status.next_poll_at) if status else None,
-                "disabled_reason": status.disabled_reason if status else None,
-            }
-        )
-    if failing == 0:
-        overall = "ok"
-    elif failing == enabled:
-        overall = "down"
-    else:
-        overall = "degraded"
-    return {
-        "status": overall,
-        "checked_at": _iso(now),
-        "sources_enabled": enabled,
-        "sources_failing": failing,
-        "sources": entries,
-    }
