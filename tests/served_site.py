@@ -1,11 +1,13 @@
 """A real published site for the serving tests: articles -> write_feeds + render_index.
 
-Not a test module (pytest does not collect it): test_serve, test_browser and
-test_newsboat import it to build the same kind of ``output_dir`` the daemon serves.
+Not a test module (pytest does not collect it): test_serve, test_static,
+test_browser and test_newsboat import it to build the same kind of ``output_dir``
+the daemon serves; ``raw_get`` sends a request target byte for byte.
 """
 
 from __future__ import annotations
 
+import http.client
 import struct
 import zlib
 from dataclasses import dataclass
@@ -125,3 +127,17 @@ def build_site(
         )
         files.write_atomic(output_dir / site.INDEX_FILENAME, page)
     return built
+
+
+def raw_get(port: int, target: str) -> tuple[int, bytes]:
+    """GET ``target`` from 127.0.0.1:``port`` exactly as written: ``http.client`` does no
+    dot-segment normalization or re-encoding on the client side (what traversal probes need).
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", target, skip_accept_encoding=True)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()

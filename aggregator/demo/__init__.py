@@ -11,8 +11,10 @@ with ``{portal}`` standing for ``DemoPortal.base_url``.
 
 What this module must NOT do: serve the project's own output (it is a stand-in for
 third-party portals, not the aggregator's web server), listen on anything but loopback,
-serve files from outside its ``feeds/`` folder, or import the pipeline's modules — the
-stages must never know they are talking to a demo.
+serve files from outside its ``feeds/`` folder, or import the pipeline's or the service's
+modules — the stages must never know they are talking to a demo.  The HTTP rules it shares
+with the aggregator's own server (conditional requests, Accept-Encoding) come from the
+bottom-layer ``aggregator.httpsemantics``, never from ``aggregator.service``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aggregator.service.http import accepts_gzip, is_not_modified
+from aggregator.httpsemantics import accepts_gzip, is_not_modified
 
 __all__ = [
     "CONTENT_TYPES",

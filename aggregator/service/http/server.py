@@ -1,0 +1,149 @@
+"""waitress around a WSGI app: in a background thread (``FeedServer``) or the foreground.
+
+Why: ``aggregator run`` and the tests serve the app beside the scheduler, so they
+need a server that starts on a known (or ephemeral) port, reports its URL and
+stops cleanly — letting in-flight requests finish and freeing the port.
+``aggregator serve`` only serves, in the foreground (``serve_forever``).  waitress
+is a production server; untrusted proxy headers are cleared.
+
+What this module must NOT do: know what the app serves (any WSGI app works), or
+poke waitress' event loop from another thread except through its trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+from wsgiref.types import WSGIApplication
+
+import waitress
+from waitress.server import create_server
+
+__all__ = ["SERVER_IDENT", "FeedServer", "serve_forever"]
+
+log = logging.getLogger(__name__)
+
+SERVER_IDENT = "aggregator"
+
+
+class FeedServer:
+    """waitress serving ``app`` in a background thread; ``port=0`` picks a free port.
+
+    ``with FeedServer(app) as server: requests.get(server.url + "feeds.opml")``.
+    """
+
+    def __init__(
+        self, app: WSGIApplication, host: str = "127.0.0.1", port: int = 0, threads: int = 8
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._threads = threads
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FeedServer:
+        """Bind and start serving; returns once the socket listens (requests can connect)."""
+        if self._server is not None:
+            raise RuntimeError("FeedServer already started")
+        # One address only (waitress would listen on each address "localhost" resolves to).
+        *_, address = socket.getaddrinfo(
+            self._host, self._port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )[0]
+        host = str(address[0])
+        server = create_server(
+            self._app, host=host, port=self._port, threads=self._threads,
+            ident=SERVER_IDENT, clear_untrusted_proxy_headers=True,
+        )
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.run, name=f"feed-server-{server.effective_port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FeedServer not started")
+        return int(self._server.effective_port)
+
+    @property
+    def host(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FeedServer not started")
+        return str(self._server.effective_host)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/`` (IPv6 hosts bracketed)."""
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), then close all.
+
+        Idempotent.  Every socket is closed from inside the event loop's own
+        thread (waitress is not thread-safe otherwise); the loop ends as soon as
+        its socket map is empty.
+        """
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._server = None
+        self._thread = None
+        from waitress import wasyncore
+
+        srv: Any = server
+
+        def in_loop(action: Callable[[], None]) -> None:
+            if not thread.is_alive():
+                action()
+                return
+            done = threading.Event()
+
+            def thunk() -> None:
+                try:
+                    action()
+                finally:
+                    done.set()
+
+            srv.trigger.pull_trigger(thunk)
+            if not done.wait(timeout):
+                log.warning("feed server event loop did not respond within %.0f s", timeout)
+
+        def close_everything() -> None:
+            # A worker thread that outlived the drain must not write its wake-up
+            # byte into a closed (and maybe reused) file descriptor.
+            srv.trigger.trigger = -1
+            wasyncore.close_all(srv._map, ignore_all=True)
+
+        in_loop(lambda: wasyncore.dispatcher.close(srv))  # the listening socket only
+        srv.task_dispatcher.shutdown(timeout=timeout)  # workers finish their current request
+        in_loop(close_everything)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("feed server thread did not stop within %.0f s", timeout)
+
+    def __enter__(self) -> FeedServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve_forever(app: WSGIApplication, host: str, port: int) -> None:
+    """Serve ``app`` with waitress in the foreground until interrupted (``aggregator serve``)."""
+    waitress.serve(app, host=host, port=port, ident=SERVER_IDENT,
+                   clear_untrusted_proxy_headers=True)
