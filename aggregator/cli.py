@@ -336,7 +336,7 @@ def _listen_options(func: F) -> F:
 
 def _health(settings_of: Callable[[], Settings], store: Store) -> Callable[[], Any]:
     from aggregator.ingest.poll import utc_now
-    from aggregator.service.http import health_report
+    from aggregator.service.health import health_report
 
     def report() -> Any:
         settings = settings_of()

@@ -169,7 +169,7 @@ def test_polls_run_on_their_own_and_trigger_one_debounced_build(
 def test_metrics_and_health_agree_on_a_gone_source(httpserver: HTTPServer, make_daemon) -> None:  # type: ignore[no-untyped-def]
     from prometheus_client.parser import text_string_to_metric_families
 
-    from aggregator.service.http import health_report
+    from aggregator.service.health import health_report
 
     httpserver.expect_request("/gone").respond_with_data("gone", status=410)
     metrics = Metrics()

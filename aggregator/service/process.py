@@ -25,7 +25,8 @@ from types import FrameType
 
 from aggregator.config import Settings
 from aggregator.ingest.poll import utc_now
-from aggregator.service.http import FeedServer, health_report, make_app
+from aggregator.service.health import health_report
+from aggregator.service.http import FeedServer, make_app
 from aggregator.service.metrics import Metrics
 from aggregator.service.scheduler import Scheduler
 from aggregator.store import Store

@@ -27,7 +27,6 @@ source's health.
 
 from __future__ import annotations
 
-from aggregator.service.health import health_report
 from aggregator.service.http.app import make_app
 from aggregator.service.http.server import FeedServer, serve_forever
 from aggregator.service.http.static import CACHE_CONTROL, content_type_for
@@ -36,7 +35,6 @@ __all__ = [
     "CACHE_CONTROL",
     "FeedServer",
     "content_type_for",
-    "health_report",  # re-exported for process.py and cli.py; its home is service.health
     "make_app",
     "serve_forever",
 ]
