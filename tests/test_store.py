@@ -33,7 +33,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from aggregator.errors import StoreError
-from aggregator.records import Article, StoreCounts, Validators
+from aggregator.records import (
+    Article,
+    PollOutcome,
+    SourceState,
+    SourceUpdate,
+    StoreCounts,
+    Validators,
+)
 from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, Store, make_engine
 from aggregator.store.models import Base
 
@@ -69,11 +76,29 @@ def make_article(key: str = "k1", **overrides: object) -> Article:
     return Article(**values)  # type: ignore[arg-type]
 
 
+def success(source_id: str = "src", *, polled_at: datetime = T0, validators: Validators = V1,
+            body_hash: str | None = "body-1", **fields: object) -> SourceState:
+    return SourceState(source_id=source_id, url=f"https://example.com/{source_id}.xml",
+                       etag=validators.etag, last_modified=validators.last_modified,
+                       body_hash=body_hash, last_poll_at=polled_at, last_success_at=polled_at,
+                       **fields)  # type: ignore[arg-type]
+
+
 def save(store: Store, articles: list[Article], *, source_id: str = "src",
          polled_at: datetime = T0, validators: Validators = V1,
          body_hash: str | None = "body-1") -> StoreCounts:
-    return store.save_articles(source_id, f"https://example.com/{source_id}.xml", articles,
-                               validators=validators, body_hash=body_hash, polled_at=polled_at)
+    """Commit a parsed document's articles with a successful poll's state."""
+    state = success(source_id, polled_at=polled_at, validators=validators, body_hash=body_hash)
+    return store.commit_poll(SourceUpdate(state=state, result=None), articles)
+
+
+def fail(store: Store, source_id: str, error: str, *, errors: int = 1,
+         polled_at: datetime = T0) -> None:
+    """Commit a failed poll (no articles)."""
+    state = SourceState(source_id=source_id, url=f"https://{source_id}.example/feed",
+                        last_poll_at=polled_at, last_result="error", last_error=error,
+                        error_count=errors)
+    store.commit_poll(SourceUpdate(state=state, result=PollOutcome.ERROR))
 
 
 # -- backends ------------------------------------------------------------------
@@ -321,7 +346,7 @@ def test_same_batch_twice_adds_no_duplicates(store: Store) -> None:
 def test_duplicate_keys_in_one_batch_first_wins(store: Store) -> None:
     first = make_article("dup", title="first")
     second = make_article("dup", title="second", content_hash="other")
-    assert save(store, [first, second]) == StoreCounts(new=1)
+    assert save(store, [first, second]) == StoreCounts(new=1, collided=1)
     assert [a.title for a in store.iter_articles()] == ["first"]
 
 
@@ -370,7 +395,7 @@ def test_categories_keep_their_order(store: Store) -> None:
 
 
 def test_empty_batch_is_an_unchanged_success(store: Store) -> None:
-    store.record_error("src", "https://example.com/src.xml", "boom", polled_at=T0)
+    fail(store, "src", "boom")
     assert save(store, [], body_hash="empty") == StoreCounts()
     status = store.source_status("src")
     assert status is not None
@@ -427,7 +452,7 @@ def test_statuses_and_article_counts(store: Store) -> None:
     save(store, [make_article("k1"), make_article("k2")])
     save(store, [make_article("k1", source_id="other")], source_id="other",
          validators=Validators(), body_hash=None)
-    store.record_error("broken", "https://broken.example/feed", "HTTP 500", polled_at=T0)
+    fail(store, "broken", "HTTP 500")
 
     statuses = store.statuses()
     assert [(s.source_id, s.article_count) for s in statuses] == [
@@ -443,70 +468,42 @@ def test_statuses_and_article_counts(store: Store) -> None:
     assert (other.etag, other.last_modified, other.body_hash) == (None, None, None)
 
 
-# -- poll outcomes -----------------------------------------------------------------
+# -- poll states -------------------------------------------------------------------
 
 
-def test_record_error_keeps_articles_and_validators(store: Store) -> None:
+def test_a_commit_without_articles_writes_the_state_whole_and_keeps_them(store: Store) -> None:
     save(store, [make_article("k1")])
-    later = T0 + timedelta(minutes=30)
-    store.record_error("src", "https://example.com/src.xml", "timeout", polled_at=later)
-    store.record_error("src", "https://example.com/moved.xml", "HTTP 503",
-                       polled_at=later + timedelta(minutes=30))
+    later = T0 + timedelta(hours=1)
+    state = SourceState(
+        source_id="src", url="https://example.com/src.xml", etag='"v2"', last_modified=None,
+        body_hash="body-1", last_poll_at=later, last_success_at=T0, last_result="error",
+        last_error="HTTP 503", error_count=4, next_poll_at=later + timedelta(hours=16),
+        disabled_reason=None, redirect_target="https://new.example/", redirect_count=2,
+        moved_from=None, moved_to=None)
+    update = SourceUpdate(state=state, result=PollOutcome.ERROR)
+    assert store.commit_poll(update) == StoreCounts()
+    assert store.source_state("src") == state
     status = store.source_status("src")
-    assert status is not None
-    assert status.error_count == 2
-    assert (status.last_result, status.last_error) == ("error", "HTTP 503")
-    assert status.last_poll_at == later + timedelta(minutes=30)
-    assert status.last_success_at == T0
-    assert status.validators == V1
-    assert status.body_hash == "body-1"
-    assert status.url == "https://example.com/src.xml"  # the URL its validators belong to
-    assert status.article_count == 1
+    assert status is not None and status.article_count == 1
     assert [a.key for a in store.iter_articles()] == ["k1"]
 
 
-def test_record_error_for_a_new_source(store: Store) -> None:
-    store.record_error("new", "https://new.example/feed", "DNS failure", polled_at=T0)
-    status = store.source_status("new")
-    assert status is not None
-    assert (status.url, status.error_count, status.last_success_at) == (
-        "https://new.example/feed", 1, None)
-
-
-def test_record_unchanged_is_a_success(store: Store) -> None:
+def test_the_stored_result_is_the_decisions_or_what_the_articles_did(store: Store) -> None:
+    store.commit_poll(SourceUpdate(state=success(), result=PollOutcome.NOT_MODIFIED))
+    assert store.source_state("src").last_result == "not-modified"  # type: ignore[union-attr]
     save(store, [make_article("k1")])
-    store.record_error("src", "https://example.com/src.xml", "boom", polled_at=T0)
-    store.record_error("src", "https://example.com/src.xml", "boom", polled_at=T0)
-    later = T0 + timedelta(hours=1)
-    store.record_unchanged("src", "https://example.com/src.xml", result="not-modified",
-                           polled_at=later)
-    status = store.source_status("src")
-    assert status is not None
-    assert (status.error_count, status.last_error, status.last_result) == (
-        0, None, "not-modified")
-    assert (status.last_poll_at, status.last_success_at) == (later, later)
-    assert status.validators == V1  # validators=None keeps them
-    assert status.body_hash == "body-1"
-    assert status.article_count == 1
+    assert store.source_state("src").last_result == "new"  # type: ignore[union-attr]
 
 
-def test_record_unchanged_validators(store: Store) -> None:
-    save(store, [make_article("k1")])
-    # A 304 that only repeats the ETag keeps the stored Last-Modified.
-    store.record_unchanged("src", "https://example.com/src.xml", result="not-modified",
-                           polled_at=T0, validators=Validators(etag='"v2"'))
-    assert store.source_status("src").validators == Validators(  # type: ignore[union-attr]
-        etag='"v2"', last_modified=V1.last_modified)
-    # A full 200 response with the same body replaces both.
-    store.record_unchanged("src", "https://example.com/src.xml", result="unchanged",
-                           polled_at=T0, validators=Validators(etag='"v3"'))
-    status = store.source_status("src")
-    assert status is not None
-    assert status.validators == Validators(etag='"v3"')
-    assert status.last_result == "unchanged"
-    with pytest.raises(ValueError, match="result"):
-        store.record_unchanged("src", "https://example.com/src.xml", result="new",
-                               polled_at=T0)
+def test_source_states_reads_many_in_one_call(store: Store) -> None:
+    for n in range(3):
+        fail(store, f"s{n}", "HTTP 500", errors=n + 1)
+    states = store.source_states(["s0", "s2", "never-polled"])
+    assert sorted(states) == ["s0", "s2"]
+    assert states["s2"].error_count == 3 and states["s2"] == store.source_state("s2")
+    assert sorted(store.source_states()) == ["s0", "s1", "s2"]
+    many = [f"x{n}" for n in range(1203)]  # more ids than one IN list takes
+    assert store.source_states(many) == {}
 
 
 # -- failures ----------------------------------------------------------------------
@@ -546,7 +543,7 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="naive"):
         save(store, [make_article("k1", date=naive)])
     with pytest.raises(StoreError, match="naive"):
-        store.record_error("src", "https://example.com/src.xml", "x", polled_at=naive)
+        fail(store, "src", "x", polled_at=naive)
     assert store.count_articles() == 0
     assert store.source_status("src") is None
 
@@ -589,7 +586,6 @@ def test_cjk_and_long_text_round_trip(store: Store) -> None:
 
 def test_concurrent_writers(store: Store) -> None:
     threads_n, calls, per_call = 8, 30, 5
-    store.record_error("shared", "https://shared.example/feed", "first", polled_at=T0)
     barrier = threading.Barrier(threads_n + 1)
     failures: list[BaseException] = []
     results: list[StoreCounts] = []
@@ -606,8 +602,7 @@ def test_concurrent_writers(store: Store) -> None:
                 if call:
                     batch.append(make_article(f"k{call - 1}-0", source_id=source_id))
                 counts = save(store, batch, source_id=source_id)
-                store.record_error("shared", "https://shared.example/feed", f"e{n}",
-                                   polled_at=T0)
+                fail(store, f"failing{n}", f"e{call}", errors=call + 1)
                 with lock:
                     results.append(counts)
         except BaseException as exc:  # reported below, with the thread's failure
@@ -638,50 +633,54 @@ def test_concurrent_writers(store: Store) -> None:
     assert store.count_articles() == threads_n * calls * per_call
     for n in range(threads_n):
         assert store.count_articles(f"src{n}") == calls * per_call
-    shared = store.source_status("shared")
-    assert shared is not None
-    assert shared.error_count == 1 + threads_n * calls
+    failing = store.source_states(f"failing{n}" for n in range(threads_n))
+    assert {s.error_count for s in failing.values()} == {calls}
 
 
-# -- daemon state (migration 0002) ----------------------------------------------------
+# -- daemon state (migration 0002) and tombstones (0003) --------------------------------
 
 
-def test_next_poll_and_redirect_tracking_survive_reopen(store: Store, database_url: str) -> None:
-    store.schedule_next("src", "http://old.test/feed", T0 + timedelta(hours=2))
-    assert store.note_redirect("src", "http://old.test/feed", "http://new.test/feed") == 1
-    assert store.note_redirect("src", "http://old.test/feed", "http://new.test/feed") == 2
-    assert store.note_redirect("src", "http://old.test/feed", "http://other.test/") == 1
-    assert store.note_redirect("src", "http://old.test/feed", None) == 0
-    store.note_redirect("src", "http://old.test/feed", "http://new.test/feed")
-    store.move_source("src", "http://old.test/feed", "http://new.test/feed")
+def test_next_poll_and_a_move_survive_reopen(store: Store, database_url: str) -> None:
+    state = replace(success(), next_poll_at=T0 + timedelta(hours=2),
+                    moved_from="http://old.test/feed", moved_to="http://new.test/feed",
+                    disabled_reason="HTTP 410 Gone")
+    store.commit_poll(SourceUpdate(state=state, result=PollOutcome.DISABLED))
     with Store.open(database_url) as reopened:
-        status = reopened.source_status("src")
-    assert status is not None
-    assert status.next_poll_at == T0 + timedelta(hours=2)
-    assert (status.moved_from, status.moved_to) == ("http://old.test/feed", "http://new.test/feed")
-    assert (status.redirect_target, status.redirect_count) == (None, 0)
-
-
-def test_disabled_source_is_enabled_again_by_a_success(store: Store) -> None:
-    store.disable_source("src", "http://gone.test/", "HTTP 410 Gone", polled_at=T0)
-    status = store.source_status("src")
-    assert status is not None and status.disabled_reason == "HTTP 410 Gone"
-    assert status.last_result == "disabled"
-    store.record_unchanged("src", "http://back.test/", result="unchanged", polled_at=T0)
-    status = store.source_status("src")
-    assert status is not None and status.disabled_reason is None
+        assert reopened.source_state("src") == replace(state, last_result="disabled")
 
 
 def test_prune_by_age_and_by_count(store: Store) -> None:
     articles = [make_article(f"k{i}", date=T0 - timedelta(days=i)) for i in range(10)]
-    store.save_articles("src", "http://x.test/", articles, validators=Validators(),
-                        body_hash=None, polled_at=T0)
-    assert store.prune(older_than=T0 - timedelta(days=6, hours=12)) == 3  # k7, k8, k9
-    assert store.prune(keep_per_source=4) == 3  # k4, k5, k6
+    save(store, articles)
+    assert store.prune(older_than=T0 - timedelta(days=6, hours=12)) == {"src": 3}  # k7-k9
+    assert store.prune(keep_per_source=4) == {"src": 3}  # k4, k5, k6
     remaining = sorted(a.key for a in store.iter_articles())
     assert remaining == ["k0", "k1", "k2", "k3"]
     assert store.latest_articles(None, 2)[0].key == "k0"
-    assert store.prune(older_than=T0 - timedelta(days=30), keep_per_source=10) == 0
+    assert store.prune(older_than=T0 - timedelta(days=30), keep_per_source=10) == {}
+    assert store.count_tombstones("src") == 6
+
+
+def test_what_retention_removed_stays_removed_while_the_portal_lists_it(store: Store) -> None:
+    articles = [make_article(f"k{i}", date=T0 - timedelta(days=i)) for i in range(5)]
+    save(store, articles)
+    assert store.prune(keep_per_source=2) == {"src": 3}
+    # the portal still lists all five: nothing comes back as new
+    assert save(store, articles) == StoreCounts(unchanged=2, retired=3)
+    assert sorted(a.key for a in store.iter_articles()) == ["k0", "k1"]
+    # k4 leaves the portal's feed: its tombstone is forgotten...
+    assert save(store, articles[:4]) == StoreCounts(unchanged=2, retired=2)
+    assert store.count_tombstones("src") == 2
+    # ...so if it is ever listed again, it is a new article
+    assert save(store, articles) == StoreCounts(new=1, unchanged=2, retired=2)
+    assert store.count_tombstones() == 2
+
+
+def test_a_commit_without_articles_keeps_tombstones(store: Store) -> None:
+    save(store, [make_article("k0"), make_article("k1", date=T0 - timedelta(days=1))])
+    store.prune(keep_per_source=1)
+    store.commit_poll(SourceUpdate(state=success(), result=PollOutcome.NOT_MODIFIED))
+    assert store.count_tombstones("src") == 1
 
 
 def test_upgrade_from_the_first_revision_keeps_data(tmp_path: Path) -> None:
