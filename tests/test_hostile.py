@@ -24,7 +24,7 @@ import yaml
 from lxml import etree
 from pytest_httpserver import HTTPServer
 
-from aggregator.ingest.poll import PollOptions, poll_sources
+from aggregator.ingest.poll import HttpFetcher, PollOptions, poll_sources
 from aggregator.ingest.sandbox import Budget, WorkerPool
 from aggregator.publish import build as build_feeds
 from aggregator.publish import export_hexo
@@ -140,6 +140,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
+@pytest.fixture()
+def http() -> Iterator[HttpFetcher]:
+    fetcher = HttpFetcher()
+    yield fetcher
+    fetcher.close()
+
+
 def check_outputs(store: Store, tmp_path: Path, *, export: bool = True) -> None:
     """Every generated file is well-formed, valid, bounded and inert."""
     options = FeedOptions(output_dir=str(tmp_path / "public"), site_url="http://feeds.test/",
@@ -173,13 +180,13 @@ def check_outputs(store: Store, tmp_path: Path, *, export: bool = True) -> None:
         assert_inert(body, post.name)
 
 
-def test_entity_bombs_and_xxe_never_expand(httpserver: HTTPServer, store: Store,
+def test_entity_bombs_and_xxe_never_expand(httpserver: HTTPServer, store: Store, http: HttpFetcher,
                                            tmp_path: Path) -> None:
     for name, body in (("laughs", LAUGHS), ("big-entity", BIG_ENTITY), ("xxe", XXE)):
         httpserver.expect_request(f"/{name}").respond_with_data(body, content_type="text/xml")
     sources = [source(httpserver, n) for n in ("laughs", "big-entity", "xxe")]
     tracemalloc.start()
-    results = poll_sources(sources, store, OPTIONS, workers=3)
+    results = poll_sources(sources, store, OPTIONS, fetch=http, workers=3)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 50 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
@@ -194,7 +201,7 @@ def test_entity_bombs_and_xxe_never_expand(httpserver: HTTPServer, store: Store,
 
 
 def test_garbage_gives_clear_per_source_errors(httpserver: HTTPServer, store: Store,
-                                               tmp_path: Path) -> None:
+                                               http: HttpFetcher, tmp_path: Path) -> None:
     noise = random.Random(5).randbytes(64 * 1024)
     httpserver.expect_request("/random").respond_with_data(noise, content_type="text/xml")
     httpserver.expect_request("/html").respond_with_data(
@@ -202,7 +209,7 @@ def test_garbage_gives_clear_per_source_errors(httpserver: HTTPServer, store: St
     httpserver.expect_request("/empty").respond_with_data(b"", content_type="text/xml")
     httpserver.expect_request("/messy").respond_with_data(messy_feed(), content_type="text/xml")
     sources = [source(httpserver, n) for n in ("random", "html", "empty", "messy")]
-    results = {r.source_id: r for r in poll_sources(sources, store, OPTIONS, workers=4)}
+    results = {r.source_id: r for r in poll_sources(sources, store, OPTIONS, fetch=http, workers=4)}
     assert results["random"].result == "error" and "not a feed" in (results["random"].error or "")
     assert "HTML page" in (results["html"].error or "")
     assert results["empty"].error == "empty response body"
@@ -218,9 +225,9 @@ def test_garbage_gives_clear_per_source_errors(httpserver: HTTPServer, store: St
 
 
 def test_injection_never_reaches_any_output(httpserver: HTTPServer, store: Store,
-                                            tmp_path: Path) -> None:
+                                            http: HttpFetcher, tmp_path: Path) -> None:
     httpserver.expect_request("/inject").respond_with_data(INJECTION, content_type="text/xml")
-    [result] = poll_sources([source(httpserver, "inject")], store, OPTIONS)
+    [result] = poll_sources([source(httpserver, "inject")], store, OPTIONS, fetch=http)
     assert result.result == "new"
     [article] = list(store.iter_articles())
     assert article.link is None  # a javascript: link is no link
@@ -231,11 +238,11 @@ def test_injection_never_reaches_any_output(httpserver: HTTPServer, store: Store
 
 
 def test_twenty_thousand_entries_are_stored_and_feeds_stay_bounded(
-    httpserver: HTTPServer, store: Store, tmp_path: Path
+    httpserver: HTTPServer, store: Store, http: HttpFetcher, tmp_path: Path
 ) -> None:
     httpserver.expect_request("/huge").respond_with_data(huge_feed(20_000),
                                                          content_type="text/xml")
-    [result] = poll_sources([source(httpserver, "huge")], store, OPTIONS)
+    [result] = poll_sources([source(httpserver, "huge")], store, OPTIONS, fetch=http)
     assert (result.result, result.counts.new) == ("new", 20_000)
     check_outputs(store, tmp_path, export=False)  # 20,000 posts would only test the disk
 
@@ -260,7 +267,7 @@ def hanging_server() -> Iterator[str]:
 
 
 def test_slow_sources_cost_one_deadline_not_the_sum(httpserver: HTTPServer, hanging_server: str,
-                                                    store: Store) -> None:
+                                                    store: Store, http: HttpFetcher) -> None:
     httpserver.expect_request("/good").respond_with_data(huge_feed(3), content_type="text/xml")
     deadline = 2.0
     options = PollOptions(fetch=FetchOptions(allow_private_networks=True, deadline=deadline,
@@ -269,7 +276,7 @@ def test_slow_sources_cost_one_deadline_not_the_sum(httpserver: HTTPServer, hang
     sources = [Source(id=f"stuck-{i}", name="s", url=f"{hanging_server}{i}", categories=("c",))
                for i in range(3)] + [source(httpserver, "good")]
     started = time.monotonic()
-    results = poll_sources(sources, store, options, workers=4)
+    results = poll_sources(sources, store, options, fetch=http, workers=4)
     elapsed = time.monotonic() - started
     assert [r.result for r in results] == ["error", "error", "error", "new"]
     assert all("deadline" in (r.error or "") or "timed out" in (r.error or "")
@@ -281,14 +288,14 @@ def test_slow_sources_cost_one_deadline_not_the_sum(httpserver: HTTPServer, hang
 
 @pytest.mark.skipif(not os.path.exists("/etc/passwd"), reason="needs /etc/passwd to compare")
 def test_xxe_file_is_not_read_even_when_served_as_atom(httpserver: HTTPServer,
-                                                       store: Store) -> None:
+                                                       store: Store, http: HttpFetcher) -> None:
     atom = ('<?xml version="1.0"?><!DOCTYPE feed [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
             '<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><id>urn:t</id>'
             "<updated>2021-05-21T07:25:00Z</updated><entry><title>&x;</title><id>urn:e</id>"
             "<updated>2021-05-21T07:25:00Z</updated><content>&x;</content></entry></feed>")
     httpserver.expect_request("/atom-xxe").respond_with_data(atom,
                                                              content_type="application/atom+xml")
-    [result] = poll_sources([source(httpserver, "atom-xxe")], store, OPTIONS)
+    [result] = poll_sources([source(httpserver, "atom-xxe")], store, OPTIONS, fetch=http)
     assert result.result == "new"
     [article] = list(store.iter_articles())
     assert "root:" not in article.title + article.content
@@ -302,14 +309,15 @@ def quadratic_author_feed(count: int = 20, size: int = 64 * 1024) -> bytes:
             + items + "</channel></rss>").encode()
 
 
-def test_a_feed_over_its_parse_budget_fails_alone(httpserver: HTTPServer, store: Store) -> None:
+def test_a_feed_over_its_parse_budget_fails_alone(httpserver: HTTPServer, store: Store,
+                                                  http: HttpFetcher) -> None:
     httpserver.expect_request("/slow-parse").respond_with_data(quadratic_author_feed(),
                                                                content_type="text/xml")
     httpserver.expect_request("/fine").respond_with_data(huge_feed(5), content_type="text/xml")
     sources = [source(httpserver, "slow-parse"), source(httpserver, "fine")]
     started = time.monotonic()
     with WorkerPool(workers=2, budget=Budget(seconds=2, memory_bytes=512 * 1024 * 1024)) as pool:
-        results = poll_sources(sources, store, OPTIONS, workers=2, parse_pool=pool)
+        results = poll_sources(sources, store, OPTIONS, fetch=http, workers=2, parse_pool=pool)
     elapsed = time.monotonic() - started
     assert results[0].result == "error"
     assert "parse took longer than 2s" in (results[0].error or "")

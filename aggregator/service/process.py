@@ -76,6 +76,7 @@ def run_service(settings: Settings, store: Store, *, host: str, port: int) -> in
         _restore_signal_handlers(previous)
     if not finished:
         log.warning("some polls did not finish in time; their sources will be polled again")
+    log.info("daemon stopped")
     return 0
 
 
