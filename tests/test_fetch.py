@@ -32,8 +32,10 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aggregator.errors import FetchError
-from aggregator.ingest import fetch as fetch_mod
+from aggregator.ingest.fetch import body as body_mod
 from aggregator.ingest.fetch import fetch, make_session
+from aggregator.ingest.fetch import guard as guard_mod
+from aggregator.ingest.fetch import protocol as protocol_mod
 from aggregator.records import FetchOptions, Source, Validators
 
 OPTIONS = FetchOptions(
@@ -517,7 +519,7 @@ def test_429_with_unusable_retry_after(httpserver: HTTPServer) -> None:
     ],
 )
 def test_parse_retry_after(value: str, expected: float | None) -> None:
-    assert fetch_mod._parse_retry_after(value) == expected
+    assert protocol_mod.parse_retry_after(value) == expected
 
 
 # --------------------------------------------------------------------------- size limits
@@ -580,10 +582,10 @@ def test_gzip_bomb_counts_decompressed_bytes(httpserver: HTTPServer) -> None:
 
 def test_decoder_never_yields_more_than_one_chunk() -> None:
     bomb = gzip.compress(b"\0" * 5_000_000)
-    decoder = fetch_mod._Decoder("gzip")
+    decoder = body_mod.Decoder("gzip")
     sizes = [len(piece) for piece in decoder.feed(bomb)]
     sizes += [len(piece) for piece in decoder.finish()]
-    assert max(sizes) <= fetch_mod._CHUNK
+    assert max(sizes) <= body_mod.CHUNK
     assert sum(sizes) == 5_000_000
 
 
@@ -871,9 +873,9 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDNS]:
 
 def _pretend_public(monkeypatch: pytest.MonkeyPatch, *addresses: str) -> None:
     """Classify these loopback addresses as public portals (the servers stay on loopback)."""
-    real = fetch_mod._forbidden_kind
+    real = guard_mod.forbidden_kind
     monkeypatch.setattr(
-        fetch_mod, "_forbidden_kind", lambda ip: None if str(ip) in addresses else real(ip)
+        guard_mod, "forbidden_kind", lambda ip: None if str(ip) in addresses else real(ip)
     )
 
 
@@ -1034,11 +1036,11 @@ def test_peer_address_is_checked_again_after_connecting(
 ) -> None:
     # A classifier that passes 127.0.0.1 once (the pre-connect check) and refuses it from
     # then on stands in for a connect that ended somewhere other than what was checked.
-    real = fetch_mod._forbidden_kind
+    real = guard_mod.forbidden_kind
     verdicts = iter([None])
     monkeypatch.setattr(
-        fetch_mod,
-        "_forbidden_kind",
+        guard_mod,
+        "forbidden_kind",
         lambda ip: next(verdicts, "loopback") if str(ip) == "127.0.0.1" else real(ip),
     )
     finished = threading.Event()
@@ -1240,4 +1242,4 @@ def test_tls_verifies_and_sends_sni_for_the_url_hostname(
 )
 def test_forbidden_address_classification(address: str, kind: str | None) -> None:
     # Pure classification of literal addresses: nothing is resolved or connected to.
-    assert fetch_mod._forbidden_kind(ipaddress.ip_address(address)) == kind
+    assert guard_mod.forbidden_kind(ipaddress.ip_address(address)) == kind
