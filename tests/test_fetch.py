@@ -13,6 +13,7 @@ import email.utils
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 import test_fetch_harness as harness
 from pytest_httpserver import HTTPServer
 from test_fetch_harness import (
@@ -23,7 +24,7 @@ from test_fetch_harness import (
 )
 
 from aggregator.errors import FetchError
-from aggregator.ingest.fetch import fetch, make_session
+from aggregator.ingest.fetch import ACCEPT, fetch, make_session
 from aggregator.records import Validators
 
 # The harness fixtures this module uses; ``loopback_only`` is autouse: no connect
@@ -143,6 +144,65 @@ def test_reused_session_fetches_twice(httpserver: HTTPServer) -> None:
     finally:
         session.close()
     assert (first.content, second.content) == (b"A", b"B")
+
+
+def test_user_agent_comes_from_each_calls_options_not_from_the_session(
+    httpserver: HTTPServer,
+) -> None:
+    # The scheduler keeps one session per thread across config reloads: a new user_agent
+    # must reach the server on the next fetch, on every hop, and an old one must not stick.
+    httpserver.expect_request("/old").respond_with_data(
+        b"", status=301, headers={"Location": "/feed"}
+    )
+    httpserver.expect_request("/feed").respond_with_data(b"ok")
+    settings_a = options(user_agent="Agent-A/1")
+    settings_b = options(user_agent="Agent-B/2")
+    session = make_session(settings_a)
+    try:
+        fetch(source(httpserver.url_for("/old")), settings_b, session=session)
+        fetch(source(httpserver.url_for("/feed")), settings_a, session=session)
+    finally:
+        session.close()
+
+    agents = [(request.path, request.headers["User-Agent"]) for request, _ in httpserver.log]
+    assert agents == [("/old", "Agent-B/2"), ("/feed", "Agent-B/2"), ("/feed", "Agent-A/1")]
+
+
+def test_limits_come_from_each_calls_options_not_from_the_session(
+    httpserver: HTTPServer,
+) -> None:
+    # A session made under strict settings, then a fetch under laxer ones: the fetch's
+    # own options decide (redirect count, size limit, private networks).
+    httpserver.expect_request("/r0").respond_with_data(
+        b"", status=302, headers={"Location": "/r1"}
+    )
+    httpserver.expect_request("/r1").respond_with_data(
+        b"", status=302, headers={"Location": "/feed"}
+    )
+    httpserver.expect_request("/feed").respond_with_data(b"x" * 100)
+    strict = options(max_redirects=0, max_bytes=10, allow_private_networks=False)
+    lax = options(max_redirects=2, max_bytes=1000, allow_private_networks=True)
+    session = make_session(strict)
+    try:
+        result = fetch(source(httpserver.url_for("/r0")), lax, session=session)
+    finally:
+        session.close()
+
+    assert result.content == b"x" * 100
+    assert len(httpserver.log) == 3
+
+
+def test_plain_requests_session_sends_the_options_headers(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(b"ok")
+
+    with requests.Session() as session:  # its defaults say "python-requests/..."
+        fetch(source(httpserver.url_for("/feed")), options(user_agent="Agent-C/3"),
+              session=session)
+
+    ((request, _),) = httpserver.log
+    assert request.headers["User-Agent"] == "Agent-C/3"
+    assert request.headers["Accept"] == ACCEPT
+    assert request.headers["Accept-Encoding"] == "gzip, deflate"  # what fetch can decode
 
 
 # ---------------------------------------------------------------------------- redirects

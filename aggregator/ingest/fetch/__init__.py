@@ -7,6 +7,9 @@ checked on the connected address, DNS inside the deadline, a hard wall-clock dea
 decompressed-size limit — and it is the ONLY place in the project that imports
 ``requests`` or ``urllib3``.  Callers use the names below and nothing else:
 ``fetch``, ``make_session`` and ``HttpSession`` (plus the ``ACCEPT`` header value).
+A session is only a connection pool: every setting (User-Agent, limits, timeouts, the
+SSRF policy) comes from the ``FetchOptions`` passed to each ``fetch`` call, so a session
+kept across a config reload never sends stale settings.
 
 What it must NOT do: decode text, sniff encodings or parse documents (the parse stage
 does), decide polling policy (no retries, sleeps, backoff or schedules: the caller reads
@@ -40,7 +43,7 @@ from aggregator.errors import FetchError
 from aggregator.ingest.fetch.connection import CURRENT_POLICY, Adapters, Policy, WatchedAdapter
 from aggregator.ingest.fetch.errors import DeadlineExceeded, deadline_error, describe
 from aggregator.ingest.fetch.exchange import follow
-from aggregator.ingest.fetch.protocol import ACCEPT, ACCEPT_ENCODING
+from aggregator.ingest.fetch.protocol import ACCEPT, request_headers
 from aggregator.ingest.fetch.watchdog import Watchdog
 from aggregator.records import FetchOptions, FetchResult, Source, Validators
 
@@ -53,18 +56,18 @@ HttpSession = requests.Session
 
 
 def make_session(options: FetchOptions) -> requests.Session:
-    """A session for ``fetch``: no environment leaks, feed-friendly headers, watched sockets.
+    """A session for ``fetch``: no environment leaks, watched sockets, a connection pool.
 
     One session per thread is the intended use (``requests.Session`` is not thread-safe);
-    it keeps connections alive between polls of the same host.
+    it keeps connections alive between polls of the same host, and may be kept across
+    settings reloads: ``fetch`` applies every header and limit from the options of each
+    call, never from the session.  ``options`` here only shape the session used directly,
+    outside ``fetch`` (``session.get(...)``): its default headers (``user_agent``), its
+    ``max_redirects`` and the adapter's SSRF policy (``allow_private_networks``).
     """
     session = requests.Session()
     session.trust_env = False  # no .netrc credentials, no *_PROXY / REQUESTS_CA_BUNDLE
-    session.headers.update({
-        "User-Agent": options.user_agent,
-        "Accept": ACCEPT,
-        "Accept-Encoding": ACCEPT_ENCODING,
-    })
+    session.headers.update(request_headers(options))
     session.max_redirects = options.max_redirects  # informative only: fetch follows by hand
     adapter = WatchedAdapter(max_retries=0,
                              allow_private_networks=options.allow_private_networks)
@@ -80,9 +83,12 @@ def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VA
     Returns a 2xx result with the decompressed body, or a 304 result with empty content
     and the (possibly old) validators.  Raises ``FetchError`` for everything else.
 
-    ``session`` may be any ``requests.Session`` (its cookies, ``verify`` and ``cert`` are
-    used), but connections are always made by this package's watched adapter, so the
-    deadline and the SSRF guard of ``options`` hold whoever built the session.
+    Everything configurable comes from ``options``, on each call: the User-Agent and
+    the other request headers, the timeouts and deadline, the size and redirect limits
+    and the SSRF policy.  ``session`` may be any ``requests.Session`` (its cookies,
+    ``verify`` and ``cert`` are used, and its other headers are sent too), but
+    connections are always made by this package's watched adapter, so the deadline and
+    the SSRF guard of ``options`` hold whoever built the session and with what options.
     """
     started = time.monotonic()
     owned = session is None

@@ -6,6 +6,10 @@ to ``file:``, to 169.254.169.254 or into a loop), because only the unbroken chai
 permanent redirects from the source URL means "the feed moved", and because
 ``Session.send`` reads a whole redirect body into memory with no limit.
 
+Every request is built from this call's ``FetchOptions`` (User-Agent and the other
+headers, limits, timeouts), never from settings frozen into the session, which callers
+keep across config reloads: a session is only a connection pool (and a cookie jar).
+
 What must not happen: draining a redirect or error body (it may be endless: responses
 are closed, never read to the end), a hop past ``max_redirects`` or the deadline, or a
 result for a fetch whose watchdog fired (a body that "ended" because its socket was shut
@@ -37,6 +41,7 @@ from aggregator.ingest.fetch.guard import check_url
 from aggregator.ingest.fetch.protocol import (
     RETRY_AFTER_STATUSES,
     parse_retry_after,
+    request_headers,
     status_phrase,
 )
 from aggregator.ingest.fetch.watchdog import Watchdog
@@ -50,11 +55,13 @@ def follow(source: Source, options: FetchOptions, validators: Validators,
            watchdog: Watchdog, started: float) -> FetchResult:
     """GET ``source.url`` and the redirects it leads to; the final response as a result."""
     deadline_at = started + options.deadline
-    conditional: dict[str, str] = {}
+    # This call's options, on every hop, over the session's own headers: a session is a
+    # connection pool (and cookies), never a second source of settings.
+    headers = request_headers(options)
     if validators.etag:
-        conditional["If-None-Match"] = validators.etag
+        headers["If-None-Match"] = validators.etag
     if validators.last_modified:
-        conditional["If-Modified-Since"] = validators.last_modified
+        headers["If-Modified-Since"] = validators.last_modified
 
     url = source.url
     seen: set[str] = set()
@@ -64,7 +71,7 @@ def follow(source: Source, options: FetchOptions, validators: Validators,
     permanent_so_far = True
     while True:
         try:
-            prepared = session.prepare_request(requests.Request("GET", url, headers=conditional))
+            prepared = session.prepare_request(requests.Request("GET", url, headers=headers))
         except (requests.RequestException, ValueError) as exc:
             raise FetchError(f"invalid URL {url!r}: {exc}", source_id=source.id) from exc
         url = prepared.url or url

@@ -16,8 +16,10 @@ import http
 import math
 from datetime import UTC, datetime
 
+from aggregator.records import FetchOptions
+
 __all__ = ["ACCEPT", "ACCEPT_ENCODING", "RETRY_AFTER_STATUSES", "content_length",
-           "parse_retry_after", "status_phrase"]
+           "parse_retry_after", "request_headers", "status_phrase"]
 
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, "
@@ -25,6 +27,19 @@ ACCEPT = (
 )
 ACCEPT_ENCODING = "gzip, deflate"  # exactly what ``body.Decoder`` can undo
 RETRY_AFTER_STATUSES = frozenset({429, 503})  # the statuses whose Retry-After is honoured
+
+
+def request_headers(options: FetchOptions) -> dict[str, str]:
+    """The headers every request of a fetch sends, from that fetch's own ``options``.
+
+    They are set on each request, over whatever the session carries, so a session kept
+    across a settings reload never sends the old User-Agent.
+    """
+    return {
+        "User-Agent": options.user_agent,
+        "Accept": ACCEPT,
+        "Accept-Encoding": ACCEPT_ENCODING,
+    }
 
 
 def parse_retry_after(value: str | None) -> float | None:
