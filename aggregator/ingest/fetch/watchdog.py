@@ -1,0 +1,90 @@
+"""The wall-clock watchdog: one fetch's sockets are shut down when its deadline passes.
+
+Why this module exists: per-operation socket timeouts never trip on a server that drips
+one byte per second, and a blocking read of a big chunk waits until the chunk fills, so
+only something outside the reading thread can enforce a deadline on the whole fetch.  The
+connection classes report every socket they open (or reuse) to the running fetch's
+``Watchdog``, which keeps a duplicate of each descriptor; when the deadline passes, a
+``threading.Timer`` calls ``shutdown()`` on them, which unblocks any read in progress.
+
+What must not happen: ``close()`` from the timer thread (it does not unblock a read, and
+closing a buffered response from another thread would wait on the reader's lock), a
+shutdown or close of a descriptor after the fetch finished with it (the number may already
+belong to another file), or a fetch that ended after the deadline reported as a success —
+``finish()`` says whether the timer had fired, and the caller must then fail the fetch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+__all__ = ["Watchdog"]
+
+
+class Watchdog:
+    """Shuts down every socket of one fetch when its deadline passes.
+
+    It holds ``dup()``s of the sockets, so a shutdown reaches the connection whatever
+    object (plain or TLS) currently wraps the descriptor; the dups are closed when the
+    fetch finishes.  All shutdowns and closes happen under one lock, so a late timer can
+    never touch a descriptor after it was closed (and possibly reused).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._dups: list[socket.socket] = []
+        self._state = "running"  # → "expired" (timer fired) or "finished" (fetch ended)
+        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer.daemon = True
+
+    @property
+    def expired(self) -> bool:
+        return self._state == "expired"
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def track(self, sock: socket.socket | None) -> None:
+        """Watch ``sock`` too; after expiry it is shut down at once."""
+        if sock is None:
+            return
+        try:
+            fd = sock.fileno()
+            if fd < 0:
+                return
+            dup = socket.fromfd(fd, sock.family, sock.type)
+        except OSError:
+            return
+        with self._lock:
+            if self._state == "running":
+                self._dups.append(dup)
+                return
+            if self._state == "expired":
+                _shutdown(dup)
+            dup.close()
+
+    def finish(self) -> bool:
+        """Stop watching; True when the deadline had already passed."""
+        self._timer.cancel()
+        with self._lock:
+            if self._state == "running":
+                self._state = "finished"
+            for dup in self._dups:
+                dup.close()
+            self._dups.clear()
+            return self._state == "expired"
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "expired"
+            for dup in self._dups:
+                _shutdown(dup)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already gone
+        sock.shutdown(socket.SHUT_RDWR)
