@@ -1,0 +1,160 @@
+"""Tests for aggregator.rules."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from lxml import etree
+
+from aggregator import rules
+from aggregator.rules import (
+    UNTITLED,
+    as_utc,
+    check_title,
+    fallback_title,
+    has_text,
+    strip_xml_illegal,
+    web_url,
+)
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+BEIJING = timezone(timedelta(hours=8))
+
+
+
+# --- the module itself ---------------------------------------------------------------------
+
+
+def test_rules_is_the_bottom_of_the_import_graph() -> None:
+    tree = ast.parse(Path(rules.__file__).read_text(encoding="utf-8"))
+    imported = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported
+    assert all(name.split(".")[0] in sys.stdlib_module_names or name == "__future__"
+               for name in imported), imported
+
+
+# --- characters ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a\x00b\x08c\x0bd\x0ce\x1ff", "abcdef"),
+        ("del\x7f c1\x80\x85\x9f", "del c1"),
+        ("lone\ud800\udfff surrogates", "lone surrogates"),
+        ("non\ufffe\uffffchars", "nonchars"),
+        ("tab\tlf\ncr\r", "tab\tlf\ncr\r"),  # whitespace, not garbage
+        ("中文 㗎 € \ufffd \U0001f600 \xa0", "中文 㗎 € \ufffd \U0001f600 \xa0"),
+    ],
+)
+def test_strip_xml_illegal(text: str, expected: str) -> None:
+    assert strip_xml_illegal(text) == expected
+
+
+@given(st.text())
+def test_what_strip_xml_illegal_leaves_lxml_and_yaml_can_carry(text: str) -> None:
+    cleaned = strip_xml_illegal(text)
+    element = etree.Element("t")
+    element.text = cleaned  # lxml raises ValueError for what XML 1.0 cannot carry
+    assert etree.fromstring(etree.tostring(element, encoding="UTF-8")).text in (cleaned, None)
+    one_line = cleaned.replace("\r", " ").replace("\n", " ")
+    assert yaml.safe_load("v: " + yaml.safe_dump(one_line, allow_unicode=True)) == {
+        "v": one_line
+    }
+
+
+def test_has_text() -> None:
+    assert has_text("a") and has_text(" 中 ")
+    assert not has_text("") and not has_text(" \t\n") and not has_text("\x01\x0b \ufffe")
+
+
+# --- titles --------------------------------------------------------------------------------
+
+
+def test_fallback_title_is_summary_then_link_then_untitled() -> None:
+    assert fallback_title("短摘要", "https://x.test/1") == "短摘要"
+    long = "长" * 80
+    cut = fallback_title(long, None)
+    assert cut == "长" * 49 + "…" and len(cut) == rules.FALLBACK_TITLE_LENGTH
+    assert fallback_title("", "https://x.test/1") == "https://x.test/1"
+    assert fallback_title("", None) == UNTITLED == "(无标题)"
+
+
+def test_check_title() -> None:
+    assert check_title("标题") == "标题"
+    for empty in ("", "   ", "  \x01 ", "\ufffe"):
+        with pytest.raises(ValueError, match="title"):
+            check_title(empty)
+    with pytest.raises(TypeError, match="title"):
+        check_title(None)
+
+
+# --- URLs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://a.example/x?y=1", "https://a.example/x?y=1"),
+        ("HTTP://A.EXAMPLE/", "HTTP://A.EXAMPLE/"),
+        (" https://a.example/ ", "https://a.example/"),
+        ("\u3000https://a.example/\n", "https://a.example/"),
+        ("https://a.example/a b", "https://a.example/a b"),  # harmless; browsers encode it
+        ("https://a.ex\tample/a\nb\r", "https://a.example/ab"),  # what a browser reads
+        ("javascript:alert(1)", None),
+        (" javascript:alert(1)", None),
+        ("java\nscript:alert(1)", None),
+        ("java\tscript:alert(1)", None),
+        ("vbscript:msgbox(1)", None),
+        ("https://a.example/\x00", None),
+        ("https://a.example/\x7f", None),
+        ("https://a.example/\x85x", None),
+        ("data:text/html,<script>", None),
+        ("mailto:a@example.org", None),
+        ("ftp://a.example/x", None),
+        ("//a.example/x", None),
+        ("/x", None),
+        ("x.html", None),
+        ("https://", None),
+        ("https:///path", None),
+        ("http://user@/x", None),  # a netloc, but no host
+        ("https://:443/", None),
+        ("https://[::1", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_web_url(url: str | None, expected: str | None) -> None:
+    assert web_url(url) == expected
+
+
+# --- datetimes -----------------------------------------------------------------------------
+
+
+def test_as_utc_converts_aware_datetimes() -> None:
+    assert as_utc(T0) is T0
+    local = datetime(2024, 5, 1, 20, 0, 0, 123456, tzinfo=BEIJING)
+    converted = as_utc(local)
+    assert converted == local and converted.tzinfo is UTC
+    assert converted == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert as_utc(datetime(2024, 5, 1, 12, tzinfo=ZoneInfo("UTC"))).tzinfo is UTC
+
+
+def test_as_utc_refuses_naive_and_non_datetimes() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        as_utc(datetime(2024, 5, 1, 12, 0))
+    with pytest.raises(TypeError, match="datetime"):
+        as_utc("2024-05-01T12:00:00Z")
