@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from aggregator import rules
+from aggregator.ingest.normalize import normalize
+from aggregator.records import NormalizeOptions, ParsedEntry, Source
 from aggregator.rules import (
     UNTITLED,
     as_utc,
@@ -27,6 +29,7 @@ from aggregator.rules import (
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BEIJING = timezone(timedelta(hours=8))
+SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
 
 
 
@@ -158,3 +161,43 @@ def test_as_utc_refuses_naive_and_non_datetimes() -> None:
         as_utc(datetime(2024, 5, 1, 12, 0))
     with pytest.raises(TypeError, match="datetime"):
         as_utc("2024-05-01T12:00:00Z")
+
+
+# --- applied by normalize ------------------------------------------------------------------
+
+
+def test_normalize_applies_the_title_fallback_the_article_requires() -> None:
+    seen = datetime(2024, 1, 1, tzinfo=UTC)
+    link = "http://portal.test/a/1.html"
+    # (a writer used to fall back to the link itself when a title came out empty)
+    blank = ParsedEntry(guid="g", link=link, title="  \x01 ")
+    assert normalize(blank, SOURCE, NormalizeOptions(), seen_at=seen).title == link
+    summary = ParsedEntry(guid="g", link=link, title="\x0b", summary="<p>只有摘要</p>")
+    assert normalize(summary, SOURCE, NormalizeOptions(), seen_at=seen).title == "只有摘要"
+    assert normalize(ParsedEntry(), SOURCE, NormalizeOptions(), seen_at=seen).title == UNTITLED
+
+
+def test_normalize_gives_utc_dates_and_refuses_a_naive_first_seen() -> None:
+    local = datetime(2021, 5, 21, 15, 25, tzinfo=BEIJING)
+    seen = datetime(2024, 1, 1, 8, 0, tzinfo=BEIJING)
+    article = normalize(ParsedEntry(title="t", published=local), SOURCE, NormalizeOptions(),
+                        seen_at=seen)
+    assert article.date.tzinfo is UTC and article.date == local
+    assert article.first_seen.tzinfo is UTC and article.first_seen == seen
+    with pytest.raises(ValueError, match="naive"):
+        normalize(ParsedEntry(title="t"), SOURCE, NormalizeOptions(),
+                  seen_at=datetime(2024, 1, 1))
+
+
+def test_normalize_keeps_only_web_urls_for_link_and_images() -> None:
+    seen = datetime(2024, 1, 1, tzinfo=UTC)
+    entry = ParsedEntry(
+        title="t", link="javascript:alert(1)",
+        content='<p>x</p><img src="http:///no-host.png">',
+        thumbnails=("http:no-host.jpg", "data:image/png;base64,AAAA",
+                    "https://img.test/ok.jpg"),
+    )
+    article = normalize(entry, SOURCE, NormalizeOptions(), seen_at=seen)
+    assert article.link is None
+    assert "no-host" not in article.content
+    assert article.headimg == article.thumbnail == "https://img.test/ok.jpg"

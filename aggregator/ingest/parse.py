@@ -28,6 +28,7 @@ import feedparser
 
 from aggregator.errors import ParseError
 from aggregator.records import FetchResult, ParsedEntry, ParsedFeed, Source
+from aggregator.rules import strip_xml_illegal
 
 # Encodings that real servers declare while sending a superset: try the declared
 # one strictly, then its supersets, before anything else.
@@ -51,8 +52,6 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._:-]+)[\"']")
 _XML_DECL_TEXT = re.compile(r"^(\s*<\?xml[^>]*?encoding\s*=\s*[\"'])([A-Za-z0-9._:-]+)([\"'])")
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.IGNORECASE)
-# Characters XML 1.0 cannot carry; expat rejects them and feedparser would then
-# fall back to its loose parser, so they are dropped before parsing.
 # A DOCTYPE with an internal subset; group 1 keeps "<!DOCTYPE name ..." without the subset.
 _INTERNAL_DTD = re.compile(r"(<!DOCTYPE[^\[>]*)\[.*?\]\s*>", re.IGNORECASE | re.DOTALL)
 # The root element of a feed document, after the prolog, comments and doctype.
@@ -61,7 +60,6 @@ _FEED_ROOT = re.compile(
     r"<(?:[\w.-]+:)?(?:rss|feed|rdf|channel)\b",
     re.IGNORECASE | re.DOTALL,
 )
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 # An xml:base (or bare ``base``) attribute, which feedparser honours on any element.
 _DECLARES_BASE = re.compile(r"[\s:]base\s*=", re.IGNORECASE)
 
@@ -165,7 +163,8 @@ def _detect(content: bytes) -> str | None:
 def _utf8_document(text: str) -> bytes:
     text = text.lstrip("\ufeff")
     text = _XML_DECL_TEXT.sub(r"\1utf-8\3", text, count=1)
-    return _XML_ILLEGAL.sub("", text).encode("utf-8")
+    # expat rejects them and feedparser would then fall back to its loose parser
+    return strip_xml_illegal(text).encode("utf-8")
 
 
 def strip_internal_dtd(text: str) -> tuple[str, bool]:
