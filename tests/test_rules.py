@@ -1,11 +1,17 @@
-"""Tests for aggregator.rules."""
+"""Tests for aggregator.rules and for the invariants ``Article`` enforces with them.
+
+Tests that used to build invalid Articles to probe a writer's defence live here now:
+such a record cannot be made any more, so no writer needs the defence.
+"""
 
 from __future__ import annotations
 
 import ast
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,7 +22,7 @@ from lxml import etree
 
 from aggregator import rules
 from aggregator.ingest.normalize import normalize
-from aggregator.records import NormalizeOptions, ParsedEntry, Source
+from aggregator.records import Article, NormalizeOptions, ParsedEntry, Source
 from aggregator.rules import (
     UNTITLED,
     as_utc,
@@ -31,6 +37,29 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BEIJING = timezone(timedelta(hours=8))
 SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
 
+
+def make_article(**overrides: Any) -> Article:
+    values: dict[str, Any] = {
+        "source_id": "portal",
+        "key": "k1",
+        "guid": "k1",
+        "link": "https://portal.test/1.html",
+        "title": "标题",
+        "author": "作者",
+        "date": T0,
+        "date_from_feed": True,
+        "categories": ("c",),
+        "content": "<p>正文</p>",
+        "summary": "正文",
+        "headimg": None,
+        "thumbnail": None,
+        "comments": False,
+        "first_seen": T0,
+        "updated_at": T0,
+        "content_hash": "h",
+    }
+    values.update(overrides)
+    return Article(**values)
 
 
 # --- the module itself ---------------------------------------------------------------------
@@ -163,7 +192,29 @@ def test_as_utc_refuses_naive_and_non_datetimes() -> None:
         as_utc("2024-05-01T12:00:00Z")
 
 
-# --- applied by normalize ------------------------------------------------------------------
+# --- the Article invariants ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["date", "first_seen", "updated_at"])
+def test_article_refuses_naive_datetimes(field: str) -> None:
+    # (the writers used to refuse them one by one, or silently take them as UTC)
+    with pytest.raises(ValueError, match="naive"):
+        make_article(**{field: datetime(2021, 5, 21, 7, 25)})
+    with pytest.raises(ValueError, match="naive"):
+        replace(make_article(), **{field: datetime(2021, 5, 21, 7, 25)})
+
+
+def test_article_datetimes_are_converted_to_utc() -> None:
+    local = datetime(2021, 5, 21, 15, 25, tzinfo=BEIJING)
+    article = make_article(date=local, first_seen=local, updated_at=local)
+    for value in (article.date, article.first_seen, article.updated_at):
+        assert value.tzinfo is UTC and value == datetime(2021, 5, 21, 7, 25, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("title", ["", "   ", "  \x01 ", None])
+def test_article_refuses_a_title_that_shows_nothing(title: str | None) -> None:
+    with pytest.raises((ValueError, TypeError), match="title"):
+        make_article(title=title)
 
 
 def test_normalize_applies_the_title_fallback_the_article_requires() -> None:
