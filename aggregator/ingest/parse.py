@@ -25,10 +25,11 @@ from typing import Any
 from urllib.parse import urljoin
 
 import feedparser
+import feedparser.mixin
 
 from aggregator.errors import ParseError
 from aggregator.records import FetchResult, ParsedEntry, ParsedFeed, Source
-from aggregator.rules import strip_xml_illegal
+from aggregator.rules import strip_xml_illegal, web_url
 
 # Encodings that real servers declare while sending a superset: try the declared
 # one strictly, then its supersets, before anything else.
@@ -62,6 +63,14 @@ _FEED_ROOT = re.compile(
 )
 # An xml:base (or bare ``base``) attribute, which feedparser honours on any element.
 _DECLARES_BASE = re.compile(r"[\s:]base\s*=", re.IGNORECASE)
+
+# feedparser resolves a permalink ``<guid>`` (and an Atom ``<id>``) against xml:base as
+# if it were a URL, which turns ``<guid>123456</guid>`` into "http://portal/123456" only
+# in documents that declare a base.  An identifier is reported as written; whether it
+# is also a link is decided in ``_entry_link``.
+_RELATIVE_URI_ELEMENTS = feedparser.mixin._FeedParserMixin.can_be_relative_uri
+if "id" in _RELATIVE_URI_ELEMENTS:
+    feedparser.mixin._FeedParserMixin.can_be_relative_uri = _RELATIVE_URI_ELEMENTS - {"id"}
 
 
 def parse(fetched: FetchResult, source: Source) -> ParsedFeed:
@@ -276,7 +285,7 @@ def _entry(parsed: Mapping[str, Any], feed_base: str) -> ParsedEntry:
     summary = entry.get("summary")
     detail = content or entry.get("summary_detail") or title_detail
     base = _absolute(detail.get("base"), feed_base) or feed_base
-    link = _absolute(entry.get("link"), base)
+    link = _entry_link(entry, base)
     return ParsedEntry(
         guid=_text(entry.get("id")),
         link=link,
@@ -296,6 +305,25 @@ def _entry(parsed: Mapping[str, Any], feed_base: str) -> ParsedEntry:
             and (url := _absolute(link.get("href"), base))
         ),
     )
+
+
+def _entry_link(entry: Mapping[str, Any], base: str) -> str | None:
+    """The entry's link: its link element, or its guid when that is an absolute web URL.
+
+    feedparser copies a permalink guid (RSS ``<guid>`` without ``isPermaLink="false"``,
+    Atom ``<id>``) into ``link`` when the entry has no link element; resolving that
+    against the document would make ``<guid>123456</guid>`` the made-up link
+    "http://portal/123456".  A guid is a link only when it is one already.
+    """
+    link = entry.get("link")
+    from_guid = (
+        entry.get("guidislink")
+        and link == entry.get("id")
+        and not any(item.get("href") == link for item in entry.get("links") or [])
+    )
+    if from_guid:
+        return web_url(_text(link))
+    return _absolute(link, base)
 
 
 def _first_content(contents: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
