@@ -145,6 +145,19 @@ class Article:
     updated_at: datetime
     content_hash: str
 
+    def __post_init__(self) -> None:
+        # Invariants every writer relies on, so a record breaking them cannot exist: the
+        # datetimes are aware and in UTC (converted; naive ones refused) and the title
+        # shows something.  Cleaning the text is the normalize stage's job, not this one.
+        # Imported here: ``aggregator.rules`` is standard library only and imports nothing
+        # from the project, so records stays at the bottom of the import graph with it.
+        from aggregator.rules import as_utc, check_title
+
+        object.__setattr__(self, "date", as_utc(self.date))
+        object.__setattr__(self, "first_seen", as_utc(self.first_seen))
+        object.__setattr__(self, "updated_at", as_utc(self.updated_at))
+        check_title(self.title)
+
 
 @dataclass(frozen=True, slots=True)
 class FeedOptions:

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.ingest.normalize import (
-    UNTITLED,
     choose_date,
     clean_text,
     excerpt,
@@ -18,9 +17,9 @@ from aggregator.ingest.normalize import (
     plain_title,
     proxied_image,
     sanitize_html,
-    strip_xml_illegal,
 )
 from aggregator.records import NormalizeOptions, ParsedEntry, Source
+from aggregator.rules import UNTITLED, strip_xml_illegal
 
 PROXY = "https://cors.zfour.workers.dev/?"
 SEEN = datetime(2021, 5, 22, 8, 0, tzinfo=UTC)

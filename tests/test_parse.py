@@ -5,11 +5,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import feedparser
 import pytest
+from lxml import etree
 
 from aggregator.errors import ParseError
+from aggregator.ingest.normalize import normalize
 from aggregator.ingest.parse import decode_document, parse
-from aggregator.records import FetchResult, Source
+from aggregator.publish.feeds import render_atom, render_rss
+from aggregator.records import FeedOptions, FetchResult, NormalizeOptions, Source
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "encodings"
 SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
@@ -246,3 +250,61 @@ def test_feed_document_without_items_is_an_empty_feed_not_an_error() -> None:
     assert parse(fetched(cdf), SOURCE).entries == ()
     with pytest.raises(ParseError, match="no RSS or Atom root element"):
         parse(fetched(b'<?xml version="1.0"?><catalog><book id="1"/></catalog>'), SOURCE)
+
+
+# --- guids are not links ------------------------------------------------------------------
+
+SEEN = datetime(2024, 1, 1, tzinfo=UTC)
+FEEDS = FeedOptions(output_dir="unused", site_url="http://feeds.test/")
+
+
+@pytest.mark.parametrize("channel", ["<channel>", '<channel xml:base="http://portal.test/news/">'])
+def test_a_bare_guid_is_not_made_into_a_link(channel: str) -> None:
+    doc = rss("<item><guid>123456</guid><title>x</title></item>").replace("<channel>", channel)
+    [entry] = parse(fetched(doc.encode()), SOURCE).entries
+    assert entry.guid == "123456"  # as written, with or without an xml:base
+    assert entry.link is None
+    article = normalize(entry, SOURCE, NormalizeOptions(), seen_at=SEEN)
+    assert article.link is None and article.guid == article.key == "123456"
+    data = render_rss("c", [article], FEEDS)
+    assert b"123456" not in data and b"portal.test/" not in data.split(b"<item>", 1)[1]
+    [item] = etree.fromstring(data).findall("channel/item")
+    assert item.find("link") is None
+    [generated] = feedparser.parse(data).entries
+    assert "link" not in generated
+    assert b"123456" not in render_atom("c", [article], FEEDS)
+
+
+@pytest.mark.parametrize(
+    ("item", "link"),
+    [
+        # A guid that is an absolute web URL is still the permalink it says it is.
+        ("<guid>http://portal.test/a/1.html</guid>", "http://portal.test/a/1.html"),
+        ('<guid isPermaLink="true">https://portal.test/a/2</guid>', "https://portal.test/a/2"),
+        ('<guid isPermaLink="false">http://portal.test/a/3</guid>', None),
+        ("<guid>/a/4.html</guid>", None),  # relative: not an absolute URL, not a link
+        ("<guid>javascript:alert(1)</guid>", None),
+        ("<guid>urn:uuid:1f0c4e44-0000-4000-8000-000000000000</guid>", None),
+        # A real link element wins, before or after the guid.
+        ("<guid>123</guid><link>/a/5.html</link>", "http://portal.test/a/5.html"),
+        ("<link>/a/6.html</link><guid>123</guid>", "http://portal.test/a/6.html"),
+        ("<guid>/a/7.html</guid><link>/a/7.html</link>", "http://portal.test/a/7.html"),
+    ],
+)
+def test_a_guid_is_a_link_only_when_it_is_an_absolute_web_url(item: str, link: str | None) -> None:
+    doc = rss(f"<item><title>x</title>{item}</item>")
+    [entry] = parse(fetched(doc.encode()), SOURCE).entries
+    assert entry.link == link
+    assert normalize(entry, SOURCE, NormalizeOptions(), seen_at=SEEN).link == link
+
+
+def test_an_atom_id_is_not_made_into_a_link() -> None:
+    doc = b"""<feed xmlns="http://www.w3.org/2005/Atom" xml:base="http://portal.test/x/">
+      <title>t</title><id>urn:feed</id><updated>2024-01-01T00:00:00Z</updated>
+      <entry><id>1</id><title>bare</title><updated>2024-01-01T00:00:00Z</updated></entry>
+      <entry><id>http://portal.test/e/2</id><title>web</title>
+        <updated>2024-01-01T00:00:00Z</updated></entry>
+    </feed>"""
+    bare, web = parse(fetched(doc, "application/atom+xml"), SOURCE).entries
+    assert (bare.guid, bare.link) == ("1", None)
+    assert (web.guid, web.link) == ("http://portal.test/e/2", "http://portal.test/e/2")

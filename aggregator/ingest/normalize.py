@@ -8,12 +8,17 @@ comparison.  Here happen all the decisions about an article's content:
   as ``text-indent``/``text-align`` survive, as in the seed; scripts, handlers,
   ``javascript:`` URLs, iframes do not), every URL is made absolute, images are
   routed through the configured image proxy and get ``referrerpolicy``;
-- the title becomes plain text, the author falls back to the source's name, the
-  date falls back published → updated → first seen (always aware UTC);
+- the title becomes plain text (falling back to the summary, the link, then
+  ``rules.UNTITLED``), the author falls back to the source's name, the date falls
+  back published → updated → first seen (always aware UTC);
+- every URL kept (link, images, headimg/thumbnail) is a web URL (``rules.web_url``)
+  and no text keeps a character XML cannot carry (``rules.strip_xml_illegal``);
 - headimg/thumbnail = first image of the rewritten content, else a media
   thumbnail or image enclosure, else the configured default image.
 
-This module must not fetch, parse XML or touch the database.
+The rules themselves live in ``aggregator.rules``; this is where they are applied to
+every article made from a feed entry, so the writers can trust the record.  This
+module must not fetch, parse XML or touch the database.
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ import html
 import json
 import re
 from datetime import datetime, timedelta
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import nh3
 
 from aggregator.records import Article, NormalizeOptions, ParsedEntry, Source
+from aggregator.rules import as_utc, fallback_title, strip_xml_illegal, web_url
 
-UNTITLED = "(无标题)"
 # A feed date further in the future than this is not believed (clock skew is fine,
 # a 9999 date pinned to the top of every generated feed is not).
 FUTURE_TOLERANCE = timedelta(days=1)
@@ -78,9 +83,6 @@ _ALLOWED_ATTRIBUTES.setdefault("*", set()).update({"style", "class", "title", "l
 _ALLOWED_ATTRIBUTES.setdefault("a", set()).update({"href", "target", "title"})
 _ALLOWED_ATTRIBUTES.setdefault("img", set()).update({"src", "alt", "width", "height", "title"})
 _URL_SCHEMES = {"http", "https", "mailto"}
-# What XML 1.0 cannot carry, plus DEL and C1 controls (allowed but never meant as text,
-# and YAML front matter cannot carry them).
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
 _FIRST_IMG_SRC = re.compile(r"<img\b[^>]*?\ssrc=\"([^\"]+)\"", re.IGNORECASE)
 _ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]*);", re.IGNORECASE)
 _TEXT_CLEANER = nh3.Cleaner(tags=set(), clean_content_tags={"script", "style"})
@@ -99,8 +101,9 @@ def normalize(
     base = web_url(entry.base or "") or link or source.url
     content = sanitize_html(entry.content or entry.summary or "", base, options)
     summary = excerpt(entry.summary or entry.content or "", options.summary_length)
-    title = plain_title(entry.title, entry.title_is_html) or _fallback_title(summary, link)
+    title = plain_title(entry.title, entry.title_is_html) or fallback_title(summary, link)
     date, date_from_feed = choose_date(entry.published, entry.updated, seen_at)
+    date, seen_at = as_utc(date), as_utc(seen_at)  # as the Article holds them, before hashing
     headimg = (
         first_image(content)
         or _first_proxied(tuple(map(clean_text, (*entry.thumbnails, *entry.image_enclosures))),
@@ -246,20 +249,6 @@ def clean_text(text: str) -> str:
     return " ".join(strip_xml_illegal(text).split())  # str.split: the same \s as re, faster
 
 
-def strip_xml_illegal(text: str) -> str:
-    """Drop characters XML 1.0 cannot carry (they would break every generated feed)."""
-    return _XML_ILLEGAL.sub("", text)
-
-
-def web_url(value: str) -> str | None:
-    """``value`` if it is an absolute http(s) URL, else None (no ``javascript:`` links)."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return None
-    return value if parts.scheme.lower() in ("http", "https") and parts.netloc else None
-
-
 def _absolute_url(value: str, base_url: str) -> str | None:
     if value.startswith(("http://", "https://")) and not value[-1:].isspace():
         return value  # the common case, without urljoin's cost
@@ -275,15 +264,9 @@ def _absolute_url(value: str, base_url: str) -> str | None:
 
 def _first_proxied(urls: tuple[str, ...], options: NormalizeOptions) -> str | None:
     for url in urls:
-        if urlsplit(url).scheme.lower() in ("http", "https"):
-            return proxied_image(url, options)
+        if absolute := web_url(url):
+            return proxied_image(absolute, options)
     return None
-
-
-def _fallback_title(summary: str, link: str | None) -> str:
-    if summary:
-        return summary if len(summary) <= 50 else summary[:49].rstrip() + "…"
-    return link or UNTITLED
 
 
 def article_key(guid: str | None, link: str | None, title: str, content: str) -> str:

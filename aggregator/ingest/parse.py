@@ -25,9 +25,11 @@ from typing import Any
 from urllib.parse import urljoin
 
 import feedparser
+import feedparser.mixin
 
 from aggregator.errors import ParseError
 from aggregator.records import FetchResult, ParsedEntry, ParsedFeed, Source
+from aggregator.rules import strip_xml_illegal, web_url
 
 # Encodings that real servers declare while sending a superset: try the declared
 # one strictly, then its supersets, before anything else.
@@ -51,8 +53,6 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._:-]+)[\"']")
 _XML_DECL_TEXT = re.compile(r"^(\s*<\?xml[^>]*?encoding\s*=\s*[\"'])([A-Za-z0-9._:-]+)([\"'])")
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.IGNORECASE)
-# Characters XML 1.0 cannot carry; expat rejects them and feedparser would then
-# fall back to its loose parser, so they are dropped before parsing.
 # A DOCTYPE with an internal subset; group 1 keeps "<!DOCTYPE name ..." without the subset.
 _INTERNAL_DTD = re.compile(r"(<!DOCTYPE[^\[>]*)\[.*?\]\s*>", re.IGNORECASE | re.DOTALL)
 # The root element of a feed document, after the prolog, comments and doctype.
@@ -61,9 +61,16 @@ _FEED_ROOT = re.compile(
     r"<(?:[\w.-]+:)?(?:rss|feed|rdf|channel)\b",
     re.IGNORECASE | re.DOTALL,
 )
-_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 # An xml:base (or bare ``base``) attribute, which feedparser honours on any element.
 _DECLARES_BASE = re.compile(r"[\s:]base\s*=", re.IGNORECASE)
+
+# feedparser resolves a permalink ``<guid>`` (and an Atom ``<id>``) against xml:base as
+# if it were a URL, which turns ``<guid>123456</guid>`` into "http://portal/123456" only
+# in documents that declare a base.  An identifier is reported as written; whether it
+# is also a link is decided in ``_entry_link``.
+_RELATIVE_URI_ELEMENTS = feedparser.mixin._FeedParserMixin.can_be_relative_uri
+if "id" in _RELATIVE_URI_ELEMENTS:
+    feedparser.mixin._FeedParserMixin.can_be_relative_uri = _RELATIVE_URI_ELEMENTS - {"id"}
 
 
 def parse(fetched: FetchResult, source: Source) -> ParsedFeed:
@@ -165,7 +172,8 @@ def _detect(content: bytes) -> str | None:
 def _utf8_document(text: str) -> bytes:
     text = text.lstrip("\ufeff")
     text = _XML_DECL_TEXT.sub(r"\1utf-8\3", text, count=1)
-    return _XML_ILLEGAL.sub("", text).encode("utf-8")
+    # expat rejects them and feedparser would then fall back to its loose parser
+    return strip_xml_illegal(text).encode("utf-8")
 
 
 def strip_internal_dtd(text: str) -> tuple[str, bool]:
@@ -277,7 +285,7 @@ def _entry(parsed: Mapping[str, Any], feed_base: str) -> ParsedEntry:
     summary = entry.get("summary")
     detail = content or entry.get("summary_detail") or title_detail
     base = _absolute(detail.get("base"), feed_base) or feed_base
-    link = _absolute(entry.get("link"), base)
+    link = _entry_link(entry, base)
     return ParsedEntry(
         guid=_text(entry.get("id")),
         link=link,
@@ -297,6 +305,25 @@ def _entry(parsed: Mapping[str, Any], feed_base: str) -> ParsedEntry:
             and (url := _absolute(link.get("href"), base))
         ),
     )
+
+
+def _entry_link(entry: Mapping[str, Any], base: str) -> str | None:
+    """The entry's link: its link element, or its guid when that is an absolute web URL.
+
+    feedparser copies a permalink guid (RSS ``<guid>`` without ``isPermaLink="false"``,
+    Atom ``<id>``) into ``link`` when the entry has no link element; resolving that
+    against the document would make ``<guid>123456</guid>`` the made-up link
+    "http://portal/123456".  A guid is a link only when it is one already.
+    """
+    link = entry.get("link")
+    from_guid = (
+        entry.get("guidislink")
+        and link == entry.get("id")
+        and not any(item.get("href") == link for item in entry.get("links") or [])
+    )
+    if from_guid:
+        return web_url(_text(link))
+    return _absolute(link, base)
 
 
 def _first_content(contents: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:

@@ -17,9 +17,13 @@ changes), and the feed's ``updated`` / ``lastBuildDate`` is the newest entry
 never the build time.  Identical input therefore gives byte-identical files,
 which ``write_atomic`` then leaves untouched so HTTP validators stay stable.
 
-One bad article never fails a build: each entry is rendered on its own first
-and an article feedgen or lxml rejects is logged and left out.  Characters XML
-1.0 cannot carry are stripped from every string as a last line of defence.
+The articles are trusted: an ``Article`` always has aware UTC dates and a title
+(``records.Article`` refuses anything else), and the normalize stage has made its
+links web URLs.  Two defences remain, for what a record cannot guarantee: one bad
+article never fails a build (each entry is rendered on its own first and an
+article feedgen or lxml rejects is logged and left out), and characters XML 1.0
+cannot carry are stripped from every string with ``rules.strip_xml_illegal``
+(config values such as a category name pass through here too).
 
 What this module must NOT do: touch a database or the network, decide which
 articles belong to a category (the caller passes them), sanitize or rewrite
@@ -48,6 +52,7 @@ from lxml import etree
 from aggregator.errors import AggregatorError
 from aggregator.publish import files
 from aggregator.records import Article, FeedOptions
+from aggregator.rules import strip_xml_illegal
 
 __all__ = [
     "EPOCH",
@@ -75,12 +80,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # ``updated`` of a feed with no entrie
 _CATEGORIES_DIR = "categories"
 _RSS_TYPE = "application/rss+xml"
 _ATOM_TYPE = "application/atom+xml"
-_UNTITLED = "(untitled)"
 # Longest category directory name, in UTF-8 bytes (file systems stop at 255).
 _MAX_NAME_BYTES = 180
 
-# Everything outside XML 1.0's Char production (lone surrogates included).
-_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # Characters a directory name must not contain: separators, NUL, C0/C1 controls,
 # lone surrogates (not encodable as a file name).
 _NOT_PATH_CHAR = re.compile("[/\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -160,41 +162,20 @@ def _url(options: FeedOptions, relative: str) -> str:
 
 
 def _site_name(options: FeedOptions) -> str:
-    name = (_clean(options.site_title).strip()
-            or _clean(options.title_prefix).strip(_PREFIX_SEPARATORS))
+    name = (strip_xml_illegal(options.site_title).strip()
+            or strip_xml_illegal(options.title_prefix).strip(_PREFIX_SEPARATORS))
     if name:
         return name
-    host = urlsplit(_clean(options.site_url).strip()).hostname
+    host = urlsplit(strip_xml_illegal(options.site_url).strip()).hostname
     return host or GENERATOR
 
 
-# --------------------------------------------------------------------------- cleaning
+# --------------------------------------------------------------------------- values
 
 
-def _clean(value: str) -> str:
-    """Drop the characters XML 1.0 cannot carry (lxml refuses them)."""
-    return _NOT_XML_CHAR.sub("", value)
-
-
-def _utc(value: datetime) -> datetime:
-    """Aware datetime in UTC, whole seconds (RSS dates cannot carry fractions)."""
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()} (articles need aware UTC)")
-    return value.astimezone(UTC).replace(microsecond=0)
-
-
-def _sort_timestamp(value: object) -> float:
-    """Sort key that never raises: naive counts as UTC, garbage sorts last."""
-    if not isinstance(value, datetime):
-        return float("-inf")
-    try:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    except (OverflowError, ValueError, OSError):
-        return float("-inf")
+def _whole_seconds(value: datetime) -> datetime:
+    """RSS dates cannot carry fractions of a second (Article dates are aware UTC)."""
+    return value.replace(microsecond=0)
 
 
 def _identity(article: Article) -> tuple[str, str]:
@@ -219,29 +200,29 @@ def modified_at(article: Article) -> datetime:
 
 
 def _entry_values(article: Article) -> _Entry:
-    link = _clean(article.link or "").strip() or None
-    title = _clean(article.title or "").strip() or link or _UNTITLED
-    summary = _clean(article.summary or "")
-    content = _clean(article.content or "")
+    link = strip_xml_illegal(article.link) if article.link else None
+    title = strip_xml_illegal(article.title).strip()  # an Article's title shows something
+    summary = strip_xml_illegal(article.summary)
+    content = strip_xml_illegal(article.content)
     if not content.strip() and not link:
         # Atom wants content or an alternate link; say what little we know.
         content = html.escape(summary.strip() or title, quote=False)
     categories: list[str] = []
     for raw in article.categories:
-        term = _clean(raw).strip()
+        term = strip_xml_illegal(raw).strip()
         if term and term not in categories:
             categories.append(term)
     return _Entry(
         id=entry_id(article),
         title=title,
         link=link,
-        author=_clean(article.author or "").strip(),
-        published=_utc(article.date),
-        updated=_utc(modified_at(article)),
+        author=strip_xml_illegal(article.author).strip(),
+        published=_whole_seconds(article.date),
+        updated=_whole_seconds(modified_at(article)),
         categories=tuple(categories),
         content=content if content.strip() else "",
         summary=summary if summary.strip() else "",
-        thumbnail=_clean(article.headimg or "").strip() or None,
+        thumbnail=strip_xml_illegal(article.headimg) if article.headimg else None,
     )
 
 
@@ -280,10 +261,9 @@ def _fill(entry: FeedEntry, values: _Entry) -> None:
 def _order(articles: Iterable[Article]) -> list[Article]:
     """Newest first; equal dates by (source_id, key), whatever order they came in."""
     by_identity = sorted(
-        articles,
-        key=lambda a: (*_identity(a), -_sort_timestamp(a.updated_at), str(a.content_hash)),
+        articles, key=lambda a: (*_identity(a), -a.updated_at.timestamp(), str(a.content_hash))
     )
-    return sorted(by_identity, key=lambda a: _sort_timestamp(a.date), reverse=True)
+    return sorted(by_identity, key=lambda a: a.date, reverse=True)
 
 
 def _select(
@@ -327,13 +307,13 @@ def _select(
 
 def _render(category: str, entries: Sequence[_Entry], options: FeedOptions, fmt: _Format) -> bytes:
     paths = category_paths(category)
-    site = _clean(_site_root(options))
-    self_url = _clean(_url(options, paths.rss if fmt == "rss" else paths.atom))
-    name = _clean(category).strip() or paths.rss.split("/")[1]
-    title = _clean(options.title_prefix) + name
+    site = strip_xml_illegal(_site_root(options))
+    self_url = strip_xml_illegal(_url(options, paths.rss if fmt == "rss" else paths.atom))
+    name = strip_xml_illegal(category).strip() or paths.rss.split("/")[1]
+    title = strip_xml_illegal(options.title_prefix) + name
     try:
         fg = _new_generator()
-        fg.id(_clean(_url(options, paths.atom)))
+        fg.id(strip_xml_illegal(_url(options, paths.atom)))
         fg.title(title)
         fg.author(name=_site_name(options))
         fg.link(href=self_url, rel="self", type=_RSS_TYPE if fmt == "rss" else _ATOM_TYPE)
@@ -375,7 +355,7 @@ def render_opml(categories: Sequence[str], options: FeedOptions) -> bytes:
     Two grouping outlines, ``RSS 2.0`` and ``Atom 1.0``; no dates, so the same
     categories always give the same bytes.  Duplicate names are listed once.
     """
-    site = _clean(_site_root(options))
+    site = strip_xml_illegal(_site_root(options))
     unique = list(dict.fromkeys(categories))
     root = etree.Element("opml", {"version": "2.0"})
     head = etree.SubElement(root, "head")
@@ -385,7 +365,7 @@ def render_opml(categories: Sequence[str], options: FeedOptions) -> bytes:
         group = etree.SubElement(body, "outline", {"text": label, "title": label})
         for category in unique:
             paths = category_paths(category)
-            text = _clean(category)
+            text = strip_xml_illegal(category)
             etree.SubElement(
                 group,
                 "outline",
@@ -393,7 +373,9 @@ def render_opml(categories: Sequence[str], options: FeedOptions) -> bytes:
                     "text": text,
                     "title": text,
                     "type": "rss",
-                    "xmlUrl": _clean(_url(options, paths.rss if fmt == "rss" else paths.atom)),
+                    "xmlUrl": strip_xml_illegal(
+                        _url(options, paths.rss if fmt == "rss" else paths.atom)
+                    ),
                     "htmlUrl": site,
                 },
             )

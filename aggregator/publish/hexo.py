@@ -12,7 +12,10 @@ quoting rule (``_yaml_scalar``) that keeps it a valid, loss-free YAML string
 even for hostile values (quotes, ``: ``, `` #``, ``---``, ``yes``, ``2021``...).
 Values are single-line: line breaks collapse to one space, so no front-matter
 line can ever be a ``---`` delimiter, and characters YAML cannot carry at all
-(C0/C1 controls, lone surrogates, U+FFFE/U+FFFF) are dropped.
+(C0/C1 controls, lone surrogates, U+FFFE/U+FFFF) are dropped with
+``rules.strip_xml_illegal`` (the normalize stage already did, but a record does not
+guarantee it and one such character breaks the whole Hexo build).  Dates are
+trusted: an ``Article``'s are always aware UTC.
 
 What this module must NOT do: touch a database or the network, sanitize or
 rewrite the article HTML (the normalize stage owns that), decide which articles
@@ -26,13 +29,13 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
 from aggregator.errors import AggregatorError
 from aggregator.publish.files import write_atomic
 from aggregator.records import Article
+from aggregator.rules import strip_xml_illegal
 
 __all__ = [
     "ExportReport",
@@ -44,11 +47,6 @@ __all__ = [
 
 # Line breaks (YAML 1.1 counts NEL, LS and PS too), with the blanks around them.
 _LINE_BREAKS = re.compile(r"[ \t]*(?:\r\n|[\r\n\x85\u2028\u2029])[\s]*")
-# Everything YAML's reader refuses outright (it accepts \t \n \r \x20-\x7e \x85
-# \xa0-\ud7ff \ue000-\ufffd and the astral planes); breaks are handled above.
-_UNREPRESENTABLE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]"
-)
 # First characters that make a plain scalar mean something else.
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
 # Words YAML 1.1 (PyYAML) or 1.2 (js-yaml, used by Hexo) read as null/bool/special.
@@ -63,9 +61,13 @@ _NUMBERISH = re.compile(r"[-+]?\.?[0-9]")
 
 
 def _yaml_text(value: str) -> str:
-    """Make ``value`` one line of YAML-representable text."""
-    value = _LINE_BREAKS.sub(" ", value)
-    return _UNREPRESENTABLE.sub("", value)
+    """Make ``value`` one line of YAML-representable text.
+
+    YAML's reader accepts \\t \\n \\r \\x20-\\x7e \\x85 \\xa0-\\ud7ff \\ue000-\\ufffd and the
+    astral planes: once the breaks (NEL included) are spaces, ``strip_xml_illegal``
+    drops exactly the rest.
+    """
+    return strip_xml_illegal(_LINE_BREAKS.sub(" ", value))
 
 
 def _single_quoted(value: str) -> str:
@@ -95,12 +97,6 @@ def _yaml_scalar(value: str) -> str:
     return value if _is_plain_safe(value) else _single_quoted(value)
 
 
-def _format_date(date: datetime) -> str:
-    if date.tzinfo is None or date.utcoffset() is None:
-        raise ValueError(f"article date must be timezone-aware, got naive {date!r}")
-    return format_datetime(date.astimezone(UTC), usegmt=True)
-
-
 def hexo_filename(article: Article) -> str:
     """Stable post file name: the same (source, key) always maps to the same file."""
     source_id = article.source_id
@@ -122,7 +118,7 @@ def render_front_matter(article: Article) -> str:
         f"headimg: {_single_quoted(_yaml_text(article.headimg or ''))}",
         f"author: {_yaml_scalar(article.author)}",
         f"comments: {'true' if article.comments else 'false'}",
-        f"date: {_format_date(article.date)}",
+        f"date: {format_datetime(article.date, usegmt=True)}",  # Article dates are UTC
         f"thumbnail: {_single_quoted(_yaml_text(article.thumbnail or ''))}",
         "---",
     ]

@@ -8,7 +8,11 @@ Content-Security-Policy that forbids scripts outright.
 
 Every value from a feed is hostile until escaped: text and attributes go
 through ``html.escape``; only absolute ``http``/``https`` URLs may appear in an
-``href`` or ``src`` (anything else, ``javascript:`` included, is dropped).
+``href`` or ``src`` (anything else, ``javascript:`` included, is dropped).  The
+normalize stage already made the article's URLs web URLs, but a record does not
+guarantee it and this page is where a script would run, so they are checked again
+with the one rule, ``rules.web_url``.  Dates and titles are trusted: an
+``Article`` always has aware UTC dates and a title that shows something.
 
 Output is a pure function of the input (no "now", no randomness), so an
 unchanged site gives byte-identical files that ``write_atomic`` leaves alone.
@@ -22,17 +26,16 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from aggregator.publish.feeds import OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions
+from aggregator.rules import web_url
 
-__all__ = ["INDEX_FILENAME", "render_index", "safe_url"]
+__all__ = ["INDEX_FILENAME", "render_index"]
 
 INDEX_FILENAME = "index.html"
 
-_UNTITLED = "(无标题)"
 _MAX_SUMMARY_CHARS = 300
 
 # Scripts, frames, forms, fonts, fetches: none.  Inline styles and http(s) images only.
@@ -98,32 +101,6 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def safe_url(value: str | None) -> str | None:
-    """``value`` when it is an absolute http(s) URL with a host, else None.
-
-    URLs holding whitespace or control characters are refused too: browsers
-    strip some of them before parsing, which is how ``java\\tscript:`` sneaks by.
-    """
-    if not value:
-        return None
-    url = value.strip()
-    if not url or any(ch.isspace() or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in url):
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        return None
-    return url
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).replace(microsecond=0)
-
-
 def _summary(text: str) -> str:
     text = " ".join(text.split())
     if len(text) > _MAX_SUMMARY_CHARS:
@@ -145,15 +122,15 @@ def _category_item(category: str) -> str:
 
 def _article_item(article: Article) -> str:
     parts: list[str] = ['<li class="article">']
-    image = safe_url(article.headimg) or safe_url(article.thumbnail)
+    image = web_url(article.headimg) or web_url(article.thumbnail)
     if image:
         parts.append(
             f'<img class="thumb" src="{_e(image)}" loading="lazy"'
             ' referrerpolicy="no-referrer" alt="" width="112" height="84">'
         )
     parts.append('<div class="body">')
-    title = " ".join((article.title or "").split()) or _UNTITLED
-    link = safe_url(article.link)
+    title = article.title
+    link = web_url(article.link)
     if link:
         parts.append(
             f'<h3><a href="{_e(link)}" rel="noopener noreferrer">{_e(title)}</a></h3>'
@@ -161,10 +138,10 @@ def _article_item(article: Article) -> str:
     else:
         parts.append(f"<h3>{_e(title)}</h3>")
     meta: list[str] = [f'<span class="source">{_e(article.source_id)}</span>']
-    author = " ".join((article.author or "").split())
+    author = article.author.strip()
     if author:
         meta.append(f'<span class="author">{_e(author)}</span>')
-    date = _utc(article.date)
+    date = article.date.replace(microsecond=0)
     iso = date.isoformat().replace("+00:00", "Z")
     meta.append(f'<time datetime="{_e(iso)}">{date:%Y-%m-%d %H:%M}</time>')
     parts.append(f'<p class="meta">{"".join(meta)}</p>')
