@@ -2,8 +2,9 @@
 
 Every stage takes and returns these frozen dataclasses, never ORM rows, HTTP
 responses or feedparser dicts, so a stage can be tested with values alone and
-swapped without its neighbours noticing.  This module imports nothing from the
-project and no outside library: it is the bottom of the import graph.
+swapped without its neighbours noticing.  It imports no outside library and from the
+project only ``aggregator.rules`` (the invariants an ``Article`` enforces when it is
+made): with ``rules`` and ``errors`` it is the bottom of the import graph.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+
+from aggregator.rules import as_utc, check_title
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +152,6 @@ class Article:
         # Invariants every writer relies on, so a record breaking them cannot exist: the
         # datetimes are aware and in UTC (converted; naive ones refused) and the title
         # shows something.  Cleaning the text is the normalize stage's job, not this one.
-        # Imported here: ``aggregator.rules`` is standard library only and imports nothing
-        # from the project, so records stays at the bottom of the import graph with it.
-        from aggregator.rules import as_utc, check_title
-
         object.__setattr__(self, "date", as_utc(self.date))
         object.__setattr__(self, "first_seen", as_utc(self.first_seen))
         object.__setattr__(self, "updated_at", as_utc(self.updated_at))

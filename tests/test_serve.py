@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from served_site import BuiltSite, build_site, raw_get
 
 from aggregator.publish.feeds import OPML_FILENAME, category_paths
-from aggregator.records import PollResult, Source, SourceStatus, StoreCounts
+from aggregator.records import PollOutcome, PollResult, Source, SourceStatus, StoreCounts
 from aggregator.service.health import health_report
 from aggregator.service.http import FeedServer, make_app
 from aggregator.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -198,11 +198,11 @@ def test_healthz_without_callable_and_when_it_raises(site: BuiltSite) -> None:
 def test_metrics_endpoint(site: BuiltSite) -> None:
     metrics = Metrics()
     metrics.record_poll(
-        PollResult(source_id="portal", result="new", counts=StoreCounts(new=3),
+        PollResult(source_id="portal", result=PollOutcome.NEW, counts=StoreCounts(new=3),
                    fetch_seconds=0.2),
-        consecutive_errors=0,
     )
-    metrics.record_poll(PollResult(source_id="tech", result="error", error="boom"), 1)
+    metrics.record_poll(PollResult(source_id="tech", result=PollOutcome.ERROR, error="boom",
+                                   consecutive_errors=1))
     app = make_app(site.output_dir, "http://127.0.0.1/feeds/", metrics=metrics)
     with FeedServer(app) as running:
         response = requests.get(running.url + "metrics", timeout=10)
