@@ -1,8 +1,8 @@
 """Command line: ``aggregator [--config PATH] COMMAND``.
 
-The CLI only translates between people and the pipeline: it loads the config,
-opens the store, calls pipeline functions and prints results.  It holds no
-business logic.  Every other module (config with pydantic, SQLAlchemy, feedgen)
+The CLI only translates between people and the rest: it loads the config, opens
+the store, calls intake, publishing and service functions and prints results.  It
+holds no business logic.  Every other module (config with pydantic, SQLAlchemy, feedgen)
 is imported inside the commands that need it: ``--help`` starts fast, and parse
 workers, which multiprocessing makes import the ``aggregator`` script's module
 (this one), stay small.

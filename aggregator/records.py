@@ -1,4 +1,4 @@
-"""Typed records that flow between the pipeline stages.
+"""Typed records that flow between the stages of intake, storage and publishing.
 
 Every stage takes and returns these frozen dataclasses, never ORM rows, HTTP
 responses or feedparser dicts, so a stage can be tested with values alone and

@@ -1,9 +1,9 @@
 """What a parse worker process runs: parse → normalize of one fetched document.
 
-The CPU-bound middle of a poll.  ``pipeline`` sends it to a ``sandbox.WorkerPool``
+The CPU-bound middle of a poll.  ``poll`` sends it to a ``sandbox.WorkerPool``
 (the ``parse_workers`` setting) as one call, so that both stages run in the worker,
 under its time and memory budget and in parallel with other sources, while the main
-process only fetches and stores.  Without a pool the pipeline calls it in-process.
+process only fetches and stores.  Without a pool the poll calls it in-process.
 
 This module must import nothing but those two stages: the fork server preloads it,
 and every worker shares what it imports (no SQLAlchemy, requests or feedgen here).

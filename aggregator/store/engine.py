@@ -14,6 +14,7 @@ must not use SQL that only one backend understands outside the SQLite-only hooks
 from __future__ import annotations
 
 import multiprocessing
+import select
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -33,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from aggregator.store.models import Base
@@ -69,7 +70,13 @@ def make_engine(url: str | URL) -> Engine:
     """An engine with the store's connection settings (also used by migrations/env.py)."""
     url = make_url(url)
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        # No pool_pre_ping: its SELECT 1 runs in autocommit, one more server transaction
+        # (and round trip) per checkout — a third of a poll's.  A connection the server
+        # closed (restart, idle timeout, pg_terminate_backend) is seen for free instead:
+        # its socket turns readable (the server's goodbye, then EOF) while it sits idle.
+        engine = create_engine(url)
+        event.listen(engine.pool, "checkout", _drop_if_closed)
+        return engine
     database = url.database or ""
     if in_memory(url):
         # One shared connection: the schema must outlive the opening thread's
@@ -83,6 +90,22 @@ def make_engine(url: str | URL) -> Engine:
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _drop_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Make the pool replace a pooled connection that the server has closed.
+
+    An idle client connection has nothing to read; if its socket is readable, the server
+    said goodbye (or sent something unasked for): either way a fresh connection is safe.
+    """
+    if getattr(dbapi_connection, "closed", False) or getattr(dbapi_connection, "broken", False):
+        raise DisconnectionError("connection closed")
+    try:
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    except (OSError, ValueError, AttributeError):
+        raise DisconnectionError("connection unusable") from None
+    if readable:
+        raise DisconnectionError("the server closed the connection")
 
 
 def in_memory(url: URL) -> bool:

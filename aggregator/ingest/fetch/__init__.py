@@ -1,7 +1,7 @@
 """Fetch stage: one source's URL → ``FetchResult`` (or ``FetchError``).
 
 Why this package exists: portals are slow, broken, hostile or all three, and the rest of
-the pipeline must only ever see bytes or a typed error.  So this package owns every
+the poll must only ever see bytes or a typed error.  So this package owns every
 network concern in one place — conditional GET, hand-followed redirects, an SSRF guard
 checked on the connected address, DNS inside the deadline, a hard wall-clock deadline, a
 decompressed-size limit — and it is the ONLY place in the project that imports

@@ -1,0 +1,124 @@
+"""The store on the real PostgreSQL: transactions per poll, and connections the server
+closes.  Skipped where no server answers on 127.0.0.1:5432 (``.ci/run`` starts one)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from aggregator.ingest.poll import PollOptions, poll_sources
+from aggregator.records import (
+    FetchOptions,
+    FetchResult,
+    NormalizeOptions,
+    PollOutcome,
+    Source,
+    Validators,
+)
+from aggregator.store import Store
+
+PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+OPTIONS = PollOptions(fetch=FetchOptions(), normalize=NormalizeOptions())
+FEED = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P</title>'
+        b"<item><title>one</title><link>http://p.test/1</link></item></channel></rss>")
+
+
+@pytest.fixture()
+def admin() -> Iterator[object]:
+    engine = create_engine(PG_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                           connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure just means "no PostgreSQL here"
+        engine.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def database(admin: object) -> Iterator[str]:
+    """A fresh database of its own (its statistics count only this test's work)."""
+    name = f"test_tx_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:  # type: ignore[attr-defined]
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:  # type: ignore[attr-defined]
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def commits(admin: object, url: str) -> int:
+    """``xact_commit`` of the database, once none of its backends is left (a backend
+    reports its counts when it exits, at the latest)."""
+    name = make_url(url).database
+    with admin.connect() as connection:  # type: ignore[attr-defined]
+        for _ in range(500):
+            left = connection.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = :d"), {"d": name}).scalar()
+            if not left:
+                break
+            connection.execute(text("SELECT pg_sleep(0.01)"))
+        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
+        return int(connection.execute(text(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = :d"), {"d": name}).scalar())
+
+
+def not_modified(src: Source, _options: FetchOptions, validators: Validators) -> FetchResult:
+    if validators.etag:
+        return FetchResult(source_id=src.id, url=src.url, status=304, etag=validators.etag)
+    return FetchResult(source_id=src.id, url=src.url, status=200, content=FEED, etag='"1"',
+                       headers={"content-type": "application/rss+xml"})
+
+
+def test_a_poll_of_an_unchanged_source_commits_one_transaction(admin: object,
+                                                               database: str) -> None:
+    sources = [Source(id=f"s{n}", name="S", url=f"http://p{n}.test/feed", categories=("c",))
+               for n in range(8)]
+    with Store.open(database) as store:
+        first = poll_sources(sources, store, OPTIONS, fetch=not_modified, workers=4)
+        assert {r.result for r in first} == {PollOutcome.NEW}
+    before = commits(admin, database)
+    with Store.open(database) as store:  # what opening a store costs (driver set-up)
+        store.source_states([s.id for s in sources])
+    opening = commits(admin, database) - before
+    before += opening
+    rounds = 3
+    for _ in range(rounds):
+        with Store.open(database) as store:  # as ``aggregator poll`` does, once per run
+            # one thread, one connection: each new connection costs its driver set-up
+            results = poll_sources(sources, store, OPTIONS, fetch=not_modified, workers=1)
+            assert {r.result for r in results} == {PollOutcome.NOT_MODIFIED}
+    spent = commits(admin, database) - before - rounds * opening
+    # One commit per poll: the state reads are read-only (rolled back), and no ping
+    # transaction precedes a checkout.
+    assert spent == rounds * len(sources), (spent, opening)
+    assert opening <= 5
+
+
+def test_a_connection_the_server_closed_is_replaced_unseen(admin: object, database: str) -> None:
+    name = make_url(database).database
+    with Store.open(database) as store:
+        assert store.source_states() == {}  # one pooled connection now
+        with admin.connect() as connection:  # type: ignore[attr-defined]
+            killed = connection.execute(text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) "
+                "FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"),
+                {"d": name}).scalar()
+        assert killed >= 1
+        # the next calls take a fresh connection instead of failing on the dead one
+        assert store.source_states() == {}
+        [result] = poll_sources([Source(id="s", name="S", url="http://p.test/feed",
+                                        categories=("c",))], store, OPTIONS, fetch=not_modified)
+        assert result.result is PollOutcome.NEW
