@@ -235,3 +235,73 @@ def test_demo_command_runs_offline(tmp_path: Path) -> None:
         "thumbnail: 'https://cors.zfour.workers.dev/?http://images.ofweek.com/Upload/News/"
         "2021-05/21/jingwei/1621582693914051820.jpg'"
     ) in seed_post
+
+
+def gone_and_dated_config(tmp_path: Path, server: HTTPServer, extra: str = "") -> Path:
+    lines = ["database_url: sqlite:///data/aggregator.db", "output_dir: public",
+             "allow_private_networks: true", extra, "sources:"]
+    for source_id, path in (("gone", "/gone.xml"), ("dated", "/dated.xml")):
+        lines += [f"  - id: {source_id}", f"    name: {source_id}",
+                  f'    url: "{server.url_for(path)}"', "    categories: [新闻]",
+                  "    interval: 30m"]
+    config = tmp_path / "aggregator.yaml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config
+
+
+DATED_FEED = (
+    '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>D</title>'
+    + "".join(f"<item><title>第{n}条</title><link>http://dated.test/{n}</link>"
+              f"<pubDate>{day:02d} May 2021 07:25:00 GMT</pubDate></item>"
+              for n, day in enumerate((21, 20, 19, 18, 17)))
+    + "</channel></rss>"
+).encode()
+
+
+def test_poll_skips_a_source_a_410_disabled_unless_named(httpserver: HTTPServer,
+                                                          tmp_path: Path) -> None:
+    httpserver.expect_request("/gone.xml").respond_with_data("gone", status=410)
+    httpserver.expect_request("/dated.xml").respond_with_data(DATED_FEED, content_type="text/xml")
+    config = gone_and_dated_config(tmp_path, httpserver)
+    first = run("--config", str(config), "poll")
+    assert "disabled: HTTP 410" in summary_line(first, "gone")
+    assert "polled 2 source(s): 1 ok, 1 failed" in first.output
+
+    httpserver.clear_log()
+    again = run("--config", str(config), "poll")
+    assert again.exit_code == 0, again.output
+    assert "skipped: disabled" in summary_line(again, "gone")
+    assert "--source gone polls it anyway" in summary_line(again, "gone")
+    assert "polled 1 source(s): 1 ok, 0 failed, 1 skipped" in again.output
+    assert [r.path for r, _ in httpserver.log] == ["/dated.xml"]  # the gone feed is not asked
+
+    named = run("--config", str(config), "poll", "--source", "gone")
+    assert "disabled: HTTP 410" in summary_line(named, "gone")
+    assert [r.path for r, _ in httpserver.log][-1] == "/gone.xml"
+
+
+def test_prune_removes_what_retention_says_and_a_repoll_does_not_bring_it_back(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    httpserver.expect_request("/gone.xml").respond_with_data("", status=404)
+    httpserver.expect_request("/dated.xml").respond_with_data(DATED_FEED, content_type="text/xml")
+    config = gone_and_dated_config(tmp_path, httpserver)
+    assert "nothing to prune" in run("--config", str(config), "prune").output
+
+    config = gone_and_dated_config(tmp_path, httpserver, "max_articles_per_source: 2")
+    assert "new: 5 new" in summary_line(run("--config", str(config), "poll"), "dated")
+    pruned = run("--config", str(config), "prune")
+    assert pruned.exit_code == 0, pruned.output
+    assert "dated  3 article(s) removed" in pruned.output
+    assert "pruned 3 article(s) from 1 source(s)" in pruned.output
+
+    # The portal still lists all five (the same bytes would not even be parsed: change them).
+    httpserver.clear_all_handlers()
+    httpserver.expect_request("/gone.xml").respond_with_data("", status=404)
+    httpserver.expect_request("/dated.xml").respond_with_data(
+        DATED_FEED.replace(b"<title>D</title>", b"<title>D2</title>"), content_type="text/xml")
+    repoll = summary_line(run("--config", str(config), "poll"), "dated")
+    assert "unchanged: 0 new, 0 updated, 2 unchanged, 3 removed by retention" in repoll
+    with sqlite3.connect(tmp_path / "data" / "aggregator.db") as db:
+        titles = sorted(row[0] for row in db.execute("SELECT title FROM articles"))
+    assert titles == ["第0条", "第1条"]
