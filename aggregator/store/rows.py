@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select
@@ -20,10 +21,13 @@ from aggregator.store.models import ArticleRow, CategoryRow, SourceRow
 IN_CHUNK = 500  # keys per IN (...) list when loading a batch's existing rows
 _ARTICLES = ArticleRow.__table__
 _CATEGORIES = CategoryRow.__table__
+# An Article's fields stored in the articles table (categories have a table of their own),
+# and those a changed article replaces (not its identity, first_seen or date).
+ARTICLE_COLUMNS = tuple(f.name for f in fields(Article) if f.name != "categories")
+_REPLACED_COLUMNS = tuple(name for name in ARTICLE_COLUMNS if name not in (
+    "source_id", "key", "first_seen", "date", "date_from_feed"))
 # The state columns a poll writes whole (SourceState's fields but the id).
-STATE_FIELDS = ("url", "etag", "last_modified", "body_hash", "last_poll_at", "last_success_at",
-                "last_result", "last_error", "error_count", "next_poll_at", "disabled_reason",
-                "redirect_target", "redirect_count", "moved_from", "moved_to")
+STATE_FIELDS = tuple(f.name for f in fields(SourceState) if f.name != "source_id")
 
 
 def first_occurrences(articles: Iterable[Article]) -> tuple[dict[str, Article], int]:
@@ -80,15 +84,7 @@ def insert_articles(session: Session, articles: list[Article]) -> None:
 
 
 def row_values(article: Article) -> dict[str, Any]:
-    return {
-        "source_id": article.source_id, "key": article.key, "guid": article.guid,
-        "link": article.link, "title": article.title, "author": article.author,
-        "date": article.date, "date_from_feed": article.date_from_feed,
-        "content": article.content, "summary": article.summary, "headimg": article.headimg,
-        "thumbnail": article.thumbnail, "comments": article.comments,
-        "first_seen": article.first_seen, "updated_at": article.updated_at,
-        "content_hash": article.content_hash,
-    }
+    return {name: getattr(article, name) for name in ARTICLE_COLUMNS}
 
 
 def lock_source(session: Session, source_id: str, url: str) -> SourceRow:
@@ -111,17 +107,8 @@ def update_row(row: ArticleRow, article: Article) -> None:
 
 def copy_fields(row: ArticleRow, article: Article) -> None:
     """Everything but identity, first_seen and date (which have their own rules)."""
-    row.guid = article.guid
-    row.link = article.link
-    row.title = article.title
-    row.author = article.author
-    row.content = article.content
-    row.summary = article.summary
-    row.headimg = article.headimg
-    row.thumbnail = article.thumbnail
-    row.comments = article.comments
-    row.updated_at = article.updated_at
-    row.content_hash = article.content_hash
+    for name in _REPLACED_COLUMNS:
+        setattr(row, name, getattr(article, name))
     current = row.categories
     for position, category in enumerate(article.categories):
         if position < len(current):
@@ -132,25 +119,8 @@ def copy_fields(row: ArticleRow, article: Article) -> None:
 
 
 def article(row: ArticleRow) -> Article:
-    return Article(
-        source_id=row.source_id,
-        key=row.key,
-        guid=row.guid,
-        link=row.link,
-        title=row.title,
-        author=row.author,
-        date=row.date,
-        date_from_feed=row.date_from_feed,
-        categories=tuple(c.category for c in row.categories),
-        content=row.content,
-        summary=row.summary,
-        headimg=row.headimg,
-        thumbnail=row.thumbnail,
-        comments=row.comments,
-        first_seen=row.first_seen,
-        updated_at=row.updated_at,
-        content_hash=row.content_hash,
-    )
+    return Article(categories=tuple(c.category for c in row.categories),
+                   **{name: getattr(row, name) for name in ARTICLE_COLUMNS})
 
 
 def apply_state(row: SourceRow, state: SourceState) -> None:
