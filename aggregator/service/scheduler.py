@@ -96,7 +96,7 @@ class Scheduler:
         self._request_build(None)  # the output reflects the current config from the start
         if self._settings.retention_days or self._settings.max_articles_per_source:
             every = RETENTION_EVERY.total_seconds()
-            self._scheduler.add_job(self._retain, "interval", seconds=every,
+            self._scheduler.add_job(self.prune_now, "interval", seconds=every,
                                     id=RETENTION_JOB, next_run_time=self._now(),
                                     replace_existing=True)
         log.info("scheduler started with %d source(s)", len(self._sources))
@@ -286,13 +286,15 @@ class Scheduler:
         if self._on_build is not None:
             self._on_build()
 
-    def _retain(self) -> None:
+    def prune_now(self) -> dict[str, int]:
+        """Apply retention (the hourly job); what went, by source.  A build follows."""
         try:
             deleted = wiring.prune(self._store, self._settings, self._now())
         except AggregatorError as exc:
             log.error("retention failed: %s", exc)
-            return
+            return {}
         if deleted:
             log.info("retention deleted %d article(s): %s", sum(deleted.values()),
                      ", ".join(f"{source} {count}" for source, count in deleted.items()))
             self._request_build(None)
+        return deleted
