@@ -1,4 +1,11 @@
-"""Builders the test modules share (fixtures, so tests import no test module)."""
+"""Fixtures the test modules share; the builders they share live in tests/builders.py.
+
+One way for each: a builder (a record or a document made from defaults and keyword
+overrides: ``make_article``, ``make_source``, ``rss_items``, ``rss_document``) is a plain
+function in ``builders``, imported by name (``from builders import make_article``; tests/
+is on ``sys.path``, as for served_site).  What needs a teardown, such as ``held_portal``,
+is a fixture here.  Tests use public names only.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-
-def rss_document(*titles: str) -> bytes:
-    """An RSS 2.0 feed with one item per title, linking to http://p.test/<index>."""
-    items = "".join(f"<item><title>{t}</title><link>http://p.test/{i}</link></item>"
-                    for i, t in enumerate(titles))
-    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P'
-            f"</title>{items}</channel></rss>").encode()
+from builders import rss_document
 
 
 class HeldPortal(ThreadingHTTPServer):
@@ -53,7 +53,6 @@ class HeldPortal(ThreadingHTTPServer):
 
     def url(self, path: str) -> str:
         return f"http://{self.server_address[0]}:{self.server_address[1]}/{path}"
-
 
 
 @pytest.fixture()

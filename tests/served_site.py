@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import builders
+
 from aggregator.publish import feeds as generate
 from aggregator.publish import files
 from aggregator.publish import index_page as site
@@ -26,29 +28,15 @@ SITE_TITLE = "新闻聚合 Aggregator"
 
 
 def make_article(n: int, **overrides: Any) -> Article:
-    """Article number ``n``; a higher ``n`` is newer."""
-    date = BASE + timedelta(hours=n)
-    fields: dict[str, Any] = {
-        "source_id": "portal",
-        "key": f"https://portal.example/a/{n}.html",
-        "guid": f"guid-{n}",
-        "link": f"https://portal.example/a/{n}.html",
-        "title": f"工业互联网先锋榜 第{n}期",
-        "author": f"记者{n}",
-        "date": date,
-        "date_from_feed": True,
-        "categories": ("新闻",),
-        "content": f"<p>正文 {n}</p>",
-        "summary": f"这是第{n}篇文章的摘要。",
-        "headimg": None,
-        "thumbnail": None,
-        "comments": False,
-        "first_seen": date + timedelta(minutes=5),
-        "updated_at": date + timedelta(minutes=5),
-        "content_hash": f"hash-{n}",
-    }
-    fields.update(overrides)
-    return Article(**fields)
+    """Article number ``n`` of the portal; a higher ``n`` is newer."""
+    date, url = BASE + timedelta(hours=n), f"https://portal.example/a/{n}.html"
+    return builders.make_article(**{
+        "source_id": "portal", "key": url, "guid": f"guid-{n}", "link": url,
+        "title": f"工业互联网先锋榜 第{n}期", "author": f"记者{n}", "date": date,
+        "categories": ("新闻",), "content": f"<p>正文 {n}</p>",
+        "summary": f"这是第{n}篇文章的摘要。", "first_seen": date + timedelta(minutes=5),
+        "updated_at": date + timedelta(minutes=5), "content_hash": f"hash-{n}", **overrides,
+    })
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ import os
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
+import builders
 import pytest
 import yaml
 from hypothesis import given
@@ -36,30 +38,14 @@ SEED_IMAGE = (
     "jingwei/1621582693914051820.jpg"
 )
 SEED_DATE = datetime(2021, 5, 21, 7, 25, tzinfo=UTC)
+URL = "https://example.com/a/1"
 
-
-def make_article(**overrides: object) -> Article:
-    values: dict[str, object] = {
-        "source_id": "ofweek",
-        "key": "https://example.com/a/1",
-        "guid": "https://example.com/a/1",
-        "link": "https://example.com/a/1",
-        "title": "Title",
-        "author": "Author",
-        "date": SEED_DATE,
-        "date_from_feed": True,
-        "categories": ("news",),
-        "content": "<p>Body</p>",
-        "summary": "Body",
-        "headimg": None,
-        "thumbnail": None,
-        "comments": False,
-        "first_seen": SEED_DATE,
-        "updated_at": SEED_DATE,
-        "content_hash": "0" * 64,
-    }
-    values.update(overrides)
-    return Article(**values)  # type: ignore[arg-type]
+# Every field fixed, none derived from the key: overriding ``key`` keeps guid and link.
+make_article = partial(
+    builders.make_article, key=URL, guid=URL, link=URL, source_id="ofweek",
+    title="Title", content="<p>Body</p>", summary="Body", date=SEED_DATE,
+    first_seen=SEED_DATE, updated_at=SEED_DATE, content_hash="0" * 64,
+)
 
 
 def seed_parts() -> tuple[str, str, str]:

@@ -17,8 +17,10 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
+from builders import make_source
 
 from aggregator.errors import FetchError
 from aggregator.ingest.fetch import fetch
@@ -142,8 +144,7 @@ def measured_fetch(src: Source) -> tuple[FetchError, float, int]:
     return info.value, elapsed, peak
 
 
-def source(url: str) -> Source:
-    return Source(id="huge", name="Huge", url=url, categories=("c",), max_bytes=LIMIT)
+source = partial(make_source, source_id="huge", name="Huge", max_bytes=LIMIT)
 
 
 def test_2gib_streamed_body_is_abandoned_at_the_limit(

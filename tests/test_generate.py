@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import builders
 import feedparser
 import pytest
 from lxml import etree
@@ -41,28 +42,14 @@ NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 def make_article(n: int, **overrides: Any) -> Article:
     """Article number ``n``: a higher ``n`` is newer."""
-    date = BASE + timedelta(hours=n)
-    fields: dict[str, Any] = {
-        "source_id": "ofweek",
-        "key": f"https://ofweek.example/{n}.html",
-        "guid": f"guid-{n}",
-        "link": f"https://ofweek.example/{n}.html",
-        "title": f"工业互联网先锋榜 {n}",
-        "author": f"作者{n}",
-        "date": date,
-        "date_from_feed": True,
-        "categories": ("新媒体", "高科技行业门户"),
-        "content": f"<p>正文 {n} &amp; <b>more</b></p>",
-        "summary": f"摘要 {n} <not a tag>",
-        "headimg": None,
-        "thumbnail": None,
-        "comments": False,
-        "first_seen": date + timedelta(minutes=5),
-        "updated_at": date + timedelta(minutes=10),
-        "content_hash": f"hash{n}",
-    }
-    fields.update(overrides)
-    return Article(**fields)
+    date, url = BASE + timedelta(hours=n), f"https://ofweek.example/{n}.html"
+    return builders.make_article(**{
+        "source_id": "ofweek", "key": url, "guid": f"guid-{n}", "link": url,
+        "title": f"工业互联网先锋榜 {n}", "author": f"作者{n}", "date": date,
+        "categories": ("新媒体", "高科技行业门户"), "content": f"<p>正文 {n} &amp; <b>more</b></p>",
+        "summary": f"摘要 {n} <not a tag>", "first_seen": date + timedelta(minutes=5),
+        "updated_at": date + timedelta(minutes=10), "content_hash": f"hash{n}", **overrides,
+    })
 
 
 def unrenderable(n: int) -> Article:

@@ -21,6 +21,7 @@ import feedparser
 import lxml.html
 import pytest
 import yaml
+from builders import make_source
 from lxml import etree
 from pytest_httpserver import HTTPServer
 
@@ -130,8 +131,8 @@ def atom_schema() -> etree.RelaxNG:
 
 
 def source(server: HTTPServer, source_id: str) -> Source:
-    return Source(id=source_id, name=source_id, url=server.url_for(f"/{source_id}"),
-                  categories=("hostile", source_id))
+    return make_source(server.url_for(f"/{source_id}"), source_id, name=source_id,
+                       categories=("hostile", source_id))
 
 
 @pytest.fixture()
@@ -273,8 +274,8 @@ def test_slow_sources_cost_one_deadline_not_the_sum(httpserver: HTTPServer, hang
     options = PollOptions(fetch=FetchOptions(allow_private_networks=True, deadline=deadline,
                                              read_timeout=deadline),
                           normalize=NormalizeOptions())
-    sources = [Source(id=f"stuck-{i}", name="s", url=f"{hanging_server}{i}", categories=("c",))
-               for i in range(3)] + [source(httpserver, "good")]
+    sources = [make_source(f"{hanging_server}{i}", f"stuck-{i}", name="s") for i in range(3)]
+    sources.append(source(httpserver, "good"))
     started = time.monotonic()
     results = poll_sources(sources, store, options, fetch=http, workers=4)
     elapsed = time.monotonic() - started

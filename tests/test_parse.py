@@ -7,16 +7,17 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from builders import make_source, rss_items
 from lxml import etree
 
 from aggregator.errors import ParseError
 from aggregator.ingest.normalize import normalize
 from aggregator.ingest.parse import decode_document, parse
 from aggregator.publish.feeds import render_atom, render_rss
-from aggregator.records import FeedOptions, FetchResult, NormalizeOptions, Source
+from aggregator.records import FeedOptions, FetchResult, NormalizeOptions
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "encodings"
-SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
+SOURCE = make_source()
 
 
 def fetched(
@@ -24,13 +25,6 @@ def fetched(
 ) -> FetchResult:
     headers = {"Content-Type": content_type} if content_type else {}
     return FetchResult(source_id="portal", url=url, status=200, content=content, headers=headers)
-
-
-def rss(items: str, encoding: str = "utf-8", title: str = "频道") -> str:
-    return (
-        f'<?xml version="1.0" encoding="{encoding}"?>\n<rss version="2.0"><channel>'
-        f"<title>{title}</title><link>http://portal.test/</link>{items}</channel></rss>"
-    )
 
 
 # --- golden encoding fixtures -------------------------------------------------------
@@ -59,7 +53,7 @@ def test_golden_encodings(path: Path) -> None:
 
 
 def test_gb2312_declared_gbk_sent_keeps_gbk_only_characters() -> None:
-    doc = rss("<item><title>王喆与李堃</title></item>", "gb2312").encode("gbk")
+    doc = rss_items("<item><title>王喆与李堃</title></item>", encoding="gb2312").encode("gbk")
     with pytest.raises(UnicodeDecodeError):
         doc.decode("gb2312")
     feed = parse(fetched(doc, "text/xml"), SOURCE)
@@ -68,19 +62,21 @@ def test_gb2312_declared_gbk_sent_keeps_gbk_only_characters() -> None:
 
 
 def test_big5_declared_hkscs_and_cp950_characters() -> None:
-    hk = rss("<item><title>係咪真㗎</title></item>", "big5", title="頻道").encode("big5hkscs")
+    hk = rss_items("<item><title>係咪真㗎</title></item>", encoding="big5", title="頻道")
+    hk = hk.encode("big5hkscs")
     assert (
         parse(fetched(hk, "application/rss+xml; charset=big5"), SOURCE).entries[0].title
         == "係咪真㗎"
     )
-    euro = rss("<item><title>歐元€匯率</title></item>", "big5", title="頻道").encode("cp950")
+    euro = rss_items("<item><title>歐元€匯率</title></item>", encoding="big5", title="頻道")
+    euro = euro.encode("cp950")
     assert parse(fetched(euro, "text/xml"), SOURCE).entries[0].title == "歐元€匯率"
 
 
 def test_http_charset_beats_a_wrong_declaration_and_override_beats_both() -> None:
-    doc = rss("<item><title>中文标题</title></item>", "iso-8859-1").encode("gbk")
+    doc = rss_items("<item><title>中文标题</title></item>", encoding="iso-8859-1").encode("gbk")
     assert parse(fetched(doc, "text/xml; charset=gbk"), SOURCE).entries[0].title == "中文标题"
-    forced = Source(id="portal", name="P", url=SOURCE.url, categories=("c",), encoding="gbk")
+    forced = make_source(SOURCE.url, name="P", encoding="gbk")
     assert parse(fetched(doc, "text/xml; charset=utf-8"), forced).entries[0].title == "中文标题"
 
 
@@ -91,7 +87,7 @@ def test_undeclared_encoding_is_detected() -> None:
         "</item>"
         for i in range(20)
     )
-    doc = ('<?xml version="1.0"?>' + rss(body).split("?>", 1)[1]).encode("gbk")
+    doc = ('<?xml version="1.0"?>' + rss_items(body).split("?>", 1)[1]).encode("gbk")
     feed = parse(fetched(doc, "text/xml"), SOURCE)
     assert feed.entries[0].title == "第0条新闻：国务院常务会议研究部署经济工作"
 
@@ -109,7 +105,7 @@ def test_decode_document_prefers_strict_candidates() -> None:
 
 
 def test_rss_entry_fields_and_relative_links() -> None:
-    doc = rss("""<item><title>Hello &amp; welcome</title><link>/news/1.html</link>
+    doc = rss_items("""<item><title>Hello &amp; welcome</title><link>/news/1.html</link>
       <guid isPermaLink="false">id-1</guid><author>ed@portal.test (编辑部)</author>
       <pubDate>Fri, 21 May 2021 07:25:00 GMT</pubDate>
       <description><![CDATA[<p>Body <img src="/img/1.jpg"></p>]]></description>
@@ -127,7 +123,7 @@ def test_rss_entry_fields_and_relative_links() -> None:
 
 
 def test_relative_urls_resolve_against_xml_base_relative_to_the_document() -> None:
-    doc = rss("""<item xml:base="/news/2021/"><title>t</title><link>a.html</link>
+    doc = rss_items("""<item xml:base="/news/2021/"><title>t</title><link>a.html</link>
       <description>&lt;a href="b.html"&gt;b&lt;/a&gt;</description>
       <enclosure url="../img/e.jpg" type="image/jpeg" length="1"/></item>""")
     entry = parse(fetched(doc.encode()), SOURCE).entries[0]
@@ -137,7 +133,7 @@ def test_relative_urls_resolve_against_xml_base_relative_to_the_document() -> No
 
 
 def test_content_location_is_the_document_url() -> None:
-    doc = rss("<item><title>t</title><link>a.html</link></item>")
+    doc = rss_items("<item><title>t</title><link>a.html</link></item>")
     result = fetched(doc.encode())
     moved = replace(result, headers={**result.headers,
                                      "content-location": "http://mirror.test/x/feed.xml"})
@@ -204,7 +200,7 @@ def test_json_feed() -> None:
 
 
 def test_truncated_feed_with_entries_is_read_with_a_warning() -> None:
-    doc = rss("<item><title>one</title></item><item><title>two</title></item>")
+    doc = rss_items("<item><title>one</title></item><item><title>two</title></item>")
     cut = doc.encode()[: doc.index("</channel>") - 5]
     feed = parse(fetched(cut), SOURCE)
     assert [e.title for e in feed.entries][:1] == ["one"]
@@ -234,14 +230,14 @@ def test_not_a_feed_is_a_clear_parse_error(body: bytes, content_type: str, reaso
 
 
 def test_xml_illegal_characters_do_not_break_parsing() -> None:
-    doc = rss("<item><title>a\x01b\x0bc</title></item>").encode()
+    doc = rss_items("<item><title>a\x01b\x0bc</title></item>").encode()
     feed = parse(fetched(doc), SOURCE)
     assert feed.entries[0].title == "abc"
     assert not feed.warnings
 
 
 def test_empty_channel_is_a_feed_with_no_entries() -> None:
-    feed = parse(fetched(rss("").encode()), SOURCE)
+    feed = parse(fetched(rss_items("").encode()), SOURCE)
     assert feed.entries == () and feed.title == "频道"
 
 
@@ -260,7 +256,8 @@ FEEDS = FeedOptions(output_dir="unused", site_url="http://feeds.test/")
 
 @pytest.mark.parametrize("channel", ["<channel>", '<channel xml:base="http://portal.test/news/">'])
 def test_a_bare_guid_is_not_made_into_a_link(channel: str) -> None:
-    doc = rss("<item><guid>123456</guid><title>x</title></item>").replace("<channel>", channel)
+    doc = rss_items("<item><guid>123456</guid><title>x</title></item>")
+    doc = doc.replace("<channel>", channel)
     [entry] = parse(fetched(doc.encode()), SOURCE).entries
     assert entry.guid == "123456"  # as written, with or without an xml:base
     assert entry.link is None
@@ -292,7 +289,7 @@ def test_a_bare_guid_is_not_made_into_a_link(channel: str) -> None:
     ],
 )
 def test_a_guid_is_a_link_only_when_it_is_an_absolute_web_url(item: str, link: str | None) -> None:
-    doc = rss(f"<item><title>x</title>{item}</item>")
+    doc = rss_items(f"<item><title>x</title>{item}</item>")
     [entry] = parse(fetched(doc.encode()), SOURCE).entries
     assert entry.link == link
     assert normalize(entry, SOURCE, NormalizeOptions(), seen_at=SEEN).link == link

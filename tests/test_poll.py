@@ -6,10 +6,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import make_source, rss_document
 from pytest_httpserver import HTTPServer
 
 from aggregator.errors import FetchError
@@ -42,15 +44,8 @@ OPTIONS = PollOptions(fetch=FetchOptions(allow_private_networks=True, deadline=1
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 
-def rss(*titles: str) -> bytes:
-    items = "".join(f"<item><title>{t}</title><link>http://p.test/{i}</link></item>"
-                    for i, t in enumerate(titles))
-    return f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P</title>' \
-           f"{items}</channel></rss>".encode()
-
-
-def source(url: str, source_id: str = "portal") -> Source:
-    return Source(id=source_id, name="Portal", url=url, categories=("新闻",))
+# Sources in 新闻, as the poll tests' portal lists them.
+source = partial(make_source, categories=("新闻",))
 
 
 @pytest.fixture()
@@ -75,7 +70,8 @@ def poll(src: Source, store: Store, fetch: object, **kwargs: object) -> PollResu
 def test_new_then_unchanged_body_skips_parsing(
     httpserver: HTTPServer, store: Store, http: HttpFetcher
 ) -> None:
-    httpserver.expect_request("/feed").respond_with_data(rss("一", "二"), content_type="text/xml")
+    httpserver.expect_request("/feed").respond_with_data(rss_document("一", "二"),
+                                                       content_type="text/xml")
     src = source(httpserver.url_for("/feed"))
     first = poll(src, store, http, now=lambda: NOW)
     assert (first.result, first.counts.new, first.status) == ("new", 2, 200)
@@ -89,7 +85,7 @@ def test_fingerprint_changes_with_the_rules() -> None:
     src = source("http://p.test/")
     base = body_fingerprint(b"x", src, NormalizeOptions())
     assert body_fingerprint(b"x", src, NormalizeOptions(image_proxy="https://p/?")) != base
-    recategorized = Source(id="portal", name="Portal", url=src.url, categories=("其他",))
+    recategorized = source(src.url, categories=("其他",))
     assert body_fingerprint(b"x", recategorized, NormalizeOptions()) != base
     assert body_fingerprint(b"y", src, NormalizeOptions()) != base
 
@@ -121,7 +117,8 @@ def test_permanent_redirect_is_followed_after_confirmations(
 ) -> None:
     httpserver.expect_request("/old").respond_with_data(
         "", status=301, headers={"Location": "/new"})
-    httpserver.expect_request("/new").respond_with_data(rss("搬家了"), content_type="text/xml")
+    httpserver.expect_request("/new").respond_with_data(rss_document("搬家了"),
+                                                       content_type="text/xml")
     src = source(httpserver.url_for("/old"))
     for number in range(1, REDIRECT_CONFIRMATIONS + 1):
         result = poll(src, store, http)
@@ -146,10 +143,11 @@ def test_a_broken_redirect_streak_starts_counting_again(
 
         if state["redirect"]:
             return Response("", status=308, headers={"Location": "/new"})
-        return Response(rss("原地"), content_type="text/xml")
+        return Response(rss_document("原地"), content_type="text/xml")
 
     httpserver.expect_request("/old").respond_with_handler(handler)
-    httpserver.expect_request("/new").respond_with_data(rss("新址"), content_type="text/xml")
+    httpserver.expect_request("/new").respond_with_data(rss_document("新址"),
+                                                       content_type="text/xml")
     src = source(httpserver.url_for("/old"))
     poll(src, store, http)
     poll(src, store, http)
@@ -162,7 +160,7 @@ def test_a_broken_redirect_streak_starts_counting_again(
 def test_one_failing_source_never_stops_or_rolls_back_the_others(
     httpserver: HTTPServer, store: Store, http: HttpFetcher
 ) -> None:
-    httpserver.expect_request("/ok").respond_with_data(rss("好"), content_type="text/xml")
+    httpserver.expect_request("/ok").respond_with_data(rss_document("好"), content_type="text/xml")
     httpserver.expect_request("/bad").respond_with_data(b"\x00garbage", content_type="text/xml")
     httpserver.expect_request("/dead").respond_with_data("", status=500)
     sources = [source(httpserver.url_for("/ok"), "ok"), source(httpserver.url_for("/bad"), "bad"),
@@ -217,14 +215,14 @@ def answer(status: int = 200, content: bytes = b"", **kwargs: object) -> FetchRe
                        **kwargs)  # type: ignore[arg-type]
 
 
-SRC = Source(id="portal", name="Portal", url="http://p.test/feed", categories=("新闻",),
-             interval=timedelta(hours=1))
+SRC = source("http://p.test/feed", interval=timedelta(hours=1))
 
 
 def test_validators_go_out_and_a_304_keeps_the_ones_it_left_out(store: Store) -> None:
-    portal = Portal(answer(content=rss("一"), etag='"v1"', last_modified="Mon, 01 Jan 2024"),
+    portal = Portal(answer(content=rss_document("一"), etag='"v1"',
+                           last_modified="Mon, 01 Jan 2024"),
                     answer(304, last_modified="Tue, 02 Jan 2024"),
-                    answer(content=rss("一")))
+                    answer(content=rss_document("一")))
     assert poll(SRC, store, portal).result is PollOutcome.NEW
     assert poll(SRC, store, portal).result is PollOutcome.NOT_MODIFIED
     state = store.source_state("portal")
@@ -248,7 +246,7 @@ def test_an_error_backs_off_and_honours_retry_after(store: Store) -> None:
 
 
 def test_every_next_poll_is_spread_by_a_bounded_jitter(store: Store) -> None:
-    portal = Portal(answer(content=rss("一")), answer(304))
+    portal = Portal(answer(content=rss_document("一")), answer(304))
     late = poll(SRC, store, portal, now=lambda: NOW, jitter=lambda: 0.999)
     assert NOW + timedelta(hours=1) < late.next_poll_at <= NOW + timedelta(minutes=66)  # type: ignore[operator]
     early = poll(SRC, store, portal, now=lambda: NOW, jitter=lambda: 0.0)
@@ -259,7 +257,7 @@ def test_one_read_for_all_sources_and_one_commit_per_poll(store: Store) -> None:
     counting = CountingStore(store)
     sources = [Source(id=f"s{i}", name="S", url=f"http://p{i}.test/", categories=("c",))
                for i in range(4)]
-    portal = Portal(answer(content=rss("一")), answer(304), FetchError("HTTP 500"),
+    portal = Portal(answer(content=rss_document("一")), answer(304), FetchError("HTTP 500"),
                     answer(content=b"not a feed"))
     results = poll_sources(sources, counting, OPTIONS, fetch=portal, workers=1)
     assert sorted(r.result.value for r in results) == ["error", "error", "new", "not-modified"]
@@ -268,7 +266,7 @@ def test_one_read_for_all_sources_and_one_commit_per_poll(store: Store) -> None:
 
 def test_a_disabled_source_is_skipped_unless_forced(store: Store) -> None:
     portal = Portal(FetchError("HTTP 410 Gone", source_id="portal", status=410),
-                    answer(content=rss("回来了")))
+                    answer(content=rss_document("回来了")))
     assert poll(SRC, store, portal).result is PollOutcome.DISABLED
     skipped = poll(SRC, store, portal)
     assert (skipped.result, skipped.error) == ("skipped", "HTTP 410 Gone")
@@ -280,7 +278,7 @@ def test_a_disabled_source_is_skipped_unless_forced(store: Store) -> None:
 
 
 def test_a_failing_commit_is_an_error_result_not_an_exception(store: Store) -> None:
-    wrong = Portal(answer(content=rss("一")))
+    wrong = Portal(answer(content=rss_document("一")))
     other = Source(id="other", name="O", url="http://p.test/feed", categories=("c",))
 
     class BrokenStore(CountingStore):

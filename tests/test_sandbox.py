@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from builders import make_source, rss_items
 
 from aggregator.errors import AggregatorError, ConfigError, FetchError, ParseError
 from aggregator.ingest.parse import parse
@@ -36,17 +37,10 @@ from aggregator.ingest.sandbox import (
     WorkerPool,
     call_inline,
 )
-from aggregator.records import FetchResult, ParsedFeed, Source
+from aggregator.records import FetchResult, ParsedFeed
 
-SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
+SOURCE = make_source()
 GENEROUS = 10.0  # seconds: a correctness bound on "does not hang", not a performance target
-
-
-def rss(items: str) -> bytes:
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>'
-        f"<title>频道</title><link>http://portal.test/</link>{items}</channel></rss>"
-    ).encode()
 
 
 def fetched(content: bytes) -> FetchResult:
@@ -54,12 +48,12 @@ def fetched(content: bytes) -> FetchResult:
                        headers={"Content-Type": "text/xml"})
 
 
-SMALL_FEED = fetched(rss(
+SMALL_FEED = fetched(rss_items(
     "<item><title>第一条</title><link>/news/1.html</link><guid>id-1</guid>"
     "<author>ed@portal.test (编辑部)</author><pubDate>Fri, 21 May 2021 07:25:00 GMT</pubDate>"
     "<description><![CDATA[<p>Body <img src='/img/1.jpg'></p>]]></description></item>"
     "<item><title>第二条</title><link>http://portal.test/news/2.html</link></item>"
-))
+).encode())
 
 
 # --- helpers that run in the workers --------------------------------------------------
@@ -156,8 +150,9 @@ def open_fds() -> list[str]:
 def slow_feed(authors: int, size: int) -> FetchResult:
     """feedparser issue #562: its author regex is quadratic in the field's length."""
     author = "a" * size
-    return fetched(rss("".join(f"<item><title>t{i}</title><author>{author}</author></item>"
-                               for i in range(authors))))
+    items = "".join(f"<item><title>t{i}</title><author>{author}</author></item>"
+                    for i in range(authors))
+    return fetched(rss_items(items).encode())
 
 
 # --- the test side ----------------------------------------------------------------------
@@ -309,11 +304,12 @@ def test_a_worker_that_dies_is_reported_and_replaced(pool: WorkerPool,
 
 
 def test_four_threads_share_two_workers_and_each_gets_its_own_result(pool: WorkerPool) -> None:
-    feeds = {f"s{i}": fetched(rss(f"<item><title>feed {i}</title></item>")) for i in range(4)}
+    feeds = {f"s{i}": fetched(rss_items(f"<item><title>feed {i}</title></item>").encode())
+             for i in range(4)}
     results: dict[str, list[tuple[str, str | None]]] = {sid: [] for sid in feeds}
 
     def run(source_id: str) -> None:
-        source = Source(id=source_id, name=source_id, url=SOURCE.url, categories=("c",))
+        source = make_source(SOURCE.url, source_id, name=source_id)
         for _ in range(5):
             parsed = pool.call(parse, feeds[source_id], source)
             results[source_id].append((parsed.source_id, parsed.entries[0].title))

@@ -7,10 +7,12 @@ import random
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import feedparser
 import pytest
+from builders import rss_document
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -24,12 +26,8 @@ from aggregator.store import Store
 # The daemon's clock in tests that drive polls by hand: far ahead of the real clock, so
 # the running scheduler never fires the jobs these tests inspect.
 NOW = datetime(2100, 1, 1, 8, 0, tzinfo=UTC)
-
-
-def rss(title: str) -> bytes:
-    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P</title>'
-            f"<item><title>{title}</title><link>http://p.test/{title}</link></item>"
-            "</channel></rss>").encode()
+# One item per feed, linked by its title (so each title is its own article).
+rss = partial(rss_document, link="http://p.test/{title}")
 
 
 class NoJitter(random.Random):

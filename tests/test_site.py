@@ -7,12 +7,13 @@ from typing import Any
 from urllib.parse import quote
 
 import lxml.html
+from builders import make_source
 from served_site import make_article
 
 from aggregator.ingest.normalize import normalize
 from aggregator.publish.feeds import OPML_FILENAME, category_paths
 from aggregator.publish.index_page import INDEX_FILENAME, render_index
-from aggregator.records import Article, FeedOptions, NormalizeOptions, ParsedEntry, Source
+from aggregator.records import Article, FeedOptions, NormalizeOptions, ParsedEntry
 from aggregator.rules import UNTITLED
 
 OPTIONS = FeedOptions(output_dir="/unused", site_url="https://news.example.org/feeds/",
@@ -172,7 +173,7 @@ def test_deterministic_bytes() -> None:
 
 def test_untitled_and_linkless_articles() -> None:
     # The untitled fallback is decided once, when normalize makes the Article.
-    source = Source(id="portal", name="", url="http://portal.test/feed.xml", categories=("新闻",))
+    source = make_source(name="", categories=("新闻",))
     seen = datetime(2024, 3, 1, tzinfo=UTC)
     untitled = normalize(ParsedEntry(), source, NormalizeOptions(), seen_at=seen)
     doc = parse(render([untitled, make_article(1, link=None, author="", summary="")]))

@@ -28,6 +28,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from builders import T0, make_article
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -48,32 +49,7 @@ PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 V1 = Validators(etag='"v1"', last_modified="Wed, 01 May 2024 12:00:00 GMT")
-
-
-def make_article(key: str = "k1", **overrides: object) -> Article:
-    values: dict[str, object] = {
-        "source_id": "src",
-        "key": key,
-        "guid": key,
-        "link": f"https://example.com/{key}",
-        "title": f"Title {key}",
-        "author": "Author",
-        "date": T0,
-        "date_from_feed": True,
-        "categories": ("news",),
-        "content": f"<p>Body {key}</p>",
-        "summary": f"Body {key}",
-        "headimg": None,
-        "thumbnail": None,
-        "comments": False,
-        "first_seen": T0,
-        "updated_at": T0,
-        "content_hash": f"hash-{key}",
-    }
-    values.update(overrides)
-    return Article(**values)  # type: ignore[arg-type]
 
 
 def success(source_id: str = "src", *, polled_at: datetime = T0, validators: Validators = V1,

@@ -1,0 +1,71 @@
+"""The record and document builders the test modules share: plain functions, imported as
+``from builders import make_article`` (tests/ is on ``sys.path``, as for served_site).
+
+Not a test module (pytest does not collect it).  Each builder fills every field with a
+default and takes keyword overrides; a module that needs other defaults passes them at
+the call site or keeps a one-line ``functools.partial`` of the builder.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aggregator.records import Article, Source
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def make_article(key: str = "k1", **overrides: Any) -> Article:
+    """An Article of source ``src`` dated ``T0``; ``key`` also names its guid, link, title,
+    content, summary and content hash unless those are overridden."""
+    fields: dict[str, Any] = {
+        "source_id": "src",
+        "key": key,
+        "guid": key,
+        "link": f"https://example.com/{key}",
+        "title": f"Title {key}",
+        "author": "Author",
+        "date": T0,
+        "date_from_feed": True,
+        "categories": ("news",),
+        "content": f"<p>Body {key}</p>",
+        "summary": f"Body {key}",
+        "headimg": None,
+        "thumbnail": None,
+        "comments": False,
+        "first_seen": T0,
+        "updated_at": T0,
+        "content_hash": f"hash-{key}",
+    }
+    fields.update(overrides)
+    return Article(**fields)
+
+
+def make_source(url: str = "http://portal.test/feed.xml", source_id: str = "portal",
+                **overrides: Any) -> Source:
+    """A Source named ``Portal`` in category ``c``; any other field as an override."""
+    fields: dict[str, Any] = {"name": "Portal", "categories": ("c",)}
+    fields.update(overrides)
+    return Source(id=source_id, url=url, **fields)
+
+
+def rss_items(items: str, *, title: str = "频道", link: str | None = "http://portal.test/",
+              encoding: str = "utf-8") -> str:
+    """An RSS 2.0 document (text, so a test can encode it as it likes) around raw item XML;
+    ``encoding`` is only what the XML declaration says, ``link`` (None: none) the channel's."""
+    channel_link = "" if link is None else f"<link>{link}</link>"
+    return (
+        f'<?xml version="1.0" encoding="{encoding}"?>\n<rss version="2.0"><channel>'
+        f"<title>{title}</title>{channel_link}{items}</channel></rss>"
+    )
+
+
+def rss_document(*titles: str, link: str = "http://p.test/{index}") -> bytes:
+    """A UTF-8 RSS 2.0 feed titled ``P`` with one item per title; each item's link is
+    ``link`` formatted with the item's ``index`` and ``title``."""
+    items = "".join(
+        f"<item><title>{t}</title><link>{link.format(index=i, title=t)}</link></item>"
+        for i, t in enumerate(titles)
+    )
+    return rss_items(items, title="P", link=None).encode()
