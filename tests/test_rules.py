@@ -11,18 +11,18 @@ import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from builders import make_article
 from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
 from aggregator import rules
 from aggregator.ingest.normalize import normalize
-from aggregator.records import Article, NormalizeOptions, ParsedEntry, Source
+from aggregator.records import NormalizeOptions, ParsedEntry, Source
 from aggregator.rules import (
     UNTITLED,
     as_utc,
@@ -36,30 +36,6 @@ from aggregator.rules import (
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BEIJING = timezone(timedelta(hours=8))
 SOURCE = Source(id="portal", name="Portal", url="http://portal.test/feed.xml", categories=("c",))
-
-
-def make_article(**overrides: Any) -> Article:
-    values: dict[str, Any] = {
-        "source_id": "portal",
-        "key": "k1",
-        "guid": "k1",
-        "link": "https://portal.test/1.html",
-        "title": "标题",
-        "author": "作者",
-        "date": T0,
-        "date_from_feed": True,
-        "categories": ("c",),
-        "content": "<p>正文</p>",
-        "summary": "正文",
-        "headimg": None,
-        "thumbnail": None,
-        "comments": False,
-        "first_seen": T0,
-        "updated_at": T0,
-        "content_hash": "h",
-    }
-    values.update(overrides)
-    return Article(**values)
 
 
 # --- the module itself ---------------------------------------------------------------------

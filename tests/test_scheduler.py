@@ -210,3 +210,41 @@ def test_a_poll_waiting_for_its_host_holds_no_worker(make_daemon, held_portal,  
     for _ in range(2):
         assert slow.arrived.acquire(timeout=20)  # the queued polls of the slow host ran too
     assert slow.peak == 1
+
+
+def test_a_reloaded_user_agent_takes_effect_on_the_next_poll(httpserver: HTTPServer,
+                                                              make_daemon,  # type: ignore[no-untyped-def]
+                                                              tmp_path: Path) -> None:
+    httpserver.expect_request("/feed").respond_with_data(rss("一"), content_type="text/xml")
+    text = config_text(httpserver, {"portal": "/feed"}, 'user_agent: "first-agent/1"')
+    daemon, _, _ = make_daemon(text, now=lambda: NOW)
+    daemon.start()
+    daemon.poll_now("portal")
+    (tmp_path / "aggregator.yaml").write_text(
+        text.replace("first-agent/1", "second-agent/2"), encoding="utf-8")
+    assert daemon.reload() is True
+    daemon.poll_now("portal")
+    agents = [request.headers.get("User-Agent") for request, _ in httpserver.log]
+    assert agents[0] == "first-agent/1" and agents[-1] == "second-agent/2"
+
+
+def test_retention_removes_old_articles_and_they_stay_removed(httpserver: HTTPServer,
+                                                               make_daemon) -> None:  # type: ignore[no-untyped-def]
+    old = ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P</title>'
+           + "".join(f"<item><title>旧闻{n}</title><link>http://p.test/{n}</link>"
+                     f"<pubDate>{20 + n} May {2095 if n < 2 else 2099} 07:25:00 GMT</pubDate>"
+                     "</item>" for n in range(3))
+           + "</channel></rss>")
+    state = {"body": old}
+    httpserver.expect_request("/feed").respond_with_handler(
+        lambda _request: Response(state["body"], content_type="text/xml"))
+    daemon, _, store = make_daemon(
+        config_text(httpserver, {"portal": "/feed"}, "retention_days: 365"), now=lambda: NOW)
+    daemon.start()
+    assert daemon.poll_now("portal").counts.new == 3
+    # NOW is 2100-01-01: the articles of May 2095 are older than a year, May 2099's is not
+    assert daemon.prune_now() == {"portal": 2}
+    state["body"] = old.replace("<title>P</title>", "<title>P2</title>")  # new bytes: parsed
+    again = daemon.poll_now("portal")
+    assert (again.counts.new, again.counts.retired, again.counts.unchanged) == (0, 2, 1)
+    assert [a.title for a in store.iter_articles()] == ["旧闻2"]
