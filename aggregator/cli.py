@@ -92,7 +92,9 @@ def _open_store(ctx: click.Context, settings: Settings, *,
     from aggregator.store import Store
 
     try:
-        store = Store.open(settings.database_url, migrate_in_child=long_running)
+        # the poll threads, plus a build and the HTTP side's health reads
+        store = Store.open(settings.database_url, migrate_in_child=long_running,
+                           connections=settings.workers + 2)
     except AggregatorError as exc:
         click.echo(f"database error: {exc}", err=True)
         ctx.exit(EXIT_FAILURE)

@@ -17,9 +17,8 @@ from typing import Any
 
 import builders
 
-from aggregator.publish import feeds as generate
-from aggregator.publish import files
-from aggregator.publish import index_page as site
+from aggregator.publish import feeds, files, index_page
+from aggregator.publish.paths import INDEX_FILENAME
 from aggregator.records import Article, FeedOptions
 
 BASE = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
@@ -107,13 +106,13 @@ def build_site(
     if local_images:
         for n in range(5, 8):
             files.write_atomic(output_dir / f"img/{n}.png", png(rgb=(40 * n % 256, 90, 160)))
-    generate.write_feeds(by_category, options)
+    feeds.write_feeds(by_category, options)
     built = BuiltSite(output_dir, options, by_category)
     if index:
-        page = site.render_index(
+        page = index_page.render_index(
             built.categories, built.articles[:30], options, site_title=SITE_TITLE
         )
-        files.write_atomic(output_dir / site.INDEX_FILENAME, page)
+        files.write_atomic(output_dir / INDEX_FILENAME, page)
     return built
 
 

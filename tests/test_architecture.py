@@ -45,7 +45,7 @@ HOMES = {
     "sqlalchemy": ("aggregator.store",),
     "alembic": ("aggregator.store",),
     "feedgen": ("aggregator.publish.feeds",),
-    "lxml": ("aggregator.publish.feeds",),
+    "lxml": ("aggregator.publish.opml",),
     "apscheduler": ("aggregator.service.scheduler",),
     "waitress": ("aggregator.service.http.server",),
     "prometheus_client": ("aggregator.service.metrics",),

@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from served_site import HOSTILE_TITLE, SITE_TITLE, BuiltSite, build_site
 
-from aggregator.publish.feeds import category_paths
+from aggregator.publish.paths import category_paths
 from aggregator.service.http import FeedServer, make_app
 
 CHROMIUM = Path("/usr/bin/chromium")

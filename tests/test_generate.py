@@ -19,17 +19,16 @@ from lxml import etree
 
 from aggregator.publish.feeds import (
     EPOCH,
-    OPML_FILENAME,
     BuildReport,
-    category_paths,
     entry_id,
     modified_at,
     render_atom,
-    render_opml,
     render_rss,
     write_atomic,
     write_feeds,
 )
+from aggregator.publish.opml import render_opml
+from aggregator.publish.paths import OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -29,8 +29,7 @@ from aggregator.ingest.poll import HttpFetcher, PollOptions, poll_sources
 from aggregator.ingest.sandbox import Budget, WorkerPool
 from aggregator.publish import build as build_feeds
 from aggregator.publish import export_hexo
-from aggregator.publish.feeds import category_paths
-from aggregator.publish.index_page import INDEX_FILENAME
+from aggregator.publish.paths import INDEX_FILENAME, category_paths
 from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
 from aggregator.store import Store
 

@@ -25,7 +25,7 @@ import pytest
 from lxml import etree
 from served_site import BuiltSite, build_site
 
-from aggregator.publish.feeds import OPML_FILENAME, category_paths
+from aggregator.publish.paths import OPML_FILENAME, category_paths
 from aggregator.service.http import FeedServer, make_app
 
 NEWSBOAT = Path("/usr/bin/newsboat")

@@ -17,7 +17,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from aggregator.config import Settings, load_config
-from aggregator.publish.feeds import category_paths
+from aggregator.publish.paths import category_paths
 from aggregator.records import PollOutcome
 from aggregator.service.metrics import Metrics
 from aggregator.service.scheduler import Scheduler

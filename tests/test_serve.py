@@ -17,7 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from served_site import BuiltSite, build_site, raw_get
 
-from aggregator.publish.feeds import OPML_FILENAME, category_paths
+from aggregator.publish.paths import OPML_FILENAME, category_paths
 from aggregator.records import PollOutcome, PollResult, Source, SourceStatus, StoreCounts
 from aggregator.service.health import health_report
 from aggregator.service.http import FeedServer, make_app

@@ -11,8 +11,8 @@ from builders import make_source
 from served_site import make_article
 
 from aggregator.ingest.normalize import normalize
-from aggregator.publish.feeds import OPML_FILENAME, category_paths
-from aggregator.publish.index_page import INDEX_FILENAME, render_index
+from aggregator.publish.index_page import render_index
+from aggregator.publish.paths import INDEX_FILENAME, OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions, NormalizeOptions, ParsedEntry
 from aggregator.rules import UNTITLED
 

@@ -23,7 +23,7 @@ from lxml import etree
 from served_site import BuiltSite, build_site, raw_get
 
 from aggregator.publish import files
-from aggregator.publish.feeds import OPML_FILENAME, category_paths
+from aggregator.publish.paths import OPML_FILENAME, category_paths
 from aggregator.service.http import FeedServer, make_app
 from aggregator.service.http.static import (
     MAX_INLINE_BYTES,

@@ -46,6 +46,7 @@ def build(reader: ArticleReader, options: FeedOptions, configured_categories: It
     """Regenerate the RSS and Atom feeds of every category (or ``only`` these), the OPML
     index and the index page."""
     from aggregator.publish import feeds, index_page
+    from aggregator.publish.paths import INDEX_FILENAME
 
     categories = sorted(set(reader.categories()) | set(configured_categories))
     selected = [c for c in categories if only is None or c in only]
@@ -54,9 +55,9 @@ def build(reader: ArticleReader, options: FeedOptions, configured_categories: It
 
     page = index_page.render_index(categories, reader.latest_articles(None, INDEX_ARTICLES),
                                    options, site_title=options.site_title or "Aggregator")
-    if feeds.write_atomic(Path(options.output_dir) / index_page.INDEX_FILENAME, page):
-        return replace(report, written=(*report.written, index_page.INDEX_FILENAME))
-    return replace(report, unchanged=(*report.unchanged, index_page.INDEX_FILENAME))
+    if feeds.write_atomic(Path(options.output_dir) / INDEX_FILENAME, page):
+        return replace(report, written=(*report.written, INDEX_FILENAME))
+    return replace(report, unchanged=(*report.unchanged, INDEX_FILENAME))
 
 
 def export_hexo(reader: ArticleReader, out_dir: Path) -> ExportReport:

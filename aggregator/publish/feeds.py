@@ -33,38 +33,38 @@ article HTML (the normalize stage owns that), or delete files it did not write
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
-import re
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlsplit
 
 from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
-from lxml import etree
 
 from aggregator.errors import AggregatorError
 from aggregator.publish import files
+from aggregator.publish.opml import render_opml
+from aggregator.publish.paths import (
+    GENERATOR,
+    OPML_FILENAME,
+    category_paths,
+    public_url,
+    site_name,
+    site_root,
+)
 from aggregator.records import Article, FeedOptions
 from aggregator.rules import strip_xml_illegal
 
 __all__ = [
     "EPOCH",
-    "GENERATOR",
     "LANGUAGE",
-    "OPML_FILENAME",
     "BuildReport",
-    "CategoryFeedPaths",
-    "category_paths",
     "entry_id",
     "render_atom",
-    "render_opml",
     "render_rss",
     "write_atomic",
     "write_feeds",
@@ -72,33 +72,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATOR = "aggregator"
 LANGUAGE = "zh-CN"
-OPML_FILENAME = "feeds.opml"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # ``updated`` of a feed with no entries
 
-_CATEGORIES_DIR = "categories"
 _RSS_TYPE = "application/rss+xml"
 _ATOM_TYPE = "application/atom+xml"
-# Longest category directory name, in UTF-8 bytes (file systems stop at 255).
-_MAX_NAME_BYTES = 180
 
-# Characters a directory name must not contain: separators, NUL, C0/C1 controls,
-# lone surrogates (not encodable as a file name).
-_NOT_PATH_CHAR = re.compile("[/\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-# Separators trimmed off ``title_prefix`` when it doubles as the site's name.
-_PREFIX_SEPARATORS = " \t-–—|:：·•»>/"
 
 _Format = Literal["rss", "atom"]
-
-
-@dataclass(frozen=True)
-class CategoryFeedPaths:
-    """Where a category's feeds live: '/'-separated paths relative to ``output_dir``."""
-
-    category: str
-    rss: str
-    atom: str
 
 
 @dataclass(frozen=True)
@@ -129,45 +110,6 @@ class _Entry:
     content: str
     summary: str
     thumbnail: str | None
-
-
-# --------------------------------------------------------------------------- paths and URLs
-
-
-def category_paths(category: str) -> CategoryFeedPaths:
-    """The feed files of ``category``; CJK and other printable text is kept as is.
-
-    Separators, NUL and control characters become ``_``, leading dots are
-    dropped and over-long names are cut.  Whenever the name had to change, a
-    short hash of the original is appended so two categories never share files.
-    """
-    name = _NOT_PATH_CHAR.sub("_", category).lstrip(".")
-    if len(name.encode("utf-8")) > _MAX_NAME_BYTES:
-        while len(name.encode("utf-8")) > _MAX_NAME_BYTES:
-            name = name[:-1]
-    if name != category or not name:
-        digest = hashlib.sha1(category.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        name = f"{name}-{digest}" if name else f"category-{digest}"
-    base = f"{_CATEGORIES_DIR}/{name}"
-    return CategoryFeedPaths(category=category, rss=f"{base}/rss.xml", atom=f"{base}/atom.xml")
-
-
-def _site_root(options: FeedOptions) -> str:
-    root = options.site_url.strip()
-    return root if root.endswith("/") else root + "/"
-
-
-def _url(options: FeedOptions, relative: str) -> str:
-    return _site_root(options) + quote(relative)
-
-
-def _site_name(options: FeedOptions) -> str:
-    name = (strip_xml_illegal(options.site_title).strip()
-            or strip_xml_illegal(options.title_prefix).strip(_PREFIX_SEPARATORS))
-    if name:
-        return name
-    host = urlsplit(strip_xml_illegal(options.site_url).strip()).hostname
-    return host or GENERATOR
 
 
 # --------------------------------------------------------------------------- values
@@ -307,18 +249,18 @@ def _select(
 
 def _render(category: str, entries: Sequence[_Entry], options: FeedOptions, fmt: _Format) -> bytes:
     paths = category_paths(category)
-    site = strip_xml_illegal(_site_root(options))
-    self_url = strip_xml_illegal(_url(options, paths.rss if fmt == "rss" else paths.atom))
+    site = strip_xml_illegal(site_root(options))
+    self_url = strip_xml_illegal(public_url(options, paths.rss if fmt == "rss" else paths.atom))
     name = strip_xml_illegal(category).strip() or paths.rss.split("/")[1]
     title = strip_xml_illegal(options.title_prefix) + name
     try:
         fg = _new_generator()
-        fg.id(strip_xml_illegal(_url(options, paths.atom)))
+        fg.id(strip_xml_illegal(public_url(options, paths.atom)))
         fg.title(title)
-        fg.author(name=_site_name(options))
+        fg.author(name=site_name(options))
         fg.link(href=self_url, rel="self", type=_RSS_TYPE if fmt == "rss" else _ATOM_TYPE)
         fg.link(href=site, rel="alternate", type="text/html")  # the last link is RSS <link>
-        fg.description(f"“{name}”分类的最新文章 — {_site_name(options)}")
+        fg.description(f"“{name}”分类的最新文章 — {site_name(options)}")
         fg.language(LANGUAGE)
         fg.generator(GENERATOR)
         fg.updated(max((e.updated for e in entries), default=EPOCH))
@@ -344,42 +286,6 @@ def render_atom(category: str, articles: Sequence[Article], options: FeedOptions
     """Atom 1.0 feed (valid against RFC 4287's RELAX NG schema) of ``category``."""
     entries, _ = _select(category, articles, options)
     return _render(category, entries, options, "atom")
-
-
-# --------------------------------------------------------------------------- OPML
-
-
-def render_opml(categories: Sequence[str], options: FeedOptions) -> bytes:
-    """OPML 2.0 listing every category's RSS and Atom feed, in the order given.
-
-    Two grouping outlines, ``RSS 2.0`` and ``Atom 1.0``; no dates, so the same
-    categories always give the same bytes.  Duplicate names are listed once.
-    """
-    site = strip_xml_illegal(_site_root(options))
-    unique = list(dict.fromkeys(categories))
-    root = etree.Element("opml", {"version": "2.0"})
-    head = etree.SubElement(root, "head")
-    etree.SubElement(head, "title").text = f"{_site_name(options)} feeds"
-    body = etree.SubElement(root, "body")
-    for label, fmt in (("RSS 2.0", "rss"), ("Atom 1.0", "atom")):
-        group = etree.SubElement(body, "outline", {"text": label, "title": label})
-        for category in unique:
-            paths = category_paths(category)
-            text = strip_xml_illegal(category)
-            etree.SubElement(
-                group,
-                "outline",
-                {
-                    "text": text,
-                    "title": text,
-                    "type": "rss",
-                    "xmlUrl": strip_xml_illegal(
-                        _url(options, paths.rss if fmt == "rss" else paths.atom)
-                    ),
-                    "htmlUrl": site,
-                },
-            )
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 
 # --------------------------------------------------------------------------- files

@@ -28,13 +28,12 @@ import html
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from aggregator.publish.feeds import OPML_FILENAME, category_paths
+from aggregator.publish.paths import OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions
 from aggregator.rules import web_url
 
-__all__ = ["INDEX_FILENAME", "render_index"]
+__all__ = ["render_index"]
 
-INDEX_FILENAME = "index.html"
 
 _MAX_SUMMARY_CHARS = 300
 

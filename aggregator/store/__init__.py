@@ -72,12 +72,14 @@ class Store:
     # -- lifecycle -----------------------------------------------------------
 
     @classmethod
-    def open(cls, database_url: str, *, migrate_in_child: bool = False) -> Store:
+    def open(cls, database_url: str, *, migrate_in_child: bool = False,
+             connections: int | None = None) -> Store:
         """Connect, create a SQLite file's folder, and migrate the schema to the latest version.
 
         ``migrate_in_child``: a needed migration runs in a short-lived child process, so
         that a long-running process (the daemon) never keeps Alembic and its templates
         (about 10 MB) in memory.  An in-memory database is always migrated here.
+        ``connections``: how many threads will use the store at once (pool size).
         """
         try:
             url = make_url(database_url)
@@ -85,7 +87,7 @@ class Store:
             raise StoreError(f"invalid database URL {database_url!r}: {exc}") from exc
         display = url.render_as_string(hide_password=True)
         try:
-            engine = prepare(url, migrate_in_child=migrate_in_child)
+            engine = prepare(url, migrate_in_child=migrate_in_child, connections=connections)
         except (SQLAlchemyError, OSError, ImportError, ValueError, RuntimeError) as exc:
             raise StoreError(f"cannot open database {display}: {describe(exc)}") from exc
         return cls(engine, display_url=display)

@@ -48,9 +48,9 @@ BEGIN_OPTION = "aggregator_sqlite_begin"  # execution option read by the SQLite 
 WRITE = {BEGIN_OPTION: "IMMEDIATE"}
 
 
-def prepare(url: URL, *, migrate_in_child: bool) -> Engine:
+def prepare(url: URL, *, migrate_in_child: bool, connections: int | None = None) -> Engine:
     """An engine for ``url`` whose schema is at ``HEAD_REVISION``."""
-    engine = make_engine(url)
+    engine = make_engine(url, connections=connections)
     try:
         revision = _current_revision(engine)
         if revision is None and _create_fresh(engine):
@@ -66,15 +66,21 @@ def prepare(url: URL, *, migrate_in_child: bool) -> Engine:
     return engine
 
 
-def make_engine(url: str | URL) -> Engine:
-    """An engine with the store's connection settings (also used by migrations/env.py)."""
+def make_engine(url: str | URL, *, connections: int | None = None) -> Engine:
+    """An engine with the store's connection settings (also used by migrations/env.py).
+
+    ``connections``: how many threads use it at once.  The pool keeps that many open, so
+    a busy moment never opens and closes overflow connections (on PostgreSQL each new
+    session is a server transaction of its own, and a round trip or three).
+    """
     url = make_url(url)
     if url.get_backend_name() != "sqlite":
         # No pool_pre_ping: its SELECT 1 runs in autocommit, one more server transaction
         # (and round trip) per checkout — a third of a poll's.  A connection the server
         # closed (restart, idle timeout, pg_terminate_backend) is seen for free instead:
         # its socket turns readable (the server's goodbye, then EOF) while it sits idle.
-        engine = create_engine(url)
+        sizing = {} if connections is None else {"pool_size": max(1, connections)}
+        engine = create_engine(url, **sizing)
         event.listen(engine.pool, "checkout", _drop_if_closed)
         return engine
     database = url.database or ""

@@ -35,6 +35,7 @@ from urllib.parse import quote
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from aggregator.httpsemantics import accepts_gzip, is_not_modified
+from aggregator.publish.paths import INDEX_FILENAME
 
 __all__ = [
     "CACHE_CONTROL",
@@ -51,7 +52,6 @@ __all__ = [
 
 FEED_MAX_AGE = 300  # seconds readers and proxies may reuse a file without asking again
 CACHE_CONTROL = f"public, max-age={FEED_MAX_AGE}"
-INDEX_FILENAME = "index.html"  # same name as aggregator.publish.index_page.INDEX_FILENAME
 MIN_GZIP_BYTES = 256  # smaller bodies gain nothing from compression
 MAX_INLINE_BYTES = 8 * 1024 * 1024  # larger files are streamed, hashed in chunks, never gzipped
 CACHE_ENTRIES = 512  # files whose version (digest, gzip, bytes) is kept in memory
