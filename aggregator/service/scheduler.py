@@ -183,7 +183,7 @@ class Scheduler:
             if source is None or self._stopping.is_set() or source_id in self._busy:
                 return None
             self._busy.add(source_id)
-            settings = self._settings
+            limit = self._settings.host_concurrency
         try:
             remembered = self._store.source_state(source_id)
         except AggregatorError as exc:
@@ -193,16 +193,18 @@ class Scheduler:
             return None
         ran: list[PollResult | None] = []
         host = host_of(decide.plan(source, remembered).source.url)
-        self._hosts.run(host, settings.host_concurrency,
-                        lambda: ran.append(self._run(source, remembered, settings)))
+        self._hosts.run(host, limit, lambda: ran.append(self._run(source.id, remembered)))
         return ran[0] if ran else None
 
-    def _run(self, source: Source, remembered: SourceState | None,
-             settings: Settings) -> PollResult | None:
+    def _run(self, source_id: str, remembered: SourceState | None) -> PollResult | None:
+        """The poll itself, under the config current when it starts (a poll may have
+        waited for its host across a reload)."""
         with self._lock:
-            if self._stopping.is_set():
-                self._busy.discard(source.id)
+            source = self._sources.get(source_id)
+            if source is None or self._stopping.is_set():
+                self._busy.discard(source_id)
                 return None
+            settings = self._settings
             self._in_flight += 1
         try:
             result = poll_source(source, remembered, self._store, wiring.poll_options(settings),
