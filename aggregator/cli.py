@@ -163,7 +163,8 @@ def _selected_sources(ctx: click.Context, settings: Settings,
 
 def _poll(settings: Settings, store: Store, sources: list[Source], pool: WorkerPool, *,
           force: tuple[str, ...] = ()) -> list[PollResult]:
-    from aggregator.ingest.poll import HttpFetcher, poll_sources
+    from aggregator.ingest.fetch import HttpFetcher
+    from aggregator.ingest.poll import poll_sources
     from aggregator.service.wiring import poll_options
 
     fetcher = HttpFetcher()

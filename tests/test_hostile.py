@@ -25,7 +25,8 @@ from builders import make_source
 from lxml import etree
 from pytest_httpserver import HTTPServer
 
-from aggregator.ingest.poll import HttpFetcher, PollOptions, poll_sources
+from aggregator.ingest.fetch import HttpFetcher
+from aggregator.ingest.poll import PollOptions, poll_sources
 from aggregator.ingest.sandbox import Budget, WorkerPool
 from aggregator.publish import build as build_feeds
 from aggregator.publish import export_hexo

@@ -16,9 +16,9 @@ from pytest_httpserver import HTTPServer
 
 from aggregator.errors import FetchError
 from aggregator.ingest.decide import REDIRECT_CONFIRMATIONS
+from aggregator.ingest.fetch import HttpFetcher
 from aggregator.ingest.poll import (
     HostSlots,
-    HttpFetcher,
     PollOptions,
     body_fingerprint,
     poll_source,

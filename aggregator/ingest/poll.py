@@ -6,7 +6,7 @@
    poll (a confirmed move applied), the validators and the known body hash; a source
    a 410 disabled is skipped unless forced;
 2. fetch, conditionally, through the injected ``fetch`` (the real one is
-   ``HttpFetcher``; tests inject others) — a 304 ends the work cheaply;
+   ``ingest.fetch.HttpFetcher``; tests inject others) — a 304 ends the work cheaply;
 3. an unchanged body (same bytes, same rules) ends it too, before any parsing;
 4. parse and normalize every entry into an ``Article``, in a parse worker process
    (``extract`` under the ``sandbox`` budget) or in this thread;
@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aggregator.errors import AggregatorError, FetchError, ParseError
@@ -57,9 +57,6 @@ from aggregator.records import (
     StoreCounts,
     Validators,
 )
-
-if TYPE_CHECKING:
-    from aggregator.ingest.fetch import HttpSession
 
 log = logging.getLogger(__name__)
 
@@ -209,36 +206,6 @@ class HostSlots:
         """How many polls wait for their host."""
         with self._lock:
             return sum(len(queue) for queue in self._waiting.values())
-
-
-class HttpFetcher:
-    """The real fetch with one HTTP session (a connection pool) per thread.
-
-    Sessions carry no settings: each call applies the ``FetchOptions`` it is given, so
-    a reloaded config (a new ``user_agent``) takes effect on the next poll.
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._sessions: list[HttpSession] = []
-
-    def __call__(self, source: Source, options: FetchOptions,
-                 validators: Validators) -> FetchResult:
-        from aggregator.ingest.fetch import fetch, make_session
-
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = make_session(options)
-            with self._lock:
-                self._sessions.append(session)
-        return fetch(source, options, validators, session)
-
-    def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
 
 
 def host_of(url: str) -> str:

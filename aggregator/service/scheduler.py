@@ -37,7 +37,8 @@ from aggregator import publish
 from aggregator.config import Settings, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.ingest import decide
-from aggregator.ingest.poll import HostSlots, HttpFetcher, host_of, poll_source, utc_now
+from aggregator.ingest.fetch import HttpFetcher
+from aggregator.ingest.poll import HostSlots, host_of, poll_source, utc_now
 from aggregator.records import PollResult, Source, SourceState
 from aggregator.service import wiring
 from aggregator.service.metrics import Metrics

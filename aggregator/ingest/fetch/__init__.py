@@ -6,7 +6,8 @@ network concern in one place — conditional GET, hand-followed redirects, an SS
 checked on the connected address, DNS inside the deadline, a hard wall-clock deadline, a
 decompressed-size limit — and it is the ONLY place in the project that imports
 ``requests`` or ``urllib3``.  Callers use the names below and nothing else:
-``fetch``, ``make_session`` and ``HttpSession`` (plus the ``ACCEPT`` header value).
+``fetch``, ``make_session`` and ``HttpSession`` (plus the ``ACCEPT`` header value), and
+``HttpFetcher``, the fetch a poll is given: one session per thread.
 A session is only a connection pool: every setting (User-Agent, limits, timeouts, the
 SSRF policy) comes from the ``FetchOptions`` passed to each ``fetch`` call, so a session
 kept across a config reload never sends stale settings.
@@ -35,6 +36,7 @@ The modules, by role:
 
 from __future__ import annotations
 
+import threading
 import time
 
 import requests
@@ -47,7 +49,7 @@ from aggregator.ingest.fetch.protocol import ACCEPT, request_headers
 from aggregator.ingest.fetch.watchdog import Watchdog
 from aggregator.records import FetchOptions, FetchResult, Source, Validators
 
-__all__ = ["ACCEPT", "HttpSession", "fetch", "make_session"]
+__all__ = ["ACCEPT", "HttpFetcher", "HttpSession", "fetch", "make_session"]
 
 _NO_VALIDATORS = Validators()
 
@@ -123,3 +125,31 @@ def _past_deadline(watchdog: Watchdog, started: float, options: FetchOptions) ->
     # Socket timeouts are capped at the time remaining, so a timeout can beat the timer
     # by a hair; either way the deadline is the reason the fetch failed.
     return watchdog.expired or time.monotonic() - started >= options.deadline
+
+
+class HttpFetcher:
+    """The real fetch with one HTTP session (a connection pool) per thread.
+
+    Sessions carry no settings: each call applies the ``FetchOptions`` it is given, so
+    a reloaded config (a new ``user_agent``) takes effect on the next poll.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[HttpSession] = []
+
+    def __call__(self, source: Source, options: FetchOptions,
+                 validators: Validators) -> FetchResult:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = make_session(options)
+            with self._lock:
+                self._sessions.append(session)
+        return fetch(source, options, validators, session)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
