@@ -195,14 +195,17 @@ def poll_summary(results: list[PollResult]) -> list[str]:
                       f"--source {r.source_id} polls it anyway")
         elif r.result.failed:
             detail = f"{r.result.value}: {r.error}"
-        elif r.result in (PollOutcome.NOT_MODIFIED, PollOutcome.UNCHANGED) \
-                and not r.counts.unchanged:
+        elif not r.parsed:
             detail = f"{r.result.value} (nothing to parse)"
         else:
             c = r.counts
             detail = f"{r.result.value}: {c.new} new, {c.updated} updated, {c.unchanged} unchanged"
             if c.retired:
                 detail += f", {c.retired} removed by retention"
+            if r.rekeyed:
+                detail += f", {r.rekeyed} given a key of their own (they shared one)"
+            if not (c.new or c.updated or c.unchanged or c.retired):
+                detail += " (the document has no entries)"
         if r.warnings:
             detail += f" [{len(r.warnings)} warning(s): {r.warnings[0]}]"
         lines.append(f"{r.source_id:<{width}}  {detail}  ({r.elapsed:.2f}s)")

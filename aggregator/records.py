@@ -114,6 +114,7 @@ class ParsedFeed:
     encoding: str | None = None
     entries: tuple[ParsedEntry, ...] = ()
     warnings: tuple[str, ...] = ()  # non-fatal problems (bozo feeds that still had entries)
+    rekeyed: int = 0  # entries that shared another's key and got one of their own
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,3 +279,5 @@ class PollResult:
     fetch_seconds: float | None = None  # time spent in the fetch stage
     next_poll_at: datetime | None = None  # None: do not schedule (disabled, skipped)
     consecutive_errors: int = 0  # after this poll
+    parsed: bool = False  # the document was parsed (even if it had no entries)
+    rekeyed: int = 0  # entries that shared another's key (e.g. one link) and got their own

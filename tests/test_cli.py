@@ -305,3 +305,21 @@ def test_prune_removes_what_retention_says_and_a_repoll_does_not_bring_it_back(
     with sqlite3.connect(tmp_path / "data" / "aggregator.db") as db:
         titles = sorted(row[0] for row in db.execute("SELECT title FROM articles"))
     assert titles == ["第0条", "第1条"]
+
+
+def test_poll_summary_says_what_a_parse_found(httpserver: HTTPServer, tmp_path: Path) -> None:
+    empty = b'<?xml version="1.0"?><rss version="2.0"><channel><title>E</title></channel>'
+    board = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>B</title>'
+             + b"".join(b"<item><link>http://board.test/</link><description>post %d"
+                        b"</description></item>" % n for n in range(3))
+             + b"</channel></rss>")
+    httpserver.expect_request("/gone.xml").respond_with_data(empty, content_type="text/xml")
+    httpserver.expect_request("/dated.xml").respond_with_data(board, content_type="text/xml")
+    config = gone_and_dated_config(tmp_path, httpserver)
+    first = run("--config", str(config), "poll")
+    assert "unchanged: 0 new, 0 updated, 0 unchanged (the document has no entries)" in \
+        summary_line(first, "gone")  # truncated to nothing: parsed, not "nothing to parse"
+    assert "new: 3 new, 0 updated, 0 unchanged, 2 given a key of their own" in \
+        summary_line(first, "dated")
+    again = run("--config", str(config), "poll")
+    assert "unchanged (nothing to parse)" in summary_line(again, "dated")

@@ -85,3 +85,24 @@ def test_neither_the_cli_nor_its_workers_import_more_than_they_use(tmp_path: Pat
     cli_modules, worker_modules = out.stdout.strip().splitlines()[-2:]
     assert cli_modules == "[]"
     assert worker_modules == "['feedparser']"  # what parsing needs, nothing more
+
+
+SHARED_LINK = """<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>
+<item><link>http://portal.test/board.html</link><description>第一帖</description></item>
+<item><link>http://portal.test/board.html</link><description>第二帖</description></item>
+<item><link>http://portal.test/board.html</link><description>第三帖</description></item>
+<item><link>http://portal.test/board.html</link><description>第三帖</description></item>
+</channel></rss>""".encode()
+
+
+def test_entries_sharing_a_link_stay_distinct_articles_with_stable_keys() -> None:
+    shared = FetchResult(source_id=SOURCE.id, url=SOURCE.url, status=200, content=SHARED_LINK,
+                         headers={"content-type": "application/rss+xml"})
+    parsed, articles = parse_and_normalize(shared, SOURCE, OPTIONS, SEEN)
+    keys = [a.key for a in articles]
+    assert keys[0] == "http://portal.test/board.html"
+    assert len(set(keys)) == 3 and keys[2] == keys[3]  # the exact repeat stays one article
+    assert {a.summary for a in articles} == {"第一帖", "第二帖", "第三帖"}
+    assert parsed.rekeyed == 2
+    _again, repeat = parse_and_normalize(shared, SOURCE, OPTIONS, SEEN)
+    assert [a.key for a in repeat] == keys

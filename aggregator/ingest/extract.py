@@ -14,17 +14,19 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from aggregator.ingest.normalize import normalize
+from aggregator.ingest.normalize import distinct_keys, normalize
 from aggregator.ingest.parse import parse
 from aggregator.records import Article, FetchResult, NormalizeOptions, ParsedFeed, Source
 
 
 def parse_and_normalize(fetched: FetchResult, source: Source, options: NormalizeOptions,
                         seen_at: datetime) -> tuple[ParsedFeed, list[Article]]:
-    """The parsed feed (without its entries, which became the articles) and its articles.
+    """The parsed feed (without its entries, which became the articles) and its articles,
+    one key each (``ParsedFeed.rekeyed`` counts the entries that needed their own).
 
     Raises ``ParseError`` naming the source, as ``parse`` does.
     """
     parsed = parse(fetched, source)
-    articles = [normalize(entry, source, options, seen_at=seen_at) for entry in parsed.entries]
-    return replace(parsed, entries=()), articles
+    articles, rekeyed = distinct_keys(
+        [normalize(entry, source, options, seen_at=seen_at) for entry in parsed.entries])
+    return replace(parsed, entries=(), rekeyed=rekeyed), articles

@@ -29,6 +29,8 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from urllib.parse import urljoin
 
@@ -277,6 +279,30 @@ def article_key(guid: str | None, link: str | None, title: str, content: str) ->
     """
     key = guid or link or "sha256:" + _sha256(f"{title}\n{content}")
     return key if len(key) <= MAX_KEY_LENGTH else "sha256:" + _sha256(key)
+
+
+def distinct_keys(articles: Sequence[Article]) -> tuple[list[Article], int]:
+    """One document's articles with a key each, and how many had to get their own.
+
+    Entries that share a key (no guid, one link: three untitled posts linking to the same
+    page) are different articles when what they show differs: the first keeps the key,
+    each later one gets ``key#<content hash>``, stable across polls while it is unchanged.
+    Entries that are the same in every way stay one article (the store keeps the first).
+    """
+    keys: dict[str, dict[str, str]] = {}  # key → content hash → the key it was given
+    out: list[Article] = []
+    rekeyed = 0
+    for article in articles:
+        given = keys.setdefault(article.key, {})
+        key = given.get(article.content_hash)
+        if key is None:
+            key = article.key if not given else article_key(
+                None, f"{article.key}#{article.content_hash[:16]}", article.title,
+                article.content)
+            rekeyed += key != article.key
+            given[article.content_hash] = key
+        out.append(article if key == article.key else replace(article, key=key))
+    return out, rekeyed
 
 
 def _sha256(text: str) -> str:

@@ -111,7 +111,7 @@ def poll_source(
         return PollResult(source_id=configured.id, result=PollOutcome.SKIPPED,
                           error=planned.disabled, consecutive_errors=_errors(remembered))
 
-    attempt, articles, warnings = _attempt(planned, options, fetch, parse_pool, at)
+    attempt, articles, parsed = _attempt(planned, options, fetch, parse_pool, at)
     update = decide.decide(configured, remembered, planned, attempt, now=at,
                            rules=options.rules, jitter=jitter())
     try:
@@ -122,7 +122,7 @@ def poll_source(
             fetched=attempt.fetched, error=exc.reason), now=at, rules=options.rules,
             jitter=jitter())
         counts = StoreCounts()
-    result = _result(update, attempt, counts, warnings, time.monotonic() - started)
+    result = _result(update, attempt, counts, parsed, time.monotonic() - started)
     _log(planned.source, update, result)
     return result
 
@@ -233,33 +233,32 @@ def body_fingerprint(content: bytes, source: Source, options: NormalizeOptions) 
 
 def _attempt(planned: decide.PollPlan, options: PollOptions, fetch: Fetch,
              parse_pool: WorkerPool | None,
-             at: datetime) -> tuple[decide.Attempt, list[Article] | None, tuple[str, ...]]:
-    """Fetch, and parse what changed: what happened, the articles (None: nothing was
-    parsed) and the parser's warnings."""
+             at: datetime) -> tuple[decide.Attempt, list[Article] | None, ParsedFeed | None]:
+    """Fetch, and parse what changed: what happened, the articles and the parsed feed
+    (None and None: nothing was parsed)."""
     source = planned.source
     fetched: FetchResult | None = None
     try:
         fetched = fetch(source, options.fetch, planned.validators)
         if fetched.not_modified:
-            return decide.Attempt(fetched=fetched), None, ()
+            return decide.Attempt(fetched=fetched), None, None
         body_hash = body_fingerprint(fetched.content, source, options.normalize)
         if body_hash == planned.known_body:
-            return decide.Attempt(fetched=fetched, body_hash=body_hash), None, ()
+            return decide.Attempt(fetched=fetched, body_hash=body_hash), None, None
         parsed, articles = _extract(fetched, source, options.normalize, at, parse_pool)
         for warning in parsed.warnings:
             log.warning("source=%s %s", source.id, warning)
-        return (decide.Attempt(fetched=fetched, body_hash=body_hash, parsed=True), articles,
-                parsed.warnings)
+        return decide.Attempt(fetched=fetched, body_hash=body_hash, parsed=True), articles, parsed
     except FetchError as exc:
         return decide.Attempt(fetched=None, error=exc.reason, status=exc.status,
-                              retry_after=exc.retry_after), None, ()
+                              retry_after=exc.retry_after), None, None
     except AggregatorError as exc:
         return decide.Attempt(fetched=None, error=exc.reason,
-                              status=fetched.status if fetched else None), None, ()
+                              status=fetched.status if fetched else None), None, None
     except Exception as exc:  # a bug in one source's path must not stop the others
         log.exception("source=%s unexpected error", source.id)
         return decide.Attempt(fetched=None, error=f"internal error: {type(exc).__name__}: {exc}",
-                              status=fetched.status if fetched else None), None, ()
+                              status=fetched.status if fetched else None), None, None
 
 
 def _extract(fetched: FetchResult, source: Source, options: NormalizeOptions, at: datetime,
@@ -276,7 +275,7 @@ def _extract(fetched: FetchResult, source: Source, options: NormalizeOptions, at
 
 
 def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
-            warnings: tuple[str, ...], elapsed: float) -> PollResult:
+            parsed: ParsedFeed | None, elapsed: float) -> PollResult:
     state = update.state
     fetched = attempt.fetched
     return PollResult(
@@ -285,7 +284,7 @@ def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
         counts=counts,
         error=state.last_error if update.result in (PollOutcome.ERROR, PollOutcome.DISABLED)
         else None,
-        warnings=warnings,
+        warnings=parsed.warnings if parsed else (),
         elapsed=elapsed,
         status=fetched.status if fetched else attempt.status,
         retry_after=attempt.retry_after,
@@ -293,6 +292,8 @@ def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
         fetch_seconds=fetched.elapsed if fetched else None,
         next_poll_at=state.next_poll_at,
         consecutive_errors=state.error_count,
+        parsed=parsed is not None and update.result is None,
+        rekeyed=parsed.rekeyed if parsed else 0,
     )
 
 
