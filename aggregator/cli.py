@@ -231,8 +231,7 @@ def _build(settings: Settings, store: Store) -> None:
     from aggregator.publish import build
 
     options = settings.feed_options()
-    configured = [c for s in settings.sources for c in s.categories]
-    report = build(store, options, configured)
+    report = build(store, options, settings.source_list())
     click.echo(
         f"built {len(report.written)} file(s), {len(report.unchanged)} unchanged "
         f"in {options.output_dir}"
@@ -263,13 +262,13 @@ def export_hexo_command(ctx: click.Context, out_dir: Path) -> None:
     """Write every stored article as a Hexo post (re-export overwrites)."""
     settings = _settings(ctx)
     with _open_store(ctx, settings) as store:
-        _export(store, out_dir)
+        _export(settings, store, out_dir)
 
 
-def _export(store: Store, out_dir: Path) -> None:
+def _export(settings: Settings, store: Store, out_dir: Path) -> None:
     from aggregator.publish import export_hexo
 
-    report = export_hexo(store, out_dir)
+    report = export_hexo(store, out_dir, settings.source_list())
     click.echo(f"exported {report.written} post(s), {report.unchanged} unchanged, to {out_dir}")
 
 
@@ -286,15 +285,17 @@ def prune(ctx: click.Context) -> None:
     from aggregator.service.wiring import prune as apply_retention
 
     settings = _settings(ctx)
-    if not settings.retention_days and not settings.max_articles_per_source:
-        click.echo("no retention configured (retention_days, max_articles_per_source): "
-                   "nothing to prune")
-        return
     with _open_store(ctx, settings) as store:
-        deleted = apply_retention(store, settings, utc_now())
-    for source_id, count in deleted.items():
+        pruned = apply_retention(store, settings, utc_now())
+    if not settings.retention_days and not settings.max_articles_per_source:
+        click.echo("no retention configured (retention_days, max_articles_per_source)")
+    for source_id, count in pruned.articles.items():
         click.echo(f"{source_id}  {count} article(s) removed")
-    click.echo(f"pruned {sum(deleted.values())} article(s) from {len(deleted)} source(s)")
+    for source_id in pruned.sources:
+        click.echo(f"{source_id}  forgotten: removed from the config more than "
+                   f"{settings.removed_source_grace} ago")
+    click.echo(f"pruned {sum(pruned.articles.values())} article(s) from "
+               f"{len(pruned.articles)} source(s), forgot {len(pruned.sources)} source(s)")
 
 
 @cli.command()
@@ -416,7 +417,7 @@ def demo(ctx: click.Context, workdir: Path) -> None:
             for line in poll_summary(results):
                 click.echo(line)
             _build(settings, store)
-            _export(store, workdir / "hexo")
+            _export(settings, store, workdir / "hexo")
     click.echo("")
     click.echo(f"config:   {config_path}")
     click.echo(f"database: {settings.database_url}")

@@ -237,6 +237,11 @@ class Settings(_Model):
     max_articles_per_source: int | None = Field(
         default=None, ge=1, description="Keep at most this many newest articles per source."
     )
+    removed_source_grace: timedelta = Field(
+        default=timedelta(days=30),
+        description="A source removed from the config leaves the outputs at once and the "
+                    "database after this long (re-adding it meanwhile keeps its articles).",
+    )
     sources: tuple[SourceConfig, ...] = Field(default=(), description="The portals to poll.")
 
     # Where the file was read from; relative paths were resolved against its folder.
@@ -244,7 +249,7 @@ class Settings(_Model):
 
     @field_validator(
         "connect_timeout", "read_timeout", "fetch_deadline", "max_backoff", "build_debounce",
-        "shutdown_timeout", "parse_timeout", mode="before",
+        "shutdown_timeout", "parse_timeout", "removed_source_grace", mode="before",
     )
     @classmethod
     def _durations(cls, value: object) -> timedelta:

@@ -286,14 +286,14 @@ def test_prune_removes_what_retention_says_and_a_repoll_does_not_bring_it_back(
     httpserver.expect_request("/gone.xml").respond_with_data("", status=404)
     httpserver.expect_request("/dated.xml").respond_with_data(DATED_FEED, content_type="text/xml")
     config = gone_and_dated_config(tmp_path, httpserver)
-    assert "nothing to prune" in run("--config", str(config), "prune").output
+    assert "no retention configured" in run("--config", str(config), "prune").output
 
     config = gone_and_dated_config(tmp_path, httpserver, "max_articles_per_source: 2")
     assert "new: 5 new" in summary_line(run("--config", str(config), "poll"), "dated")
     pruned = run("--config", str(config), "prune")
     assert pruned.exit_code == 0, pruned.output
     assert "dated  3 article(s) removed" in pruned.output
-    assert "pruned 3 article(s) from 1 source(s)" in pruned.output
+    assert "pruned 3 article(s) from 1 source(s), forgot 0 source(s)" in pruned.output
 
     # The portal still lists all five (the same bytes would not even be parsed: change them).
     httpserver.clear_all_handlers()
@@ -323,3 +323,34 @@ def test_poll_summary_says_what_a_parse_found(httpserver: HTTPServer, tmp_path: 
         summary_line(first, "dated")
     again = run("--config", str(config), "poll")
     assert "unchanged (nothing to parse)" in summary_line(again, "dated")
+
+
+def test_a_source_removed_from_the_config_leaves_every_output(httpserver: HTTPServer,
+                                                               tmp_path: Path) -> None:
+    feed = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>X'
+            b"</title><item><title>%s</title><link>http://x.test/%s</link></item></channel></rss>")
+    httpserver.expect_request("/gone.xml").respond_with_data(feed % (b"bye", b"1"),
+                                                             content_type="text/xml")
+    httpserver.expect_request("/dated.xml").respond_with_data(feed % (b"stay", b"2"),
+                                                              content_type="text/xml")
+    config = gone_and_dated_config(tmp_path, httpserver).read_text(encoding="utf-8")
+    config = config.replace("categories: [新闻]", "categories: [新闻, 独有]", 1)  # gone's own
+    path = tmp_path / "aggregator.yaml"
+    path.write_text(config, encoding="utf-8")
+    run("--config", str(path), "poll")
+    run("--config", str(path), "build")
+    public = tmp_path / "public"
+    assert "独有" in (public / "feeds.opml").read_text(encoding="utf-8")
+
+    path.write_text(config[:config.index("  - id: gone")]
+                    + config[config.index("  - id: dated"):], encoding="utf-8")
+    assert run("--config", str(path), "build").exit_code == 0
+    shared = feedparser.parse((public / "categories" / "新闻" / "rss.xml").read_bytes())
+    assert [e.title for e in shared.entries] == ["stay"]
+    assert "独有" not in (public / "feeds.opml").read_text(encoding="utf-8")
+    index = (public / "index.html").read_text(encoding="utf-8")
+    assert "独有" not in index and "bye" not in index and "stay" in index
+    with sqlite3.connect(tmp_path / "data" / "aggregator.db") as db:  # kept for the grace
+        assert db.execute("SELECT count(*) FROM articles WHERE source_id='gone'").fetchone() == (1,)
+    exported = run("--config", str(path), "export", "hexo", "--out", str(tmp_path / "hexo"))
+    assert "exported 1 post(s)" in exported.output

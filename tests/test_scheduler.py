@@ -243,7 +243,7 @@ def test_retention_removes_old_articles_and_they_stay_removed(httpserver: HTTPSe
     daemon.start()
     assert daemon.poll_now("portal").counts.new == 3
     # NOW is 2100-01-01: the articles of May 2095 are older than a year, May 2099's is not
-    assert daemon.prune_now() == {"portal": 2}
+    assert daemon.prune_now().articles == {"portal": 2}
     state["body"] = old.replace("<title>P</title>", "<title>P2</title>")  # new bytes: parsed
     again = daemon.poll_now("portal")
     assert (again.counts.new, again.counts.retired, again.counts.unchanged) == (0, 2, 1)

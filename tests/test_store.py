@@ -675,3 +675,30 @@ def test_upgrade_from_the_first_revision_keeps_data(tmp_path: Path) -> None:
     assert status is not None and status.error_count == 2 and status.redirect_count == 0
     with sqlite3.connect(tmp_path / "old.db") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
+
+
+def test_latest_articles_of_some_sources_only(store: Store) -> None:
+    save(store, [make_article("k1", date=T0)])
+    save(store, [make_article("k2", source_id="other", date=T0 + timedelta(days=1))],
+         source_id="other")
+    assert [a.key for a in store.latest_articles("news", 10, {"src"})] == ["k1"]
+    assert [a.key for a in store.latest_articles(None, 10, {"other"})] == ["k2"]
+    assert store.latest_articles(None, 10, set()) == []
+    assert len(store.latest_articles(None, 10)) == 2
+
+
+def test_a_source_the_config_dropped_is_forgotten_after_the_grace_period(store: Store) -> None:
+    save(store, [make_article("k1")])
+    save(store, [make_article("k1", source_id="gone")], source_id="gone")
+    grace = timedelta(days=30)
+    assert store.forget_unconfigured(["src"], now=T0, grace=grace) == []  # noted, kept
+    assert store.count_articles("gone") == 1
+    assert store.forget_unconfigured(["src"], now=T0 + timedelta(days=29), grace=grace) == []
+    # listed again within the grace period: the clock starts over when it is dropped again
+    assert store.forget_unconfigured(["src", "gone"], now=T0 + timedelta(days=29),
+                                     grace=grace) == []
+    assert store.forget_unconfigured(["src"], now=T0 + timedelta(days=40), grace=grace) == []
+    assert store.forget_unconfigured(["src"], now=T0 + timedelta(days=71), grace=grace) == [
+        "gone"]
+    assert store.count_articles("gone") == 0 and store.source_state("gone") is None
+    assert store.count_articles("src") == 1 and store.source_state("src") is not None

@@ -15,12 +15,12 @@ The writers (feedgen, lxml) load only when a build or an export runs.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from aggregator.records import Article, FeedOptions
+from aggregator.records import Article, FeedOptions, Source
 
 if TYPE_CHECKING:
     from aggregator.publish.feeds import BuildReport
@@ -36,32 +36,46 @@ class ArticleReader(Protocol):
 
     def categories(self) -> list[str]: ...
 
-    def latest_articles(self, category: str | None, limit: int) -> list[Article]: ...
+    def latest_articles(self, category: str | None, limit: int,
+                        source_ids: Collection[str] | None = None) -> list[Article]: ...
 
     def iter_articles(self, source_id: str | None = None) -> Iterator[Article]: ...
 
 
-def build(reader: ArticleReader, options: FeedOptions, configured_categories: Iterable[str] = (),
+def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source] | None = None,
           only: Collection[str] | None = None) -> BuildReport:
     """Regenerate the RSS and Atom feeds of every category (or ``only`` these), the OPML
-    index and the index page."""
+    index and the index page.
+
+    With ``sources`` (the configured ones), exactly their categories are published, with
+    their articles only: a source removed from the config leaves every output on the next
+    build, and a category no source has any more leaves OPML and the index.  None
+    publishes everything stored.
+    """
     from aggregator.publish import feeds, index_page
     from aggregator.publish.paths import INDEX_FILENAME
 
-    categories = sorted(set(reader.categories()) | set(configured_categories))
+    ids = None if sources is None else {s.id for s in sources}
+    if sources is None:
+        categories = sorted(reader.categories())
+    else:
+        categories = sorted({c for s in sources for c in s.categories})
     selected = [c for c in categories if only is None or c in only]
-    articles = {c: reader.latest_articles(c, options.feed_size) for c in selected}
+    articles = {c: reader.latest_articles(c, options.feed_size, ids) for c in selected}
     report = feeds.write_feeds(articles, options, all_categories=categories, only=only)
 
-    page = index_page.render_index(categories, reader.latest_articles(None, INDEX_ARTICLES),
+    page = index_page.render_index(categories, reader.latest_articles(None, INDEX_ARTICLES, ids),
                                    options, site_title=options.site_title or "Aggregator")
     if feeds.write_atomic(Path(options.output_dir) / INDEX_FILENAME, page):
         return replace(report, written=(*report.written, INDEX_FILENAME))
     return replace(report, unchanged=(*report.unchanged, INDEX_FILENAME))
 
 
-def export_hexo(reader: ArticleReader, out_dir: Path) -> ExportReport:
-    """Write every stored article as a Hexo post."""
+def export_hexo(reader: ArticleReader, out_dir: Path,
+                sources: Sequence[Source] | None = None) -> ExportReport:
+    """Write every stored article (of these sources, if given) as a Hexo post."""
     from aggregator.publish import hexo
 
-    return hexo.write_posts(reader.iter_articles(), out_dir)
+    ids = None if sources is None else {s.id for s in sources}
+    return hexo.write_posts((a for a in reader.iter_articles() if ids is None
+                             or a.source_id in ids), out_dir)

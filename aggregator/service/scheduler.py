@@ -95,11 +95,9 @@ class Scheduler:
         self._scheduler.start()
         self.apply(self._settings)
         self._request_build(None)  # the output reflects the current config from the start
-        if self._settings.retention_days or self._settings.max_articles_per_source:
-            every = RETENTION_EVERY.total_seconds()
-            self._scheduler.add_job(self.prune_now, "interval", seconds=every,
-                                    id=RETENTION_JOB, next_run_time=self._now(),
-                                    replace_existing=True)
+        every = RETENTION_EVERY.total_seconds()  # also forgets sources the config dropped
+        self._scheduler.add_job(self.prune_now, "interval", seconds=every, id=RETENTION_JOB,
+                                next_run_time=self._now(), replace_existing=True)
         log.info("scheduler started with %d source(s)", len(self._sources))
 
     def stop(self, timeout: float | None = None) -> bool:
@@ -274,11 +272,10 @@ class Scheduler:
             self._pending_categories.clear()
             self._full_build_pending = False
             settings = self._settings
-        configured = [c for s in settings.sources for c in s.categories]
         try:
             with self._metrics.build_seconds.time():
-                report = publish.build(self._store, settings.feed_options(), configured,
-                                       only=only)
+                report = publish.build(self._store, settings.feed_options(),
+                                       settings.source_list(), only=only)
             self._metrics.articles_total.set(self._store.count_articles())
         except AggregatorError as exc:
             log.error("build failed: %s", exc)
@@ -289,15 +286,19 @@ class Scheduler:
         if self._on_build is not None:
             self._on_build()
 
-    def prune_now(self) -> dict[str, int]:
-        """Apply retention (the hourly job); what went, by source.  A build follows."""
+    def prune_now(self) -> wiring.Pruned:
+        """Apply retention (the hourly job): what went.  A build follows."""
         try:
-            deleted = wiring.prune(self._store, self._settings, self._now())
+            pruned = wiring.prune(self._store, self._settings, self._now())
         except AggregatorError as exc:
             log.error("retention failed: %s", exc)
-            return {}
-        if deleted:
-            log.info("retention deleted %d article(s): %s", sum(deleted.values()),
-                     ", ".join(f"{source} {count}" for source, count in deleted.items()))
+            return wiring.Pruned(articles={}, sources=[])
+        if pruned.articles:
+            log.info("retention deleted %d article(s): %s", sum(pruned.articles.values()),
+                     ", ".join(f"{source} {count}" for source, count in pruned.articles.items()))
+        for source_id in pruned.sources:
+            log.info("source=%s removed from the config long ago: forgotten with its articles",
+                     source_id)
+        if pruned.articles or pruned.sources:
             self._request_build(None)
-        return deleted
+        return pruned

@@ -2,12 +2,14 @@
 
 Settings are data (``aggregator.config``); this module turns them into the pieces a
 poll needs — options records and the parse worker pool — so that neither the config
-nor the stages build processes or sessions themselves, and retention is applied by
-one rule for the CLI and the scheduler.  It must not poll, serve or open the store.
+nor the stages build processes or sessions themselves, and retention (with forgetting
+sources the config dropped) is applied by one rule for the CLI and the scheduler.  It
+must not poll, serve or open the store.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aggregator.config import Settings
@@ -30,10 +32,22 @@ def parse_pool(settings: Settings) -> WorkerPool:
                       preload=(PARSE_AND_NORMALIZE.module,))  # what the workers run
 
 
-def prune(store: Store, settings: Settings, now: datetime) -> dict[str, int]:
-    """Apply ``retention_days`` / ``max_articles_per_source`` now; what went, by source."""
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What retention removed: articles by source, and sources the config dropped long
+    enough ago (``removed_source_grace``) to be forgotten with their articles."""
+
+    articles: dict[str, int]
+    sources: list[str]
+
+
+def prune(store: Store, settings: Settings, now: datetime) -> Pruned:
+    """Apply ``retention_days`` / ``max_articles_per_source`` and forget removed sources."""
+    forgotten = store.forget_unconfigured([s.id for s in settings.sources], now=now,
+                                          grace=settings.removed_source_grace)
     older_than = now - timedelta(days=settings.retention_days) if settings.retention_days else None
     if older_than is None and settings.max_articles_per_source is None:
-        return {}
-    return store.prune(older_than=older_than, keep_per_source=settings.max_articles_per_source,
-                       now=now)
+        return Pruned(articles={}, sources=forgotten)
+    articles = store.prune(older_than=older_than,
+                           keep_per_source=settings.max_articles_per_source, now=now)
+    return Pruned(articles=articles, sources=forgotten)

@@ -28,12 +28,12 @@ about feeds, articles' content or polling policy: it stores what it is given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
@@ -224,10 +224,11 @@ class Store:
         with self._read() as session:
             return sorted(session.scalars(select(CategoryRow.category).distinct()))
 
-    def latest_articles(self, category: str | None, limit: int) -> list[Article]:
-        """The ``limit`` newest articles in ``category`` (None: of all):
-        newest ``date`` first, ties by key."""
-        if limit <= 0:
+    def latest_articles(self, category: str | None, limit: int,
+                        source_ids: Collection[str] | None = None) -> list[Article]:
+        """The ``limit`` newest articles in ``category`` (None: of all) of these sources
+        (None: of all): newest ``date`` first, ties by key."""
+        if limit <= 0 or (source_ids is not None and not source_ids):
             return []
         query = (select(ArticleRow)
                  .order_by(ArticleRow.date.desc(), ArticleRow.key, ArticleRow.source_id)
@@ -238,8 +239,36 @@ class Store:
             # lists a category once (categories are deduplicated in config), so no DISTINCT.
             query = query.join(CategoryRow, CategoryRow.article_id == ArticleRow.id).where(
                 CategoryRow.category == category)
+        if source_ids is not None:
+            query = query.where(ArticleRow.source_id.in_(sorted(set(source_ids))))
         with self._read() as session:
             return [rows.article(row) for row in session.scalars(query)]
+
+    def forget_unconfigured(self, configured: Collection[str], *, now: datetime,
+                            grace: timedelta) -> list[str]:
+        """Note which stored sources the config no longer lists (since ``now``), forget
+        that of those listed again, and delete — with their articles and tombstones —
+        those unlisted for longer than ``grace``; returns the ids deleted."""
+        listed = set(configured)
+        with self._write(None, "forget removed sources") as session:
+            known = session.execute(select(SourceRow.id, SourceRow.unlisted_since)).all()
+            newly = [i for i, since in known if i not in listed and since is None]
+            again = [i for i, since in known if i in listed and since is not None]
+            expired = [i for i, since in known
+                       if i not in listed and since is not None and since < now - grace]
+            for ids, value in ((newly, now), (again, None)):
+                for start in range(0, len(ids), rows.IN_CHUNK):
+                    session.execute(update(SourceRow).where(
+                        SourceRow.id.in_(ids[start:start + rows.IN_CHUNK]))
+                        .values(unlisted_since=value))
+            for start in range(0, len(expired), rows.IN_CHUNK):
+                chunk = expired[start:start + rows.IN_CHUNK]
+                article_ids = select(ArticleRow.id).where(ArticleRow.source_id.in_(chunk))
+                session.execute(delete(CategoryRow).where(CategoryRow.article_id.in_(article_ids)))
+                session.execute(delete(ArticleRow).where(ArticleRow.source_id.in_(chunk)))
+                session.execute(delete(TombstoneRow).where(TombstoneRow.source_id.in_(chunk)))
+                session.execute(delete(SourceRow).where(SourceRow.id.in_(chunk)))
+        return sorted(expired)
 
     def iter_articles(self, source_id: str | None = None) -> Iterator[Article]:
         """Every stored article (of one source, if given), in insertion order.

@@ -104,6 +104,9 @@ class SourceRow(Base):
     )
     moved_from: Mapped[str | None] = mapped_column(Text)  # configured URL that moved...
     moved_to: Mapped[str | None] = mapped_column(Text)  # ...and where it is polled now
+    # since when the config no longer lists the source (migration 0004); its articles
+    # leave the outputs at once and the database after a grace period
+    unlisted_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ArticleRow(Base):
