@@ -27,7 +27,7 @@ from aggregator.errors import AggregatorError, ConfigError
 if TYPE_CHECKING:
     from aggregator.config import Settings
     from aggregator.ingest.sandbox import WorkerPool
-    from aggregator.records import PollResult, Source
+    from aggregator.records import PollResult, Source, SourceStatus
     from aggregator.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -307,7 +307,7 @@ def status(ctx: click.Context) -> None:
     with _open_store(ctx, settings) as store:
         remembered = {s.source_id: s for s in store.statuses()}
     rows = [("SOURCE", "LAST POLL (UTC)", "RESULT", "ARTICLES", "ERRORS", "NEXT POLL (UTC)",
-             "LAST ERROR")]
+             "LAST ERROR / WARNING")]
     for source in settings.sources:
         st = remembered.get(source.id)
         result = (st.last_result or "-") if st else "-"
@@ -322,12 +322,21 @@ def status(ctx: click.Context) -> None:
             str(st.article_count if st else 0),
             str(st.error_count if st else 0),
             "disabled" if st and st.disabled_reason else _when(st.next_poll_at if st else None),
-            (st.last_error or "") if st else "",
+            _note(st),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
         click.echo(f"{cells}  {row[-1]}")
+
+
+def _note(state: SourceStatus | None) -> str:
+    """The last error, else what the last parsed document was warned about."""
+    if state is None:
+        return ""
+    if state.last_error:
+        return state.last_error
+    return f"warning: {state.last_warnings}" if state.last_warnings else ""
 
 
 def _when(moment: datetime | None, missing: str = "-") -> str:

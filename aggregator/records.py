@@ -238,6 +238,9 @@ class SourceState:
     redirect_count: int = 0  # how many consecutive polls confirmed redirect_target
     moved_from: str | None = None  # the configured URL that moved permanently...
     moved_to: str | None = None  # ...and the URL polled instead while the config says moved_from
+    # what the last parsed document was warned about (an encoding guess, a bozo feed read
+    # leniently), "; "-joined; kept while the document is unchanged
+    last_warnings: str | None = None
 
     @property
     def validators(self) -> Validators:

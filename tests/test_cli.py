@@ -354,3 +354,14 @@ def test_a_source_removed_from_the_config_leaves_every_output(httpserver: HTTPSe
         assert db.execute("SELECT count(*) FROM articles WHERE source_id='gone'").fetchone() == (1,)
     exported = run("--config", str(path), "export", "hexo", "--out", str(tmp_path / "hexo"))
     assert "exported 1 post(s)" in exported.output
+
+
+def test_status_shows_what_the_last_document_was_warned_about(portal: HTTPServer,
+                                                              tmp_path: Path) -> None:
+    config = write_config(tmp_path, portal)
+    run("--config", str(config), "poll")
+    run("--config", str(config), "poll")  # the same bytes again: the warning stays
+    status = run("--config", str(config), "status")
+    assert "warning: feed is not well-formed" in summary_line(status, "truncated")
+    assert "warning" not in summary_line(status, "ofweek-news")
+    assert "HTTP 404" in summary_line(status, "missing")

@@ -198,3 +198,13 @@ def test_a_broken_streak_or_another_target_starts_counting_again() -> None:
     other = run(seen, Attempt(fetched=fetched(304, redirect="http://third.test/")))
     assert (other.redirect_target, other.redirect_count) == ("http://third.test/", 1)
     assert run(seen, Attempt(error="HTTP 500")).redirect_count == 2  # an error proves nothing
+
+
+def test_the_last_documents_warnings_are_kept_until_it_is_parsed_again() -> None:
+    warned = run(KNOWN, Attempt(fetched=fetched(), body_hash="h2", parsed=True,
+                                warnings=("feed is not well-formed", "charset: a guess")))
+    assert warned.last_warnings == "feed is not well-formed; charset: a guess"
+    assert run(warned, Attempt(fetched=fetched(304))).last_warnings == warned.last_warnings
+    assert run(warned, Attempt(error="HTTP 500")).last_warnings == warned.last_warnings
+    assert run(warned, Attempt(fetched=fetched(), body_hash="h3", parsed=True)).last_warnings \
+        is None

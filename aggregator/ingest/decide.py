@@ -61,6 +61,7 @@ class Attempt:
     error: str | None = None
     status: int | None = None  # the HTTP status behind an error, when there was one
     retry_after: float | None = None  # seconds a 429/503 asked for
+    warnings: tuple[str, ...] = ()  # the parser's, when the body was parsed
 
 
 def plan(configured: Source, remembered: SourceState | None) -> PollPlan:
@@ -97,7 +98,8 @@ def decide(configured: Source, remembered: SourceState | None, planned: PollPlan
         result = None if attempt.parsed else PollOutcome.UNCHANGED
         state = replace(state, etag=fetched.etag, last_modified=fetched.last_modified)
         if attempt.parsed:
-            state = replace(state, body_hash=attempt.body_hash)
+            state = replace(state, body_hash=attempt.body_hash,
+                            last_warnings="; ".join(attempt.warnings) or None)
     state, moved = _follow_redirect(configured, state, fetched.permanent_redirect)
     delay = poll_delay(configured.interval, 0, max_backoff=rules.max_backoff)
     state = replace(state, last_result=result.value if result else None,

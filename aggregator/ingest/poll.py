@@ -248,7 +248,9 @@ def _attempt(planned: decide.PollPlan, options: PollOptions, fetch: Fetch,
         parsed, articles = _extract(fetched, source, options.normalize, at, parse_pool)
         for warning in parsed.warnings:
             log.warning("source=%s %s", source.id, warning)
-        return decide.Attempt(fetched=fetched, body_hash=body_hash, parsed=True), articles, parsed
+        attempt = decide.Attempt(fetched=fetched, body_hash=body_hash, parsed=True,
+                                 warnings=parsed.warnings)
+        return attempt, articles, parsed
     except FetchError as exc:
         return decide.Attempt(fetched=None, error=exc.reason, status=exc.status,
                               retry_after=exc.retry_after), None, None

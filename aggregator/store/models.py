@@ -107,6 +107,7 @@ class SourceRow(Base):
     # since when the config no longer lists the source (migration 0004); its articles
     # leave the outputs at once and the database after a grace period
     unlisted_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_warnings: Mapped[str | None] = mapped_column(Text)  # of the last parsed document
 
 
 class ArticleRow(Base):

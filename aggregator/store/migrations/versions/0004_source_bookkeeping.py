@@ -1,4 +1,5 @@
-"""Sources the config no longer lists: since when, so they are forgotten after a grace period.
+"""Sources: since when the config no longer lists one (forgotten after a grace period), and
+the warnings of the last parsed document (shown by ``aggregator status``).
 
 Revision ID: 0004
 Revises: 0003
@@ -23,8 +24,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("sources") as batch:
         batch.add_column(sa.Column("unlisted_since", sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column("last_warnings", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sources") as batch:
+        batch.drop_column("last_warnings")
         batch.drop_column("unlisted_since")
