@@ -339,11 +339,13 @@ def _listen_options(func: F) -> F:
 
 def _health(settings_of: Callable[[], Settings], store: Store) -> Callable[[], Any]:
     from aggregator.ingest.poll import utc_now
-    from aggregator.service.health import health_report
+    from aggregator.service.health import ConfigState, health_report
+
+    config = ConfigState(settings_of().config_path, utc_now())  # loaded once, never reloaded
 
     def report() -> Any:
         settings = settings_of()
-        return health_report(settings.source_list(), store.statuses(), utc_now())
+        return health_report(settings.source_list(), store.statuses(), utc_now(), config)
 
     return report
 
