@@ -71,7 +71,8 @@ def cli(ctx: click.Context, verbose: int, log_format: str) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     if ctx.invoked_subcommand in ("run", "serve") and verbose == 0:
         level = logging.INFO  # a daemon's log is its record of what it did
-    logs.configure(level, log_format)
+    # one line a request is too much by default, even for a daemon: -v turns it on
+    logs.configure(level, log_format, access_log=verbose >= 1)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -352,11 +353,13 @@ def _listen_options(func: F) -> F:
 
 def _health(settings_of: Callable[[], Settings], store: Store) -> Callable[[], Any]:
     from aggregator.ingest.poll import utc_now
-    from aggregator.service.health import health_report
+    from aggregator.service.health import ConfigState, health_report
+
+    config = ConfigState(settings_of().config_path, utc_now())  # loaded once, never reloaded
 
     def report() -> Any:
         settings = settings_of()
-        return health_report(settings.source_list(), store.statuses(), utc_now())
+        return health_report(settings.source_list(), store.statuses(), utc_now(), config)
 
     return report
 
@@ -373,7 +376,8 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     with _open_store(ctx, settings) as store:
         app = make_app(settings.output_dir, str(settings.site_url),
                        health=_health(lambda: settings, store))
-        serve_forever(app, host, port)
+        serve_forever(app, host, port,
+                      serving=f"serving {settings.output_dir} at {settings.site_url}")
 
 
 @cli.command()

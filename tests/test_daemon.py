@@ -107,9 +107,11 @@ def write_config(path: Path, portal: str, sources: list[str], *, interval: str =
     tmp.replace(path)  # as editors do: the watcher must notice a replaced file
 
 
-def start_daemon(config: Path) -> tuple[subprocess.Popen[str], LogWatcher]:
+def start_daemon(config: Path, *options: str) -> tuple[subprocess.Popen[str], LogWatcher]:
+    """``aggregator [options] --config CONFIG run --port 0``, its stderr watched."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "aggregator", "--config", str(config), "run", "--port", "0"],
+        [sys.executable, "-m", "aggregator", *options, "--config", str(config), "run",
+         "--port", "0"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -186,6 +188,76 @@ def test_daemon_polls_follows_config_edits_serves_and_stops_cleanly(
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         counts = dict(db.execute("SELECT source_id, count(*) FROM articles GROUP BY source_id"))
     assert counts == {"alpha": 40, "beta": 40, "gamma": 40}
+
+
+def metric_samples(url: str) -> dict[str, float]:
+    """The unlabelled samples of ``/metrics``, by name."""
+    response = requests.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return {s.name: s.value for family in text_string_to_metric_families(response.text)
+            for s in family.samples if not s.labels}
+
+
+def test_a_failed_reload_shows_in_healthz_and_metrics_until_a_good_one(
+    tmp_path: Path, portal: str, processes: list[subprocess.Popen[str]]
+) -> None:
+    config = tmp_path / "aggregator.yaml"
+    write_config(config, portal, ["alpha"])
+    process, log = start_daemon(config, "-v")
+    processes.append(process)
+    url = log.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+    log.wait_for(r"source=alpha result=new")
+
+    health = requests.get(f"{url}/healthz", timeout=10)
+    assert health.status_code == 200
+    report = health.json()
+    assert report["status"] == "ok"
+    assert report["config"]["path"] == str(config.resolve())
+    assert report["config"]["last_error"] is None
+    loaded_at = report["config"]["loaded_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", loaded_at)
+    # the daemon's server writes the access log at -v too
+    access = log.wait_for(r'"GET /healthz HTTP/1\.1" (\d+) (\d+) ')
+    assert access.group(1, 2) == ("200", str(len(health.content)))
+    before = metric_samples(url)
+    assert before["aggregator_config_last_reload_success"] == 1
+    assert before["aggregator_config_reload_failures_total"] == 0
+    loaded_ts = before["aggregator_config_loaded_timestamp_seconds"]
+    assert loaded_ts > 1e9
+
+    mark = len(log.lines)
+    write_config(config, portal, ["alpha", "beta"], broken=True)
+    log.wait_for(r"config reload failed", after=mark)
+    health = requests.get(f"{url}/healthz", timeout=10)
+    assert health.status_code == 200  # the last good config still polls and serves
+    report = health.json()
+    assert report["status"] == "degraded"
+    assert report["sources_failing"] == 0
+    assert [s["id"] for s in report["sources"]] == ["alpha"]  # still the old config
+    assert report["config"]["loaded_at"] == loaded_at
+    error = report["config"]["last_error"]
+    assert "source 'alpha'" in error["message"] and "field 'interval'" in error["message"]
+    assert error["at"] >= loaded_at
+    failed = metric_samples(url)
+    assert failed["aggregator_config_last_reload_success"] == 0
+    assert failed["aggregator_config_reload_failures_total"] == 1
+    assert failed["aggregator_config_loaded_timestamp_seconds"] == loaded_ts
+
+    mark = len(log.lines)
+    write_config(config, portal, ["alpha", "beta"])
+    log.wait_for(r"config reloaded: 2 source\(s\)", after=mark)
+    report = requests.get(f"{url}/healthz", timeout=10).json()
+    assert report["config"]["last_error"] is None
+    assert report["config"]["loaded_at"] >= error["at"]
+    assert [s["id"] for s in report["sources"]] == ["alpha", "beta"]
+    assert report["status"] == "ok"
+    recovered = metric_samples(url)
+    assert recovered["aggregator_config_last_reload_success"] == 1
+    assert recovered["aggregator_config_reload_failures_total"] == 1  # a counter stays
+    assert recovered["aggregator_config_loaded_timestamp_seconds"] > loaded_ts
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
 
 
 def test_kill_9_mid_poll_loses_nothing_and_duplicates_nothing(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 from aggregator.records import Source, SourceStatus
-from aggregator.service.health import health_report, iso_utc
+from aggregator.service.health import ConfigState, ReloadError, health_report, iso_utc
 
 NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
@@ -109,3 +110,33 @@ def test_iso_utc() -> None:
     assert iso_utc(datetime(2026, 1, 2, 3, 4, 5, 999_999)) == "2026-01-02T03:04:05Z"  # naive: UTC
     west = timezone(timedelta(hours=-5))
     assert iso_utc(datetime(2026, 1, 1, 22, 0, tzinfo=west)) == "2026-01-02T03:00:00Z"
+
+
+def test_health_report_shows_the_running_config_and_a_failed_reload() -> None:
+    loaded = ConfigState(Path("/etc/aggregator.yaml"), NOW - timedelta(hours=2))
+    report = health_report([_source("a")], [_ok("a")], NOW, loaded)
+    assert report["status"] == "ok"
+    assert report["config"] == {"path": "/etc/aggregator.yaml",
+                                "loaded_at": "2026-11-25T06:00:00Z", "last_error": None}
+
+    broken = loaded.failed("/etc/aggregator.yaml: source 'a': field 'interval': bad",
+                           NOW - timedelta(minutes=5))
+    assert broken.loaded_at == loaded.loaded_at and broken.path == loaded.path
+    assert broken.last_error == ReloadError(
+        "/etc/aggregator.yaml: source 'a': field 'interval': bad", NOW - timedelta(minutes=5))
+    report = health_report([_source("a")], [_ok("a")], NOW, broken)
+    # the file on disk is not the config that runs: something is wrong, still served
+    assert report["status"] == "degraded"
+    assert report["sources_failing"] == 0
+    assert report["config"] == {
+        "path": "/etc/aggregator.yaml", "loaded_at": "2026-11-25T06:00:00Z",
+        "last_error": {"message": "/etc/aggregator.yaml: source 'a': field 'interval': bad",
+                       "at": "2026-11-25T07:55:00Z"},
+    }
+    json.dumps(report)
+    # a failed reload never hides that every source is failing
+    assert health_report([_source("a")], [_failed("a")], NOW, broken)["status"] == "down"
+    # no config state given (a caller that has none): no "config" key
+    assert "config" not in health_report([_source("a")], [_ok("a")], NOW)
+    # no file (settings built in code)
+    assert ConfigState(None, NOW).as_dict()["path"] is None

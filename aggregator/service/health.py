@@ -6,10 +6,14 @@ it is polled next.  ``health_report`` derives that from the configured sources a
 the statuses the scheduler stored.
 
 What it owns: the summary rule (``ok`` / ``degraded`` / ``down``, which sources
-count as failing) and the report's JSON shape, with times as ISO 8601 UTC.
+count as failing, a config file that failed to reload), the report's JSON shape, with
+times as ISO 8601 UTC, and ``ConfigState``: the record of which config runs — where
+it came from, when it was loaded and the last reload error — that the scheduler
+keeps and the report renders.
 
 What this module must NOT do: read the store, the config or the clock itself (the
-caller passes sources, statuses and ``now``; it is a pure function), poll, or
+caller passes sources, statuses, the config state and ``now``; it is a pure
+function), poll, or
 decide a source's health beyond summarizing the statuses it is given (the
 scheduler owns polling and error counts).  It knows nothing of HTTP: the server
 only calls the health callback it was given.
@@ -18,11 +22,48 @@ only calls the health callback it was given.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aggregator.records import Source, SourceStatus
 
-__all__ = ["health_report", "iso_utc"]
+__all__ = ["ConfigState", "ReloadError", "health_report", "iso_utc"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadError:
+    """A config reload that failed: the error's message and when it happened."""
+
+    message: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigState:
+    """The config that runs: its file, when it was loaded, and the last reload error.
+
+    ``last_error`` is set by a failed reload (the file on disk is then not the
+    config that runs) and cleared by the next successful one.
+    """
+
+    path: Path | None
+    loaded_at: datetime
+    last_error: ReloadError | None = None
+
+    def failed(self, message: str, at: datetime) -> ConfigState:
+        """The same running config, with a reload that failed at ``at``."""
+        return replace(self, last_error=ReloadError(message, at))
+
+    def as_dict(self) -> dict[str, object]:
+        """``{"path", "loaded_at", "last_error": null | {"message", "at"}}``."""
+        error = self.last_error
+        return {
+            "path": str(self.path) if self.path is not None else None,
+            "loaded_at": iso_utc(self.loaded_at),
+            "last_error": None if error is None else {"message": error.message,
+                                                      "at": iso_utc(error.at)},
+        }
 
 
 def iso_utc(value: datetime | None) -> str | None:
@@ -40,13 +81,18 @@ def _failing(status: SourceStatus | None) -> bool:
 
 
 def health_report(
-    configured: Sequence[Source], statuses: Sequence[SourceStatus], now: datetime
+    configured: Sequence[Source], statuses: Sequence[SourceStatus], now: datetime,
+    config: ConfigState | None = None,
 ) -> dict[str, object]:
     """Summarize polling health; pure (``now`` only stamps ``checked_at``).
 
     ``status`` is ``"ok"`` when no enabled source is failing, ``"degraded"`` when
     some are and ``"down"`` when every enabled source is (and there is at least
-    one).  A source is failing when its ``error_count`` is above 0 or it was
+    one).  A failed config reload (``config.last_error`` set: the file on disk is
+    not the config that runs) makes an ``"ok"`` report ``"degraded"`` — served
+    with HTTP 200, since the last good config still polls and serves — until a
+    reload succeeds; with ``config`` the report has a ``config`` object
+    (``ConfigState.as_dict``).  A source is failing when its ``error_count`` is above 0 or it was
     disabled because the portal said 410 Gone (``disabled_reason``); one never
     polled yet is not.  Sources switched off in the config (``enabled: false``)
     are listed but never counted; statuses of sources no longer configured are
@@ -81,10 +127,15 @@ def health_report(
         overall = "down"
     else:
         overall = "degraded"
-    return {
+    if overall == "ok" and config is not None and config.last_error is not None:
+        overall = "degraded"
+    report: dict[str, object] = {
         "status": overall,
         "checked_at": iso_utc(now),
         "sources_enabled": enabled,
         "sources_failing": failing,
-        "sources": entries,
     }
+    if config is not None:
+        report["config"] = config.as_dict()
+    report["sources"] = entries
+    return report

@@ -9,6 +9,8 @@ must not decide anything: it only counts what it is told.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -45,6 +47,29 @@ class Metrics:
             "aggregator_source_consecutive_errors", "Failed polls in a row, per source.",
             ["source"], registry=self.registry,
         )
+        self.config_last_reload_success = Gauge(
+            "aggregator_config_last_reload_success",
+            "1 while the config file on disk is the config that runs, 0 after a failed reload.",
+            registry=self.registry,
+        )
+        self.config_loaded_timestamp = Gauge(
+            "aggregator_config_loaded_timestamp_seconds",
+            "When the running config was loaded (Unix time).", registry=self.registry,
+        )
+        self.config_reload_failures = Counter(
+            "aggregator_config_reload_failures", "Config reloads that failed.",
+            registry=self.registry,
+        )
+
+    def config_loaded(self, at: datetime) -> None:
+        """A config was loaded (at start or by a reload) and now runs."""
+        self.config_last_reload_success.set(1)
+        self.config_loaded_timestamp.set(at.timestamp())
+
+    def config_reload_failed(self) -> None:
+        """A reload failed; the last good config keeps running."""
+        self.config_last_reload_success.set(0)
+        self.config_reload_failures.inc()
 
     def record_poll(self, result: PollResult) -> None:
         """Count one poll; the error gauge is the poll's own count, the number the store

@@ -45,7 +45,8 @@ def run_service(settings: Settings, store: Store, *, host: str, port: int) -> in
 
     def health() -> dict[str, object]:
         current = scheduler.settings
-        return health_report(current.source_list(), store.statuses(), utc_now())
+        return health_report(current.source_list(), store.statuses(), utc_now(),
+                             scheduler.config_state)
 
     app = make_app(settings.output_dir, str(settings.site_url), health=health, metrics=metrics)
     server = FeedServer(app, host=host, port=port)

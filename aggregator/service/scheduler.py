@@ -15,7 +15,8 @@ long-running service:
   build: many sources finishing together cause one build of just those categories;
 - a valid config edit (``reload``, called on file change or SIGHUP) adds, removes
   and reschedules sources; an invalid one is logged and the last good config keeps
-  running;
+  running.  Either way it is recorded in ``config_state`` (and the config metrics)
+  for ``/healthz`` and ``/metrics``;
 - ``stop`` stops scheduling and waits a bounded time for in-flight polls.
 
 It must not fetch, parse, decide or write anything itself (the poll and the store
@@ -41,6 +42,7 @@ from aggregator.ingest.fetch import HttpFetcher
 from aggregator.ingest.poll import HostSlots, host_of, poll_source, utc_now
 from aggregator.records import PollResult, Source, SourceState
 from aggregator.service import wiring
+from aggregator.service.health import ConfigState
 from aggregator.service.metrics import Metrics
 from aggregator.store import Store
 
@@ -68,6 +70,8 @@ class Scheduler:
         self._now = now
         self._rng = rng or random.Random()
         self._on_build = on_build
+        self._config_state = ConfigState(settings.config_path, now())
+        metrics.config_loaded(self._config_state.loaded_at)
         self._sources: dict[str, Source] = {}
         self._lock = threading.RLock()
         self._pending_categories: set[str] = set()
@@ -90,6 +94,11 @@ class Scheduler:
     @property
     def settings(self) -> Settings:
         return self._settings
+
+    @property
+    def config_state(self) -> ConfigState:
+        """The running config's file and load time, and the last reload error."""
+        return self._config_state
 
     def start(self) -> None:
         self._scheduler.start()
@@ -132,9 +141,13 @@ class Scheduler:
         try:
             settings = load_config(path)
         except ConfigError as exc:
+            self._config_state = self._config_state.failed(str(exc), self._now())
+            self._metrics.config_reload_failed()
             log.error("config reload failed, keeping the last good config: %s", exc)
             return False
         self.apply(settings)
+        self._config_state = ConfigState(settings.config_path, self._now())
+        self._metrics.config_loaded(self._config_state.loaded_at)
         log.info("config reloaded: %d source(s)", len(self._sources))
         return True
 

@@ -13,7 +13,10 @@ What it owns, by module:
   GET/HEAD only, the JSON health and the metrics responses.
 - ``static``: the files of ``output_dir`` — path safety, content types,
   validators, gzip and the in-memory cache of file versions.
-- ``server``: ``FeedServer`` and ``serve_forever`` around waitress.
+- ``server``: ``FeedServer`` and ``serve_forever`` around waitress; both wrap
+  the app in ``access.AccessLog``.
+- ``access``: the access log's measurements (status, bytes, duration) handed to
+  the ``aggregator.access`` logger when it is on (``service.logs`` formats them).
 
 The HTTP rules it shares with the demo portal (conditional requests,
 ``Accept-Encoding``) live in ``aggregator.httpsemantics``; the health summary

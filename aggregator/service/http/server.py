@@ -3,8 +3,11 @@
 Why: ``aggregator run`` and the tests serve the app beside the scheduler, so they
 need a server that starts on a known (or ephemeral) port, reports its URL and
 stops cleanly — letting in-flight requests finish and freeing the port.
-``aggregator serve`` only serves, in the foreground (``serve_forever``).  waitress
-is a production server; untrusted proxy headers are cleared.
+``aggregator serve`` only serves, in the foreground (``serve_forever``, which logs
+where it listens and stops on SIGTERM as on Ctrl-C).  waitress is a production
+server; untrusted proxy headers are cleared.  Both wrap the app in
+``access.AccessLog``, so either logs one access record a request when the access
+log is on.
 
 What this module must NOT do: know what the app serves (any WSGI app works), or
 poke waitress' event loop from another thread except through its trigger.
@@ -13,15 +16,17 @@ poke waitress' event loop from another thread except through its trigger.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Callable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 from wsgiref.types import WSGIApplication
 
-import waitress
 from waitress.server import create_server
+
+from aggregator.service.http.access import AccessLog
 
 __all__ = ["SERVER_IDENT", "FeedServer", "serve_forever"]
 
@@ -39,7 +44,7 @@ class FeedServer:
     def __init__(
         self, app: WSGIApplication, host: str = "127.0.0.1", port: int = 0, threads: int = 8
     ) -> None:
-        self._app = app
+        self._app = AccessLog(app)
         self._host = host
         self._port = port
         self._threads = threads
@@ -81,10 +86,7 @@ class FeedServer:
     @property
     def url(self) -> str:
         """``http://host:port/`` (IPv6 hosts bracketed)."""
-        host = self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}/"
+        return _url(self.host, self.port)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), then close all.
@@ -143,7 +145,31 @@ class FeedServer:
         self.stop()
 
 
-def serve_forever(app: WSGIApplication, host: str, port: int) -> None:
-    """Serve ``app`` with waitress in the foreground until interrupted (``aggregator serve``)."""
-    waitress.serve(app, host=host, port=port, ident=SERVER_IDENT,
-                   clear_untrusted_proxy_headers=True)
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serve_forever(app: WSGIApplication, host: str, port: int, *,
+                  serving: str = "serving") -> None:
+    """Serve ``app`` with waitress in the foreground until SIGINT or SIGTERM
+    (``aggregator serve``); logs ``<serving> (listening on URL[, URL])`` once the
+    sockets listen.  A host name is served on every address it resolves to."""
+    server: Any = create_server(AccessLog(app), host=host, port=port, ident=SERVER_IDENT,
+                                clear_untrusted_proxy_headers=True)
+    listening = getattr(server, "effective_listen", None) or [
+        (server.effective_host, server.effective_port)]
+    log.info("%s (listening on %s)", serving,
+             ", ".join(_url(str(h), int(p)) for h, p in listening))
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(0)  # waitress' loop closes its sockets on SystemExit
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        server.run()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    log.info("server stopped")
