@@ -36,7 +36,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from aggregator import publish
 from aggregator.config import Settings, load_config
-from aggregator.errors import AggregatorError, ConfigError
+from aggregator.errors import AggregatorError
 from aggregator.ingest import decide
 from aggregator.ingest.fetch import HttpFetcher
 from aggregator.ingest.poll import HostSlots, host_of, poll_source, utc_now
@@ -140,20 +140,23 @@ class Scheduler:
             return False
         try:
             settings = load_config(path)
-        except ConfigError as exc:
+            self.apply(settings)
+        except AggregatorError as exc:  # a bad file, or the store unreachable while applying
             self._config_state = self._config_state.failed(str(exc), self._now())
             self._metrics.config_reload_failed()
             log.error("config reload failed, keeping the last good config: %s", exc)
             return False
-        self.apply(settings)
         self._config_state = ConfigState(settings.config_path, self._now())
         self._metrics.config_loaded(self._config_state.loaded_at)
         log.info("config reloaded: %d source(s)", len(self._sources))
         return True
 
     def apply(self, settings: Settings) -> None:
-        """Make the schedule match ``settings``: add, remove and reschedule sources."""
+        """Make the schedule match ``settings``: add, remove and reschedule sources.
+
+        The stored states are read first: if that fails, nothing has changed."""
         wanted = {s.id: s for s in settings.source_list() if s.enabled}
+        states = self._store.source_states(wanted)
         with self._lock:
             old = self._sources
             self._settings = settings
@@ -161,7 +164,6 @@ class Scheduler:
         for source_id in old.keys() - wanted.keys():
             self._unschedule(source_id)
             log.info("source=%s removed from the schedule", source_id)
-        states = self._store.source_states(wanted)
         now = self._now()
         for source_id, source in wanted.items():
             if old.get(source_id) == source:
