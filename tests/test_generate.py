@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -27,7 +28,7 @@ from aggregator.publish.feeds import (
     write_atomic,
     write_feeds,
 )
-from aggregator.publish.opml import render_opml
+from aggregator.publish.opml import outline_titles, render_opml
 from aggregator.publish.paths import OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions
 
@@ -377,8 +378,9 @@ def test_opml_lists_every_feed_with_encoded_urls(tmp_path: Path) -> None:
     assert [g.get("text") for g in groups] == ["RSS 2.0", "Atom 1.0"]
     for group, attr in zip(groups, ("rss", "atom"), strict=True):
         outlines = group.findall("outline")
-        assert [o.get("text") for o in outlines] == categories
-        assert [o.get("title") for o in outlines] == categories
+        kind = {"rss": "RSS", "atom": "Atom"}[attr]
+        assert [o.get("text") for o in outlines] == [f"{c} ({kind})" for c in categories]
+        assert [o.get("title") for o in outlines] == [f"{c} ({kind})" for c in categories]
         for outline, category in zip(outlines, categories, strict=True):
             relative = getattr(category_paths(category), attr)
             assert outline.get("type") == "rss"
@@ -390,6 +392,23 @@ def test_opml_lists_every_feed_with_encoded_urls(tmp_path: Path) -> None:
         "https://news.example.org/agg/categories/%E6%96%B0%E5%AA%92%E4%BD%93/rss.xml"
     )
     assert render_opml(categories, options(tmp_path)) == render_opml(categories, options(tmp_path))
+
+
+def test_opml_outline_titles_are_distinct_also_as_reader_names(tmp_path: Path) -> None:
+    # rss2email names a feed by its outline title, every run of characters other than
+    # letters, digits, "." and "-" made one "-", and refuses a name twice.
+    categories = ["科技", "a b", "a/b", "a", "a!", "编程"]
+    titles = outline_titles(categories)
+    assert titles[("科技", "rss")] == "科技 (RSS)" and titles[("科技", "atom")] == "科技 (Atom)"
+    assert titles[("编程", "rss")] == "编程 (RSS)"
+    assert len(set(titles.values())) == 2 * len(categories)
+    names = {re.sub(r"[^\w.-]+", "-", t).lower() for t in titles.values()}
+    assert len(names) == 2 * len(categories)
+    for category in ("a b", "a/b", "a", "a!"):  # slugs collide: each gets its own hash
+        assert titles[(category, "rss")].startswith(category + " #")
+    root = etree.fromstring(render_opml(categories, options(tmp_path)))
+    texts = [o.get("title") for o in root.iter("outline") if o.get("xmlUrl")]
+    assert texts == [titles[(c, f)] for f in ("rss", "atom") for c in categories]
 
 
 # --------------------------------------------------------------------------- files
@@ -438,7 +457,8 @@ def test_build_feeds_writes_everything_then_nothing(
         assert [e.title for e in atom.entries] == wanted
         assert (out / paths.rss).read_bytes() == render_rss(name, by_category.get(name, []), opts)
     opml = etree.parse(str(out / OPML_FILENAME)).getroot()
-    assert [o.get("text") for o in opml.findall("body/outline/outline")] == names * 2
+    assert [o.get("text") for o in opml.findall("body/outline/outline")] == (
+        [f"{n} (RSS)" for n in names] + [f"{n} (Atom)" for n in names])
 
     again = write_feeds(by_category, opts, all_categories=["编程", "新媒体"])
     assert again.written == ()
