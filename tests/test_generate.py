@@ -67,6 +67,7 @@ def options(tmp_path: Path, **overrides: Any) -> FeedOptions:
         "site_url": SITE,
         "feed_size": 50,
         "title_prefix": "聚合 · ",
+        "language": "zh-CN",
     }
     fields.update(overrides)
     return FeedOptions(**fields)
@@ -478,3 +479,121 @@ def test_entry_updated_is_its_date_until_its_content_changes(tmp_path: Path) -> 
     atom = feedparser.parse(render_atom("新媒体", [fresh], options(tmp_path)))
     assert atom.entries[0].updated_parsed[:6] == fresh.date.timetuple()[:6]
     assert atom.feed.updated_parsed[:6] == fresh.date.timetuple()[:6]
+
+
+# --------------------------------------------------------------------------- languages
+
+
+def rss_channel(data: bytes) -> etree._Element:
+    channel = etree.fromstring(data).find("channel")
+    assert channel is not None
+    return channel
+
+
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+def test_a_category_declares_its_sources_language(
+    tmp_path: Path, atom_schema: etree.RelaxNG
+) -> None:
+    opts = options(tmp_path, language="zh-CN",
+                   category_languages={"臺灣": "zh-TW", "World": "en", "混合": None})
+    articles = [make_article(1)]
+    for category, tag in (("臺灣", "zh-TW"), ("World", "en"), ("未配置", "zh-CN")):
+        rss = render_rss(category, articles, opts)
+        assert rss_channel(rss).findtext("language") == tag, category
+        assert parsed(rss).feed.language == tag
+        atom = assert_valid_atom(atom_schema, render_atom(category, articles, opts))
+        assert atom.get(XML_LANG) == tag, category
+    # Sources of different languages: no language at all, and the Atom feed stays valid.
+    rss = render_rss("混合", articles, opts)
+    assert rss_channel(rss).find("language") is None
+    assert "language" not in parsed(rss).feed
+    atom = assert_valid_atom(atom_schema, render_atom("混合", articles, opts))
+    assert XML_LANG not in atom.attrib
+    assert all(XML_LANG not in e.attrib for e in atom.iter())
+
+
+def test_no_language_anywhere_declares_none(tmp_path: Path, atom_schema: etree.RelaxNG) -> None:
+    opts = options(tmp_path, language=None)
+    assert rss_channel(render_rss("新媒体", [make_article(1)], opts)).find("language") is None
+    atom = assert_valid_atom(atom_schema, render_atom("新媒体", [make_article(1)], opts))
+    assert XML_LANG not in atom.attrib
+
+
+def test_feed_descriptions_are_in_the_feeds_language(tmp_path: Path) -> None:
+    opts = options(tmp_path, language="en", site_title="聚合",
+                   category_languages={"新闻": "zh-CN", "臺灣": "zh-Hant-TW", "World": "en-GB",
+                                       "混合": None})
+    wanted = {
+        "新闻": "“新闻”分类的最新文章 — 聚合",
+        "臺灣": "「臺灣」分類的最新文章 — 聚合",
+        "World": "Latest articles in “World” — 聚合",
+        "混合": "Latest articles in “混合” — 聚合",  # no common language: the site's words
+    }
+    for category, description in wanted.items():
+        assert rss_channel(render_rss(category, [], opts)).findtext("description") == description
+        atom = etree.fromstring(render_atom(category, [], opts))
+        assert atom.findtext(f"{ATOM_NS}subtitle") == description
+        assert parsed(render_rss(category, [], opts)).feed.subtitle == description
+
+
+def test_configured_feed_description_replaces_the_default(tmp_path: Path) -> None:
+    opts = options(tmp_path, site_title="Site", category_languages={"臺灣": "zh-TW"},
+                   feed_description="{site}: {category} ({unknown}) {{category}}")
+    # Only {category} and {site} are replaced, once: a category's own braces stay text.
+    assert rss_channel(render_rss("臺灣", [], opts)).findtext("description") == (
+        "Site: 臺灣 ({unknown}) {臺灣}")
+    assert rss_channel(render_rss("{site}", [], opts)).findtext("description") == (
+        "Site: {site} ({unknown}) {{site}}")
+
+
+class MemoryReader:
+    """The ArticleReader protocol over a list of articles."""
+
+    def __init__(self, articles: list[Article]) -> None:
+        self.articles = articles
+
+    def categories(self) -> list[str]:
+        return sorted({c for a in self.articles for c in a.categories})
+
+    def latest_articles(self, category: str | None, limit: int) -> list[Article]:
+        chosen = [a for a in self.articles if category is None or category in a.categories]
+        return sorted(chosen, key=lambda a: a.date, reverse=True)[:limit]
+
+    def iter_articles(self, source_id: str | None = None) -> Any:
+        return iter(a for a in self.articles if source_id in (None, a.source_id))
+
+
+def test_config_languages_reach_the_built_feeds_and_page(
+    tmp_path: Path, atom_schema: etree.RelaxNG
+) -> None:
+    from aggregator import publish
+    from aggregator.config import parse_config
+
+    settings = parse_config(f"""\
+output_dir: {tmp_path / "out"}
+site_url: https://news.example.org/
+language: zh-tw
+sources:
+  - {{id: cna, name: 中央社, url: "https://cna.example/rss", categories: [臺灣, 國際]}}
+  - {{id: bbc, name: BBC News, url: "https://bbc.example/rss", categories: [World, 國際],
+     language: EN-gb}}
+""", tmp_path / "aggregator.yaml")
+    articles = [make_article(1, source_id="cna", categories=("臺灣", "國際")),
+                make_article(2, source_id="bbc", categories=("World", "國際"))]
+    configured = [c for s in settings.sources for c in s.categories]
+    publish.build(MemoryReader(articles), settings.feed_options(), configured)
+    out = tmp_path / "out"
+    for category, tag in (("臺灣", "zh-TW"), ("World", "en-GB"), ("國際", None)):
+        paths = category_paths(category)
+        channel = rss_channel((out / paths.rss).read_bytes())
+        assert channel.findtext("language") == tag, category
+        atom = assert_valid_atom(atom_schema, (out / paths.atom).read_bytes())
+        assert atom.get(XML_LANG) == tag, category
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-TW">' in page and "分類訂閱" in page and "分类订阅" not in page
+    # The index page names each article's source as configured, not by its id.
+    assert '<span class="source">中央社</span>' in page
+    assert '<span class="source">BBC News</span>' in page
+    assert '<span class="source">cna</span>' not in page
