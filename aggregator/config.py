@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from aggregator import __version__
 from aggregator.errors import ConfigError
 from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
 
@@ -101,6 +102,13 @@ def description_template(value: str) -> str:
             f"unknown placeholder {{{unknown[0]}}}: use {{category}} and {{site}}"
         )
     return printable(value)
+
+
+def default_user_agent(homepage_url: str | None) -> str:
+    """The User-Agent sent when the config sets none: the version and, when there is
+    one, the page a portal's operator can read about this aggregator."""
+    contact = f"; +{homepage_url}" if homepage_url else ""
+    return f"aggregator/{__version__} (RSS aggregator{contact})"
 
 
 def parse_size(value: object) -> int:
@@ -242,6 +250,11 @@ class Settings(_Model):
         description="Every category feed's description, with {category} and {site}; "
         "default: a sentence in the feed's language.",
     )
+    homepage_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="Where portals can read about this aggregator (in the default "
+        "User-Agent); default: site_url unless it is a local address.",
+    )
     image_proxy: str | None = Field(
         default=None, description="Prefix routed in front of image URLs; empty = no rewriting."
     )
@@ -257,8 +270,8 @@ class Settings(_Model):
     feed_size: int = Field(default=50, ge=1, le=10000, description="Articles per generated feed.")
     summary_length: int = Field(default=200, ge=0, description="Characters in article summaries.")
     user_agent: str = Field(
-        default="aggregator/0.1 (RSS aggregator; +https://github.com/aggregator)",
-        description="User-Agent sent to portals.",
+        default="",
+        description="User-Agent sent to portals; default: aggregator/VERSION with homepage_url.",
     )
     connect_timeout: timedelta = Field(
         default=timedelta(seconds=10), description="TCP connect timeout."
@@ -358,6 +371,13 @@ class Settings(_Model):
         return value
 
     @model_validator(mode="after")
+    def _default_user_agent(self) -> Settings:
+        if not self.user_agent:
+            # frozen model: set the derived default once, while it is being validated
+            object.__setattr__(self, "user_agent", default_user_agent(self.homepage()))
+        return self
+
+    @model_validator(mode="after")
     def _unique_ids(self) -> Settings:
         seen: set[str] = set()
         for index, source in enumerate(self.sources):
@@ -367,6 +387,16 @@ class Settings(_Model):
         return self
 
     # --- views for the stages -------------------------------------------------
+
+    def homepage(self) -> str | None:
+        """``homepage_url``, else ``site_url`` when others can reach it (not a loopback
+        or ``localhost`` address, which would tell a portal nothing), else None."""
+        if self.homepage_url is not None:
+            return str(self.homepage_url)
+        host = (self.site_url.host or "").strip("[]").lower()
+        if host == "localhost" or host.endswith(".localhost") or _is_loopback(host):
+            return None
+        return str(self.site_url)
 
     def source_list(self, only: set[str] | None = None) -> list[Source]:
         return [s.to_source(self.language) for s in self.sources
@@ -413,6 +443,15 @@ class Settings(_Model):
             feed_description=self.feed_description,
             site_description=self.site_description,
         )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def printable(text: str) -> str:

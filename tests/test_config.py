@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from aggregator import __version__
 from aggregator.config import (
     language_tag,
     load_config,
+    parse_config,
     parse_duration,
     parse_size,
     resolve_config_path,
@@ -231,3 +233,24 @@ def test_descriptions_from_config(tmp_path: Path) -> None:
         load_config(write(tmp_path, VALID + 'feed_description: "{name} feed"\n'))
     assert caught.value.field == "feed_description"
 
+
+def test_default_user_agent_names_a_real_homepage(tmp_path: Path) -> None:
+    def agent(top: str) -> str:
+        return parse_config(top, tmp_path / "aggregator.yaml").user_agent
+
+    # site_url at its localhost default tells a portal nothing: no URL at all.
+    assert agent("") == f"aggregator/{__version__} (RSS aggregator)"
+    assert agent("site_url: http://127.0.0.1:8080/\n") == agent("")
+    assert agent("site_url: https://news.example.org/feeds/\n") == (
+        f"aggregator/{__version__} (RSS aggregator; +https://news.example.org/feeds/)")
+    assert agent("site_url: http://localhost/\nhomepage_url: https://example.org/about\n") == (
+        f"aggregator/{__version__} (RSS aggregator; +https://example.org/about)")
+    assert agent('site_url: https://x.example/\nuser_agent: "MyBot/2 (+mailto:a@b.example)"\n') \
+        == "MyBot/2 (+mailto:a@b.example)"
+    for top in ("", "site_url: https://news.example.org/\n"):
+        assert "github.com/aggregator" not in agent(top)
+    settings = parse_config("homepage_url: https://example.org/about\n", tmp_path / "a.yaml")
+    assert settings.fetch_options().user_agent == settings.user_agent
+    with pytest.raises(ConfigError) as caught:
+        parse_config("homepage_url: not a url\n", tmp_path / "a.yaml")
+    assert caught.value.field == "homepage_url"
