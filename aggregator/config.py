@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from aggregator import __version__
 from aggregator.errors import ConfigError
 from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
 
@@ -40,6 +41,19 @@ CONFIG_ENV_VAR = "AGGREGATOR_CONFIG"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SOURCE_ID = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+# The shape of a BCP 47 (RFC 5646) language tag: language[-extlang][-script][-region]
+# [-variant]*[-extension]*[-privateuse]; the subtags' case is normalized after matching.
+_LANGUAGE_TAG = re.compile(
+    r"^(?P<language>[a-z]{2,3}(?:-[a-z]{3}){0,3}|[a-z]{4,8})"
+    r"(?:-(?P<script>[a-z]{4}))?"
+    r"(?:-(?P<region>[a-z]{2}|[0-9]{3}))?"
+    r"(?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*"
+    r"(?:-[0-9a-wy-z](?:-[a-z0-9]{2,8})+)*"
+    r"(?:-x(?:-[a-z0-9]{1,8})+)?$",
+    re.IGNORECASE,
+)
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+DEFAULT_LANGUAGE = "zh-CN"
 
 
 def parse_duration(value: object) -> timedelta:
@@ -58,6 +72,43 @@ def parse_duration(value: object) -> timedelta:
     if seconds <= 0:
         raise ValueError("a duration must be positive")
     return timedelta(seconds=seconds)
+
+
+def language_tag(value: str) -> str:
+    """A BCP 47 language tag in its conventional case (``zh-tw`` → ``zh-TW``,
+    ``ZH-HANT-hk`` → ``zh-Hant-HK``, ``EN`` → ``en``), or ValueError."""
+    match = _LANGUAGE_TAG.match(value)
+    if not match:
+        hint = " (BCP 47 separates subtags with '-', e.g. zh-TW)" if "_" in value else ""
+        raise ValueError(
+            f"{value!r} is not a BCP 47 language tag like zh-CN, zh-TW or en{hint}"
+        )
+    subtags = value.lower().split("-")
+    language_end = len(match.group("language").split("-"))
+    out = subtags[:language_end]
+    rest = subtags[language_end:]
+    if match.group("script") and rest:
+        out.append(rest.pop(0).title())
+    if match.group("region") and rest:
+        out.append(rest.pop(0).upper())
+    return "-".join(out + rest)
+
+
+def description_template(value: str) -> str:
+    """A feed description: ``{category}`` and ``{site}`` are the only placeholders."""
+    unknown = [name for name in _PLACEHOLDER.findall(value) if name not in ("category", "site")]
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}}: use {{category}} and {{site}}"
+        )
+    return printable(value)
+
+
+def default_user_agent(homepage_url: str | None) -> str:
+    """The User-Agent sent when the config sets none: the version and, when there is
+    one, the page a portal's operator can read about this aggregator."""
+    contact = f"; +{homepage_url}" if homepage_url else ""
+    return f"aggregator/{__version__} (RSS aggregator{contact})"
 
 
 def parse_size(value: object) -> int:
@@ -106,6 +157,11 @@ class SourceConfig(_Model):
     max_bytes: int | None = Field(
         default=None, description="Override max_feed_bytes for this source."
     )
+    language: str | None = Field(
+        default=None,
+        description="BCP 47 language of this source's articles (zh-TW, en); default: the "
+        "top-level language.",
+    )
 
     @field_validator("interval", mode="before")
     @classmethod
@@ -132,6 +188,11 @@ class SourceConfig(_Model):
     def _name(cls, value: str) -> str:
         return printable(value)
 
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        return None if value is None else language_tag(value)
+
     @field_validator("encoding")
     @classmethod
     def _encoding(cls, value: str | None) -> str | None:
@@ -145,7 +206,7 @@ class SourceConfig(_Model):
             raise ValueError(f"unknown encoding {value!r}") from None
         return value
 
-    def to_source(self) -> Source:
+    def to_source(self, default_language: str | None = None) -> Source:
         return Source(
             id=self.id,
             name=self.name,
@@ -156,6 +217,7 @@ class SourceConfig(_Model):
             comments=self.comments,
             enabled=self.enabled,
             max_bytes=self.max_bytes,
+            language=self.language or default_language,
         )
 
 
@@ -174,6 +236,25 @@ class Settings(_Model):
         default=AnyHttpUrl("http://localhost:8080/"), description="Public URL of output_dir."
     )
     site_title: str = Field(default="Aggregator", description="Shown in feed titles and OPML.")
+    language: str | None = Field(
+        default=DEFAULT_LANGUAGE,
+        description="BCP 47 language of the site (the index page) and of every source "
+        "that sets none; null: unknown.",
+    )
+    site_description: str | None = Field(
+        default=None,
+        description="The index page's introduction; default: a sentence in the site's language.",
+    )
+    feed_description: str | None = Field(
+        default=None,
+        description="Every category feed's description, with {category} and {site}; "
+        "default: a sentence in the feed's language.",
+    )
+    homepage_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="Where portals can read about this aggregator (in the default "
+        "User-Agent); default: site_url unless it is a local address.",
+    )
     image_proxy: str | None = Field(
         default=None, description="Prefix routed in front of image URLs; empty = no rewriting."
     )
@@ -189,8 +270,8 @@ class Settings(_Model):
     feed_size: int = Field(default=50, ge=1, le=10000, description="Articles per generated feed.")
     summary_length: int = Field(default=200, ge=0, description="Characters in article summaries.")
     user_agent: str = Field(
-        default="aggregator/0.1 (RSS aggregator; +https://github.com/aggregator)",
-        description="User-Agent sent to portals.",
+        default="",
+        description="User-Agent sent to portals; default: aggregator/VERSION with homepage_url.",
     )
     connect_timeout: timedelta = Field(
         default=timedelta(seconds=10), description="TCP connect timeout."
@@ -272,12 +353,34 @@ class Settings(_Model):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        return None if value is None else language_tag(value)
+
+    @field_validator("site_description")
+    @classmethod
+    def _site_description(cls, value: str | None) -> str | None:
+        return printable(value) if value else None
+
+    @field_validator("feed_description")
+    @classmethod
+    def _feed_description(cls, value: str | None) -> str | None:
+        return description_template(value) if value else None
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
         if "://" not in value:
             raise ValueError("expected a SQLAlchemy URL such as sqlite:///data/aggregator.db")
         return value
+
+    @model_validator(mode="after")
+    def _default_user_agent(self) -> Settings:
+        if not self.user_agent:
+            # frozen model: set the derived default once, while it is being validated
+            object.__setattr__(self, "user_agent", default_user_agent(self.homepage()))
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Settings:
@@ -290,8 +393,29 @@ class Settings(_Model):
 
     # --- views for the stages -------------------------------------------------
 
+    def homepage(self) -> str | None:
+        """``homepage_url``, else ``site_url`` when others can reach it (not a loopback
+        or ``localhost`` address, which would tell a portal nothing), else None."""
+        if self.homepage_url is not None:
+            return str(self.homepage_url)
+        host = (self.site_url.host or "").strip("[]").lower()
+        if host == "localhost" or host.endswith(".localhost") or _is_loopback(host):
+            return None
+        return str(self.site_url)
+
     def source_list(self, only: set[str] | None = None) -> list[Source]:
-        return [s.to_source() for s in self.sources if only is None or s.id in only]
+        return [s.to_source(self.language) for s in self.sources
+                if only is None or s.id in only]
+
+    def category_languages(self) -> dict[str, str | None]:
+        """Category -> the language all its sources share, None where they differ
+        (a source without a language of its own has the top-level one)."""
+        languages: dict[str, set[str | None]] = {}
+        for source in self.sources:
+            for category in source.categories:
+                languages.setdefault(category, set()).add(source.language or self.language)
+        return {c: next(iter(tags)) if len(tags) == 1 else None
+                for c, tags in languages.items()}
 
     def fetch_options(self) -> FetchOptions:
         return FetchOptions(
@@ -318,7 +442,21 @@ class Settings(_Model):
             feed_size=self.feed_size,
             title_prefix=f"{self.site_title} · " if self.site_title else "",
             site_title=self.site_title,
+            language=self.language,
+            category_languages=self.category_languages(),
+            source_names={s.id: s.name for s in self.sources},
+            feed_description=self.feed_description,
+            site_description=self.site_description,
         )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def printable(text: str) -> str:

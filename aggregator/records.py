@@ -30,6 +30,7 @@ class Source:
     comments: bool = False
     enabled: bool = True
     max_bytes: int | None = None  # overrides FetchOptions.max_bytes for this source
+    language: str | None = None  # BCP 47 tag of its articles (``zh-TW``); None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,18 @@ class FeedOptions:
     feed_size: int = 50
     title_prefix: str = ""
     site_title: str = ""  # empty: derived from title_prefix or the site host
+    # BCP 47 tag of the site (the index page) and of categories missing from
+    # ``category_languages``; None: unknown, no language is declared.
+    language: str | None = None
+    # category -> its sources' common language (None where they differ or say none)
+    category_languages: Mapping[str, str | None] = field(default_factory=dict)
+    # source id -> the configured name people see (the index page); missing: the id
+    source_names: Mapping[str, str] = field(default_factory=dict)
+    # A feed's description, with ``{category}`` and ``{site}``; None: the default
+    # wording of the category's language.
+    feed_description: str | None = None
+    # The index page's introduction (plain text); None: the default of ``language``.
+    site_description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

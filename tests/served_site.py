@@ -24,6 +24,8 @@ from aggregator.records import Article, FeedOptions
 BASE = datetime(2024, 3, 1, 8, 30, tzinfo=UTC)
 HOSTILE_TITLE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned=2">'
 SITE_TITLE = "新闻聚合 Aggregator"
+# The configured names of the sample's sources (the index page shows these, not the ids).
+SOURCE_NAMES = {"portal": "门户网", "tech": "科技日报", "evil": '<b onmouseover="x">坏</b>'}
 
 
 def make_article(n: int, **overrides: Any) -> Article:
@@ -100,7 +102,8 @@ def build_site(
     site (so a browser loads them from 127.0.0.1 and never leaves the machine).
     """
     output_dir = root / "out"
-    options = FeedOptions(output_dir=str(output_dir), site_url=site_url, title_prefix="聚合 · ")
+    options = FeedOptions(output_dir=str(output_dir), site_url=site_url, title_prefix="聚合 · ",
+                          language="zh-CN", source_names=SOURCE_NAMES)
     base = site_url if site_url.endswith("/") else site_url + "/"
     by_category = sample_articles(base if local_images else "https://img.example/")
     if local_images:

@@ -19,7 +19,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from served_site import HOSTILE_TITLE, SITE_TITLE, BuiltSite, build_site
+from served_site import HOSTILE_TITLE, SITE_TITLE, SOURCE_NAMES, BuiltSite, build_site
 
 from aggregator.publish.paths import category_paths
 from aggregator.service.http import FeedServer, make_app
@@ -125,6 +125,9 @@ def test_index_page_in_chromium(
         else:
             assert anchors == []
     assert HOSTILE_TITLE in by_text
+    # Each article names its source as configured, hostile names as plain text.
+    sources = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "li.article .source")]
+    assert sources == [SOURCE_NAMES[a.source_id] for a in built.articles]
     assert browser.execute_script("return typeof window.__pwned") == "undefined"
     assert browser.execute_script("return document.scripts.length") == 0
 

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config import load_config, parse_duration, parse_size, resolve_config_path
+from aggregator import __version__
+from aggregator.config import (
+    language_tag,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_size,
+    resolve_config_path,
+)
 from aggregator.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +79,8 @@ def test_absolute_and_non_sqlite_urls_are_kept(tmp_path: Path) -> None:
         (("id: juejin", "id: Juejin_Bad"), "Juejin_Bad", "id", "pattern"),
         (("    categories: [编程]\n", ""), "juejin", "categories", "missing"),
         (("encoding: gbk", "encoding: klingon"), "juejin", "encoding", "unknown encoding"),
+        (("encoding: gbk", "language: zh_TW"), "juejin", "language", "BCP 47"),
+        (("encoding: gbk", "language: chinese-traditional"), "juejin", "language", "zh-TW"),
     ],
 )
 def test_bad_source_fields_name_file_source_and_field(
@@ -156,3 +166,91 @@ def test_control_characters_in_names_and_categories_are_refused(tmp_path: Path) 
     with pytest.raises(ConfigError, match="control character") as caught:
         load_config(write(tmp_path, VALID.replace("[编程]", '["编\\x1b程"]')))
     assert caught.value.source_id == "juejin" and caught.value.field == "categories"
+
+
+@pytest.mark.parametrize(("tag", "normal"), [
+    ("zh-CN", "zh-CN"), ("zh-tw", "zh-TW"), ("EN", "en"), ("en-gb", "en-GB"),
+    ("ZH-HANT-hk", "zh-Hant-HK"), ("sr-latn", "sr-Latn"), ("es-419", "es-419"),
+    ("de-CH-1996", "de-CH-1996"), ("zh-yue-HK", "zh-yue-HK"), ("en-US-x-Twain", "en-US-x-twain"),
+])
+def test_language_tags_are_normalized(tag: str, normal: str) -> None:
+    assert language_tag(tag) == normal
+
+
+@pytest.mark.parametrize("tag", ["", "z", "zh_TW", "zh--TW", "中文", "zh-TW-", "1234", "en-a"])
+def test_malformed_language_tags_are_refused(tag: str) -> None:
+    with pytest.raises(ValueError, match="BCP 47"):
+        language_tag(tag)
+
+
+def languages_config(top: str = "") -> str:
+    return top + """sources:
+  - {id: cna, name: 中央社, url: "https://cna.example/rss", categories: [臺灣, 國際],
+     language: zh-tw}
+  - {id: bbc, name: BBC, url: "https://bbc.example/rss", categories: [World, 國際], language: en}
+  - {id: xinhua, name: 新华社, url: "https://xinhua.example/rss", categories: [国内, 國際]}
+  - {id: rthk, name: 香港電台, url: "https://rthk.example/rss", categories: [臺灣],
+     language: ZH-tw}
+"""
+
+
+def test_languages_per_source_and_category(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, languages_config()))
+    assert settings.language == "zh-CN"  # the default top-level language
+    languages = {s.id: s.language for s in settings.source_list()}
+    assert languages == {"cna": "zh-TW", "bbc": "en", "xinhua": "zh-CN", "rthk": "zh-TW"}
+    options = settings.feed_options()
+    assert options.language == "zh-CN"
+    assert dict(options.category_languages) == {
+        "臺灣": "zh-TW", "World": "en", "国内": "zh-CN", "國際": None}
+    assert dict(options.source_names) == {
+        "cna": "中央社", "bbc": "BBC", "xinhua": "新华社", "rthk": "香港電台"}
+
+    english = load_config(write(tmp_path, languages_config("language: EN-us\n")))
+    assert english.language == "en-US"
+    assert {s.id: s.language for s in english.source_list()}["xinhua"] == "en-US"
+    assert english.feed_options().category_languages["国内"] == "en-US"
+
+    unknown = load_config(write(tmp_path, languages_config("language: null\n")))
+    assert unknown.feed_options().language is None
+    assert {s.id: s.language for s in unknown.source_list()}["xinhua"] is None
+    assert unknown.feed_options().category_languages["国内"] is None
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, languages_config("language: zh_CN\n")))
+    assert caught.value.field == "language" and caught.value.source_id is None
+
+
+def test_descriptions_from_config(tmp_path: Path) -> None:
+    text = VALID + 'site_description: "Tech news, twice a day"\n' \
+        'feed_description: "{site}: the latest in {category}"\n'
+    options = load_config(write(tmp_path, text)).feed_options()
+    assert options.site_description == "Tech news, twice a day"
+    assert options.feed_description == "{site}: the latest in {category}"
+    defaults = load_config(write(tmp_path, VALID)).feed_options()
+    assert defaults.site_description is None and defaults.feed_description is None
+    with pytest.raises(ConfigError, match=r"placeholder \{name\}") as caught:
+        load_config(write(tmp_path, VALID + 'feed_description: "{name} feed"\n'))
+    assert caught.value.field == "feed_description"
+
+
+def test_default_user_agent_names_a_real_homepage(tmp_path: Path) -> None:
+    def agent(top: str) -> str:
+        return parse_config(top, tmp_path / "aggregator.yaml").user_agent
+
+    # site_url at its localhost default tells a portal nothing: no URL at all.
+    assert agent("") == f"aggregator/{__version__} (RSS aggregator)"
+    assert agent("site_url: http://127.0.0.1:8080/\n") == agent("")
+    assert agent("site_url: https://news.example.org/feeds/\n") == (
+        f"aggregator/{__version__} (RSS aggregator; +https://news.example.org/feeds/)")
+    assert agent("site_url: http://localhost/\nhomepage_url: https://example.org/about\n") == (
+        f"aggregator/{__version__} (RSS aggregator; +https://example.org/about)")
+    assert agent('site_url: https://x.example/\nuser_agent: "MyBot/2 (+mailto:a@b.example)"\n') \
+        == "MyBot/2 (+mailto:a@b.example)"
+    for top in ("", "site_url: https://news.example.org/\n"):
+        assert "github.com/aggregator" not in agent(top)
+    settings = parse_config("homepage_url: https://example.org/about\n", tmp_path / "a.yaml")
+    assert settings.fetch_options().user_agent == settings.user_agent
+    with pytest.raises(ConfigError) as caught:
+        parse_config("homepage_url: not a url\n", tmp_path / "a.yaml")
+    assert caught.value.field == "homepage_url"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -27,7 +28,7 @@ from aggregator.publish.feeds import (
     write_atomic,
     write_feeds,
 )
-from aggregator.publish.opml import render_opml
+from aggregator.publish.opml import outline_titles, render_opml
 from aggregator.publish.paths import OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions
 
@@ -66,6 +67,7 @@ def options(tmp_path: Path, **overrides: Any) -> FeedOptions:
         "site_url": SITE,
         "feed_size": 50,
         "title_prefix": "聚合 · ",
+        "language": "zh-CN",
     }
     fields.update(overrides)
     return FeedOptions(**fields)
@@ -377,8 +379,9 @@ def test_opml_lists_every_feed_with_encoded_urls(tmp_path: Path) -> None:
     assert [g.get("text") for g in groups] == ["RSS 2.0", "Atom 1.0"]
     for group, attr in zip(groups, ("rss", "atom"), strict=True):
         outlines = group.findall("outline")
-        assert [o.get("text") for o in outlines] == categories
-        assert [o.get("title") for o in outlines] == categories
+        kind = {"rss": "RSS", "atom": "Atom"}[attr]
+        assert [o.get("text") for o in outlines] == [f"{c} ({kind})" for c in categories]
+        assert [o.get("title") for o in outlines] == [f"{c} ({kind})" for c in categories]
         for outline, category in zip(outlines, categories, strict=True):
             relative = getattr(category_paths(category), attr)
             assert outline.get("type") == "rss"
@@ -390,6 +393,23 @@ def test_opml_lists_every_feed_with_encoded_urls(tmp_path: Path) -> None:
         "https://news.example.org/agg/categories/%E6%96%B0%E5%AA%92%E4%BD%93/rss.xml"
     )
     assert render_opml(categories, options(tmp_path)) == render_opml(categories, options(tmp_path))
+
+
+def test_opml_outline_titles_are_distinct_also_as_reader_names(tmp_path: Path) -> None:
+    # rss2email names a feed by its outline title, every run of characters other than
+    # letters, digits, "." and "-" made one "-", and refuses a name twice.
+    categories = ["科技", "a b", "a/b", "a", "a!", "编程"]
+    titles = outline_titles(categories)
+    assert titles[("科技", "rss")] == "科技 (RSS)" and titles[("科技", "atom")] == "科技 (Atom)"
+    assert titles[("编程", "rss")] == "编程 (RSS)"
+    assert len(set(titles.values())) == 2 * len(categories)
+    names = {re.sub(r"[^\w.-]+", "-", t).lower() for t in titles.values()}
+    assert len(names) == 2 * len(categories)
+    for category in ("a b", "a/b", "a", "a!"):  # slugs collide: each gets its own hash
+        assert titles[(category, "rss")].startswith(category + " #")
+    root = etree.fromstring(render_opml(categories, options(tmp_path)))
+    texts = [o.get("title") for o in root.iter("outline") if o.get("xmlUrl")]
+    assert texts == [titles[(c, f)] for f in ("rss", "atom") for c in categories]
 
 
 # --------------------------------------------------------------------------- files
@@ -438,7 +458,8 @@ def test_build_feeds_writes_everything_then_nothing(
         assert [e.title for e in atom.entries] == wanted
         assert (out / paths.rss).read_bytes() == render_rss(name, by_category.get(name, []), opts)
     opml = etree.parse(str(out / OPML_FILENAME)).getroot()
-    assert [o.get("text") for o in opml.findall("body/outline/outline")] == names * 2
+    assert [o.get("text") for o in opml.findall("body/outline/outline")] == (
+        [f"{n} (RSS)" for n in names] + [f"{n} (Atom)" for n in names])
 
     again = write_feeds(by_category, opts, all_categories=["编程", "新媒体"])
     assert again.written == ()
@@ -458,3 +479,121 @@ def test_entry_updated_is_its_date_until_its_content_changes(tmp_path: Path) -> 
     atom = feedparser.parse(render_atom("新媒体", [fresh], options(tmp_path)))
     assert atom.entries[0].updated_parsed[:6] == fresh.date.timetuple()[:6]
     assert atom.feed.updated_parsed[:6] == fresh.date.timetuple()[:6]
+
+
+# --------------------------------------------------------------------------- languages
+
+
+def rss_channel(data: bytes) -> etree._Element:
+    channel = etree.fromstring(data).find("channel")
+    assert channel is not None
+    return channel
+
+
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+def test_a_category_declares_its_sources_language(
+    tmp_path: Path, atom_schema: etree.RelaxNG
+) -> None:
+    opts = options(tmp_path, language="zh-CN",
+                   category_languages={"臺灣": "zh-TW", "World": "en", "混合": None})
+    articles = [make_article(1)]
+    for category, tag in (("臺灣", "zh-TW"), ("World", "en"), ("未配置", "zh-CN")):
+        rss = render_rss(category, articles, opts)
+        assert rss_channel(rss).findtext("language") == tag, category
+        assert parsed(rss).feed.language == tag
+        atom = assert_valid_atom(atom_schema, render_atom(category, articles, opts))
+        assert atom.get(XML_LANG) == tag, category
+    # Sources of different languages: no language at all, and the Atom feed stays valid.
+    rss = render_rss("混合", articles, opts)
+    assert rss_channel(rss).find("language") is None
+    assert "language" not in parsed(rss).feed
+    atom = assert_valid_atom(atom_schema, render_atom("混合", articles, opts))
+    assert XML_LANG not in atom.attrib
+    assert all(XML_LANG not in e.attrib for e in atom.iter())
+
+
+def test_no_language_anywhere_declares_none(tmp_path: Path, atom_schema: etree.RelaxNG) -> None:
+    opts = options(tmp_path, language=None)
+    assert rss_channel(render_rss("新媒体", [make_article(1)], opts)).find("language") is None
+    atom = assert_valid_atom(atom_schema, render_atom("新媒体", [make_article(1)], opts))
+    assert XML_LANG not in atom.attrib
+
+
+def test_feed_descriptions_are_in_the_feeds_language(tmp_path: Path) -> None:
+    opts = options(tmp_path, language="en", site_title="聚合",
+                   category_languages={"新闻": "zh-CN", "臺灣": "zh-Hant-TW", "World": "en-GB",
+                                       "混合": None})
+    wanted = {
+        "新闻": "“新闻”分类的最新文章 — 聚合",
+        "臺灣": "「臺灣」分類的最新文章 — 聚合",
+        "World": "Latest articles in “World” — 聚合",
+        "混合": "Latest articles in “混合” — 聚合",  # no common language: the site's words
+    }
+    for category, description in wanted.items():
+        assert rss_channel(render_rss(category, [], opts)).findtext("description") == description
+        atom = etree.fromstring(render_atom(category, [], opts))
+        assert atom.findtext(f"{ATOM_NS}subtitle") == description
+        assert parsed(render_rss(category, [], opts)).feed.subtitle == description
+
+
+def test_configured_feed_description_replaces_the_default(tmp_path: Path) -> None:
+    opts = options(tmp_path, site_title="Site", category_languages={"臺灣": "zh-TW"},
+                   feed_description="{site}: {category} ({unknown}) {{category}}")
+    # Only {category} and {site} are replaced, once: a category's own braces stay text.
+    assert rss_channel(render_rss("臺灣", [], opts)).findtext("description") == (
+        "Site: 臺灣 ({unknown}) {臺灣}")
+    assert rss_channel(render_rss("{site}", [], opts)).findtext("description") == (
+        "Site: {site} ({unknown}) {{site}}")
+
+
+class MemoryReader:
+    """The ArticleReader protocol over a list of articles."""
+
+    def __init__(self, articles: list[Article]) -> None:
+        self.articles = articles
+
+    def categories(self) -> list[str]:
+        return sorted({c for a in self.articles for c in a.categories})
+
+    def latest_articles(self, category: str | None, limit: int) -> list[Article]:
+        chosen = [a for a in self.articles if category is None or category in a.categories]
+        return sorted(chosen, key=lambda a: a.date, reverse=True)[:limit]
+
+    def iter_articles(self, source_id: str | None = None) -> Any:
+        return iter(a for a in self.articles if source_id in (None, a.source_id))
+
+
+def test_config_languages_reach_the_built_feeds_and_page(
+    tmp_path: Path, atom_schema: etree.RelaxNG
+) -> None:
+    from aggregator import publish
+    from aggregator.config import parse_config
+
+    settings = parse_config(f"""\
+output_dir: {tmp_path / "out"}
+site_url: https://news.example.org/
+language: zh-tw
+sources:
+  - {{id: cna, name: 中央社, url: "https://cna.example/rss", categories: [臺灣, 國際]}}
+  - {{id: bbc, name: BBC News, url: "https://bbc.example/rss", categories: [World, 國際],
+     language: EN-gb}}
+""", tmp_path / "aggregator.yaml")
+    articles = [make_article(1, source_id="cna", categories=("臺灣", "國際")),
+                make_article(2, source_id="bbc", categories=("World", "國際"))]
+    configured = [c for s in settings.sources for c in s.categories]
+    publish.build(MemoryReader(articles), settings.feed_options(), configured)
+    out = tmp_path / "out"
+    for category, tag in (("臺灣", "zh-TW"), ("World", "en-GB"), ("國際", None)):
+        paths = category_paths(category)
+        channel = rss_channel((out / paths.rss).read_bytes())
+        assert channel.findtext("language") == tag, category
+        atom = assert_valid_atom(atom_schema, (out / paths.atom).read_bytes())
+        assert atom.get(XML_LANG) == tag, category
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-TW">' in page and "分類訂閱" in page and "分类订阅" not in page
+    # The index page names each article's source as configured, not by its id.
+    assert '<span class="source">中央社</span>' in page
+    assert '<span class="source">BBC News</span>' in page
+    assert '<span class="source">cna</span>' not in page

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
 import lxml.html
+import pytest
 from builders import make_source
 from served_site import make_article
 
 from aggregator.ingest.normalize import normalize
 from aggregator.publish.index_page import render_index
+from aggregator.publish.language import WORDS, words_for
 from aggregator.publish.paths import INDEX_FILENAME, OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions, NormalizeOptions, ParsedEntry
 from aggregator.rules import UNTITLED
 
 OPTIONS = FeedOptions(output_dir="/unused", site_url="https://news.example.org/feeds/",
-                      title_prefix="聚合 · ")
+                      title_prefix="聚合 · ", language="zh-CN")
 CATEGORIES = ["新闻", "科技 Tech", "a/b", "财经&投资"]
 
 
@@ -197,3 +201,51 @@ def test_links_with_spaces_are_kept_and_tabs_do_not_hide_a_scheme() -> None:
     doc = parse(render(articles))
     assert doc.xpath("//li[@class='article']//h3/a/@href") == ["https://a.example/a b.html"]
     assert not doc.xpath("//img")
+
+
+def test_the_page_speaks_the_sites_language() -> None:
+    traditional = parse(render_index(CATEGORIES, [], replace(OPTIONS, language="zh-TW")))
+    assert traditional.get("lang") == "zh-TW"
+    text = traditional.text_content()
+    assert "分類訂閱" in text and "暫無文章" in text and "匯入" in text
+    assert "分类订阅" not in text and "暂无" not in text
+    english = parse(render_index([], [], replace(OPTIONS, language="en")))
+    assert english.get("lang") == "en"
+    assert [h.text_content() for h in english.xpath("//h2")] == ["Latest articles", "Categories"]
+    assert "No articles yet." in english.text_content()
+    assert not re.search(r"[\u4e00-\u9fff]", english.find("body").text_content())
+    # The introduction's links survive in every language.
+    for doc in (traditional, english):
+        assert doc.xpath("//header//a[@href='#categories']")
+        assert doc.xpath(f"//header//a[@href='{OPML_FILENAME}']")
+
+
+def test_an_unknown_language_is_not_declared_and_words_fall_back_to_english() -> None:
+    doc = parse(render_index([], [], replace(OPTIONS, language=None)))
+    assert doc.get("lang") is None
+    assert "No categories yet." in doc.text_content()
+    assert parse(render_index([], [], replace(OPTIONS, language="de-CH"))).get("lang") == "de-CH"
+
+
+@pytest.mark.parametrize(("tag", "words"), [
+    ("zh-CN", "zh-CN"), ("zh", "zh-CN"), ("zh-Hans-TW", "zh-CN"), ("zh-SG", "zh-CN"),
+    ("zh-TW", "zh-TW"), ("zh-HK", "zh-TW"), ("zh-Hant", "zh-TW"), ("zh-Hant-CN", "zh-TW"),
+    ("en", "en"), ("en-GB", "en"), ("it", "en"), (None, "en"),
+])
+def test_the_closest_built_in_words(tag: str | None, words: str) -> None:
+    assert words_for(tag) is WORDS[words]
+
+
+def test_configured_site_description_is_shown_as_text() -> None:
+    options = replace(OPTIONS, site_description="Taiwan <b>news</b>\n  in one place")
+    doc = parse(render_index([], [], options))
+    [intro] = doc.xpath("//header/p")
+    assert intro.text_content() == "Taiwan <b>news</b> in one place"
+    assert not intro.xpath("*")
+
+
+def test_articles_show_their_sources_configured_name() -> None:
+    options = replace(OPTIONS, source_names={"portal": "门户 <网>"})
+    doc = parse(render_index([], [make_article(1), make_article(2, source_id="other")], options))
+    sources = [s.text_content() for s in doc.xpath("//span[@class='source']")]
+    assert sources == ["门户 <网>", "other"]  # a source the config no longer names: its id

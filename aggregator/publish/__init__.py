@@ -1,10 +1,13 @@
 """Publishing: stored articles out as files people and feed readers consume.
 
 Owns the output tree under ``output_dir``: per-category RSS/Atom feeds and the OPML
-index (``feeds``, the only importer of feedgen), the index page for people
-(``index_page``), Hexo posts (``hexo``) and atomic, skip-if-identical file writes
-(``files``).  ``build`` is the one entry point that turns what is stored into the
-published tree and returns one ``BuildReport``; ``export_hexo`` writes the posts.
+index (``feeds``, the only importer of feedgen; ``opml``), the index page for people
+(``index_page``), the words and declared language of each (``language``), Hexo posts
+(``hexo``) and atomic, skip-if-identical file writes (``files``).  Everything a build
+needs from the config (languages per category, source names, descriptions) arrives in
+``FeedOptions``, which ``config.Settings.feed_options()`` fills.  ``build`` is the one
+entry point that turns what is stored into the published tree and returns one
+``BuildReport``; ``export_hexo`` writes the posts.
 
 Publishing trusts the ``Article`` records it is given (their invariants are enforced
 once, when an Article is made) and reads them through the small ``ArticleReader``

@@ -47,6 +47,7 @@ from feedgen.feed import FeedGenerator
 
 from aggregator.errors import AggregatorError
 from aggregator.publish import files
+from aggregator.publish.language import category_language, feed_description
 from aggregator.publish.opml import render_opml
 from aggregator.publish.paths import (
     GENERATOR,
@@ -61,7 +62,6 @@ from aggregator.rules import strip_xml_illegal
 
 __all__ = [
     "EPOCH",
-    "LANGUAGE",
     "BuildReport",
     "entry_id",
     "render_atom",
@@ -72,7 +72,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LANGUAGE = "zh-CN"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # ``updated`` of a feed with no entries
 
 _RSS_TYPE = "application/rss+xml"
@@ -260,8 +259,11 @@ def _render(category: str, entries: Sequence[_Entry], options: FeedOptions, fmt:
         fg.author(name=site_name(options))
         fg.link(href=self_url, rel="self", type=_RSS_TYPE if fmt == "rss" else _ATOM_TYPE)
         fg.link(href=site, rel="alternate", type="text/html")  # the last link is RSS <link>
-        fg.description(f"“{name}”分类的最新文章 — {site_name(options)}")
-        fg.language(LANGUAGE)
+        language = category_language(options, category)
+        fg.description(strip_xml_illegal(
+            feed_description(options, language, name, site_name(options))))
+        if language:  # RSS <language> and Atom xml:lang; none when the sources differ
+            fg.language(language)
         fg.generator(GENERATOR)
         fg.updated(max((e.updated for e in entries), default=EPOCH))
         for values in entries:

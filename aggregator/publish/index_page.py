@@ -1,7 +1,9 @@
 """Render ``index.html``: the page people see at the site root.
 
 Why: a person who opens the site in a browser (often a phone) should find the
-category feeds to subscribe to and the latest articles, readable in Chinese.
+category feeds to subscribe to and the latest articles, in the site's language
+(``FeedOptions.language`` picks the built-in words, ``publish.language``; the
+introduction can be configured), with each article's source by its configured name.
 The page is one static file written next to the feeds, with inline CSS, no
 script and no outside resource except article thumbnails, and a
 Content-Security-Policy that forbids scripts outright.
@@ -28,6 +30,7 @@ import html
 from collections.abc import Sequence
 from urllib.parse import quote
 
+from aggregator.publish.language import words_for
 from aggregator.publish.paths import OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions
 from aggregator.rules import web_url
@@ -57,6 +60,10 @@ body { margin: 0; background: var(--bg); color: var(--fg); line-height: 1.7;
     "Hiragino Sans GB", "Microsoft YaHei", "Noto Sans CJK SC", "Source Han Sans SC",
     "WenQuanYi Micro Hei", "Helvetica Neue", Arial, sans-serif;
   overflow-wrap: anywhere; word-break: break-word; }
+:lang(zh-Hant) body, :lang(zh-TW) body, :lang(zh-HK) body, :lang(zh-MO) body {
+  font-family: -apple-system, BlinkMacSystemFont, "Segoe UI", "PingFang TC",
+    "Microsoft JhengHei", "Noto Sans CJK TC", "Source Han Sans TC", "Helvetica Neue",
+    Arial, sans-serif; }
 a { color: var(--link); text-decoration: none; }
 a:hover, a:focus { text-decoration: underline; }
 .wrap { max-width: 1100px; margin: 0 auto; padding: 16px; }
@@ -119,7 +126,7 @@ def _category_item(category: str) -> str:
     )
 
 
-def _article_item(article: Article) -> str:
+def _article_item(article: Article, options: FeedOptions) -> str:
     parts: list[str] = ['<li class="article">']
     image = web_url(article.headimg) or web_url(article.thumbnail)
     if image:
@@ -136,7 +143,8 @@ def _article_item(article: Article) -> str:
         )
     else:
         parts.append(f"<h3>{_e(title)}</h3>")
-    meta: list[str] = [f'<span class="source">{_e(article.source_id)}</span>']
+    source = options.source_names.get(article.source_id, "").strip() or article.source_id
+    meta: list[str] = [f'<span class="source">{_e(source)}</span>']
     author = article.author.strip()
     if author:
         meta.append(f'<span class="author">{_e(author)}</span>')
@@ -166,6 +174,13 @@ def render_index(
     """
     unique = list(dict.fromkeys(categories))
     title = " ".join(site_title.split()) or "Aggregator"
+    words = words_for(options.language)
+    opml = _e(quote(OPML_FILENAME))
+    if options.site_description and options.site_description.strip():
+        intro = _e(" ".join(options.site_description.split()))
+    else:
+        intro = words.intro_html.format(opml=opml)
+    lang = f' lang="{_e(options.language)}"' if options.language else ""
     alternates = "".join(
         f'\n<link rel="alternate" type="application/rss+xml"'
         f' title="{_e(options.title_prefix + category)}"'
@@ -177,16 +192,16 @@ def render_index(
             _category_item(c) for c in unique
         ) + "\n</ul>"
     else:
-        category_list = '<p class="empty">暂无分类。</p>'
+        category_list = f'<p class="empty">{_e(words.no_categories)}</p>'
     if latest:
         article_list = (
-            '<ol class="articles">\n' + "\n".join(_article_item(a) for a in latest) + "\n</ol>"
+            '<ol class="articles">\n'
+            + "\n".join(_article_item(a, options) for a in latest) + "\n</ol>"
         )
     else:
-        article_list = '<p class="empty">暂无文章。</p>'
-    opml = _e(quote(OPML_FILENAME))
+        article_list = f'<p class="empty">{_e(words.no_articles)}</p>'
     page = f"""<!DOCTYPE html>
-<html lang="zh-CN">
+<html{lang}>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -203,21 +218,20 @@ def render_index(
 <div class="wrap">
 <header class="site">
 <h1>{_e(title)}</h1>
-<p>按<a href="#categories">分类</a>订阅 RSS / Atom，或导入
-<a href="{opml}" type="text/x-opml">OPML</a> 一次订阅全部。</p>
+<p>{intro}</p>
 </header>
 <div class="layout">
 <main class="latest">
-<h2>最新文章</h2>
+<h2>{_e(words.latest)}</h2>
 {article_list}
 </main>
 <aside class="cats" id="categories">
-<h2>分类订阅</h2>
+<h2>{_e(words.categories)}</h2>
 {category_list}
-<a class="opml" href="{opml}" type="text/x-opml">全部分类（OPML）</a>
+<a class="opml" href="{opml}" type="text/x-opml">{_e(words.all_categories)}</a>
 </aside>
 </div>
-<footer class="site">由 aggregator 生成</footer>
+<footer class="site">{_e(words.footer)}</footer>
 </div>
 </body>
 </html>
