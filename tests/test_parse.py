@@ -101,6 +101,26 @@ def test_decode_document_prefers_strict_candidates() -> None:
     assert text == "abc" and exact
 
 
+@pytest.mark.parametrize(
+    "content_type", ["text/xml; charset=ISO-8859-1", "text/xml; charset=latin1", "text/xml"]
+)
+def test_iso_8859_1_is_read_as_windows_1252(content_type: str) -> None:
+    # WHATWG: "iso-8859-1" on the web means windows-1252; 0x80-0x9F are its characters
+    # (0x93/0x94 curly quotes, 0x80 euro, 0x85 ellipsis), never C1 controls.
+    doc = rss_items("<item><title>\u201cCaf\u00e9\u201d \u20ac5\u2026</title></item>",
+                    encoding="ISO-8859-1", title="Caf\u00e9").encode("cp1252")
+    assert b"\x93" in doc and b"\x80" in doc
+    feed = parse(fetched(doc, content_type), SOURCE)
+    assert feed.entries[0].title == "\u201cCaf\u00e9\u201d \u20ac5\u2026"
+    assert feed.encoding == "cp1252"
+
+
+def test_latin_1_bytes_undefined_in_windows_1252_stay_latin_1() -> None:
+    # 0x81 has no windows-1252 character: the document is read as the Latin-1 it says it is.
+    text, encoding, exact = decode_document(b"caf\xe9\x81", http_charset="ISO-8859-1")
+    assert (text, encoding, exact) == ("caf\u00e9\x81", "iso8859-1", True)
+
+
 # --- dialects -------------------------------------------------------------------------
 
 

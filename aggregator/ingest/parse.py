@@ -32,16 +32,35 @@ from aggregator.records import FetchResult, ParsedEntry, ParsedFeed, Source
 from aggregator.rules import strip_xml_illegal, web_url
 
 # Encodings that real servers declare while sending a superset: try the declared
-# one strictly, then its supersets, before anything else.
-_SUPERSETS: dict[str, tuple[str, ...]] = {
+# one strictly, then its supersets, before anything else.  Keyed by Python's codec
+# name (``canonical_encoding``: "ISO-8859-1" is "iso8859-1", "big5-hkscs" "big5hkscs").
+# A chain that contains the declared encoding itself gives the order to try them in.
+_SUPERSET_NAMES: dict[str, tuple[str, ...]] = {
     "gb2312": ("gb18030",),
     "gbk": ("gb18030",),
     "gb18030": ("gb18030",),
     "big5": ("big5", "big5hkscs", "cp950"),
     "big5hkscs": ("big5hkscs", "cp950"),
     "cp950": ("cp950", "big5hkscs"),
-    "latin_1": ("cp1252",),  # WHATWG: iso-8859-1 means windows-1252 on the web
+    # WHATWG: iso-8859-1 means windows-1252 on the web (0x80-0x9F are its quotes, euro
+    # sign...; nobody sends C1 controls); Latin-1 proper only for the five bytes
+    # windows-1252 leaves undefined.
+    "latin-1": ("cp1252", "iso8859-1"),
     "ascii": ("utf-8",),  # "us-ascii" documents are very often UTF-8 in practice
+}
+
+
+def canonical_encoding(name: str) -> str | None:
+    """Python's codec name for ``name``, or None when Python has no such codec."""
+    try:
+        return codecs.lookup(name.strip().strip("\"'")).name
+    except LookupError:
+        return None
+
+
+_SUPERSETS: dict[str, tuple[str, ...]] = {
+    codecs.lookup(name).name: tuple(codecs.lookup(s).name for s in chain)
+    for name, chain in _SUPERSET_NAMES.items()
 }
 _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -94,21 +113,13 @@ def parse(fetched: FetchResult, source: Source) -> ParsedFeed:
 # --- encodings --------------------------------------------------------------------
 
 
-def canonical_encoding(name: str) -> str | None:
-    """Python's codec name for ``name``, or None when Python has no such codec."""
-    try:
-        return codecs.lookup(name.strip().strip("\"'")).name
-    except LookupError:
-        return None
-
-
 def _candidates(name: str | None) -> list[str]:
     if not name:
         return []
     canonical = canonical_encoding(name)
     if canonical is None:
         return []
-    chain = _SUPERSETS.get(canonical.replace("-", "_"), ())
+    chain = _SUPERSETS.get(canonical, ())
     return [canonical, *chain] if canonical not in chain else list(chain)
 
 
