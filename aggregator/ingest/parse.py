@@ -20,6 +20,7 @@ import json
 import re
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
@@ -133,6 +134,35 @@ def declared_xml_encoding(content: bytes) -> str | None:
     return match.group(1).decode("ascii") if match else None
 
 
+# What old web servers send by default whatever the document is: an HTTP charset that
+# is one of these says little against a document that declares a multibyte CJK
+# encoding and decodes cleanly in it.
+_SINGLE_BYTE_DEFAULTS = frozenset(
+    codecs.lookup(n).name for n in ("iso-8859-1", "us-ascii", "cp1252")
+)
+_CJK_MULTIBYTE = frozenset(
+    codecs.lookup(n).name
+    for n in (
+        "big5", "big5hkscs", "cp950", "gb2312", "gbk", "gb18030", "hz",
+        "shift_jis", "cp932", "shift_jis_2004", "shift_jisx0213",
+        "euc_jp", "euc_jis_2004", "euc_jisx0213", "iso2022_jp", "iso2022_jp_1",
+        "iso2022_jp_2", "iso2022_jp_2004", "iso2022_jp_3", "iso2022_jp_ext",
+        "euc_kr", "cp949", "johab", "iso2022_kr",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """Decoded feed text; ``warning`` says why the encoding used is not simply the one
+    declared (a guess, or what the document says overriding HTTP), else None."""
+
+    text: str
+    encoding: str
+    exact: bool  # False: nothing decoded strictly, undecodable bytes were replaced
+    warning: str | None = None
+
+
 def decode_document(
     content: bytes,
     *,
@@ -140,37 +170,147 @@ def decode_document(
     declared: str | None = None,
     override: str | None = None,
 ) -> tuple[str, str, bool]:
-    """Decode feed bytes to text: ``(text, encoding used, exact)``.
+    """``(text, encoding used, exact)`` of ``decode_feed_bytes``."""
+    decoded = decode_feed_bytes(
+        content, http_charset=http_charset, declared=declared, override=override
+    )
+    return decoded.text, decoded.encoding, decoded.exact
+
+
+def decode_feed_bytes(
+    content: bytes,
+    *,
+    http_charset: str | None = None,
+    declared: str | None = None,
+    override: str | None = None,
+) -> Decoded:
+    """Decode feed bytes to text.
 
     Order: a per-source override; a byte-order mark; the HTTP charset; the XML
     declaration — each followed by the supersets servers really send (gb2312 →
-    gb18030, big5 → big5hkscs → cp950); then UTF-8; then statistical detection.
-    ``exact`` is False only when no decoding worked strictly and undecodable
-    bytes were replaced.
+    gb18030, big5 → big5hkscs → cp950, iso-8859-1 → windows-1252); then UTF-8; then
+    statistical detection.  One exception: when HTTP names a single-byte default
+    (ISO-8859-1, US-ASCII, windows-1252) and the document declares a multibyte CJK
+    encoding, the declaration is tried first.  ``exact`` is False only when no
+    decoding worked strictly and undecodable bytes were replaced.
     """
-    tried: list[str] = []
+    bom = None if override else next((e for mark, e in _BOMS if content.startswith(mark)), None)
+    believe_document = (
+        not override
+        and canonical_encoding(http_charset or "") in _SINGLE_BYTE_DEFAULTS
+        and canonical_encoding(declared or "") in _CJK_MULTIBYTE
+    )
+    stages: list[tuple[str, list[str]]] = []
     if override:
-        tried += _candidates(override)
+        stages.append(("override", _candidates(override)))
     else:
-        for bom, encoding in _BOMS:
-            if content.startswith(bom):
-                tried.append(encoding)
-                break
-        tried += _candidates(http_charset) + _candidates(declared)
-    tried.append("utf-8")
-    for encoding in dict.fromkeys(tried):
-        try:
-            return content.decode(encoding), encoding, True
-        except (UnicodeDecodeError, LookupError):
-            continue
+        if bom:
+            stages.append(("bom", [bom]))
+        http = ("http", _candidates(http_charset))
+        document = ("declared", _candidates(declared))
+        stages += [document, http] if believe_document else [http, document]
+    stages.append(("utf-8", ["utf-8"]))
+    said = _Said(http_charset, declared, override, believe_document)
+    tried: set[str] = set()
+    for origin, encodings in stages:
+        for encoding in encodings:
+            if encoding in tried:
+                continue
+            tried.add(encoding)
+            try:
+                text = content.decode(encoding)
+            except (UnicodeDecodeError, LookupError):
+                continue
+            return Decoded(text, encoding, True, said.warning(origin, encoding, content, text))
     detected = _detect(content)
     for encoding in _candidates(detected):
         try:
-            return content.decode(encoding), encoding, True
+            text = content.decode(encoding)
         except (UnicodeDecodeError, LookupError):
             continue
-    fallback = (tried[:-1] or _candidates(detected) or ["utf-8"])[0]
-    return content.decode(fallback, errors="replace"), fallback, False
+        return Decoded(text, encoding, True, said.warning("detected", encoding, content, text))
+    named = [e for origin, encodings in stages if origin != "utf-8" for e in encodings]
+    fallback = (named or _candidates(detected) or ["utf-8"])[0]
+    return Decoded(content.decode(fallback, errors="replace"), fallback, False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """What declared an encoding, to explain a choice that is not simply that."""
+
+    http: str | None
+    declared: str | None
+    override: str | None
+    believe_document: bool
+
+    def warning(self, origin: str, encoding: str, content: bytes, text: str) -> str | None:
+        if origin == "override":
+            return None  # configured for this source
+        if self.believe_document:
+            if origin == "declared":
+                if _strict_text(content, _candidates(self.http)) == text:
+                    return None  # e.g. ASCII only: HTTP's charset reads the same text
+                return (
+                    f"charset: HTTP said {self.http}, the document says {self.declared} and "
+                    f"decodes as {encoding}: used {encoding}"
+                )
+            if origin == "http":
+                return (
+                    f"charset: HTTP said {self.http}, the document says {self.declared} but "
+                    f"does not decode as {self.declared}: used {encoding}"
+                )
+        if origin == "bom":
+            http = canonical_encoding(self.http or "")
+            if self.http and (http is None or _unicode_family(http) != _unicode_family(encoding)):
+                return (
+                    f"charset: HTTP said {self.http}, the byte-order mark says {encoding}: "
+                    f"used {encoding}"
+                )
+            return None
+        authority = (
+            "override" if self.override else "http" if self.http
+            else "declared" if self.declared else "utf-8"
+        )
+        if origin == authority:
+            name = self.http if origin == "http" else self.declared
+            if name and canonical_encoding(name) == "ascii" and encoding != "ascii":
+                who = "HTTP said" if origin == "http" else "the document says"
+                return (
+                    f"charset: {who} {name} but the bytes are not ASCII; "
+                    f"they decode as {encoding}: used {encoding}"
+                )
+            return None
+        failed = [
+            f"{who} {name}, which "
+            + ("is no encoding Python knows" if canonical_encoding(name) is None
+               else "does not decode the bytes")
+            for who, name, stage in (
+                ("the source's encoding setting says", self.override, "override"),
+                ("HTTP said", None if self.override else self.http, "http"),
+                ("the document says", None if self.override else self.declared, "declared"),
+            )
+            if name and stage != origin
+        ]
+        if origin == "declared":
+            failed.append(f"the document says {self.declared}")
+        reasons = "; ".join(failed) or "no encoding declared and the bytes are not utf-8"
+        if origin == "detected":
+            return f"charset: {reasons}: guessed {encoding} from the bytes"
+        return f"charset: {reasons}: used {encoding}"
+
+
+def _strict_text(content: bytes, encodings: Iterable[str]) -> str | None:
+    for encoding in encodings:
+        try:
+            return content.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return None
+
+
+def _unicode_family(name: str) -> str:
+    """"utf-8" for utf-8-sig, "utf-16" for utf-16-le...: what a byte-order mark decides."""
+    return "-".join(name.split("-")[:2])
 
 
 def _detect(content: bytes) -> str | None:
@@ -209,12 +349,13 @@ def strip_internal_dtd(text: str) -> tuple[str, bool]:
 
 def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> ParsedFeed:
     content = fetched.content
-    text, encoding, exact = decode_document(
+    decoded = decode_feed_bytes(
         content,
         http_charset=charset_from_content_type(content_type),
         declared=declared_xml_encoding(content),
         override=source.encoding,
     )
+    text, encoding = decoded.text, decoded.encoding
     media_type = (content_type.split(";", 1)[0].strip() or "application/xml").lower()
     text, had_dtd = strip_internal_dtd(text)
     document_url = _absolute(fetched.headers.get("content-location"), fetched.url) or fetched.url
@@ -233,10 +374,10 @@ def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> 
         resolve_relative_uris=False,
         sanitize_html=False,
     )
-    warnings: list[str] = []
+    warnings = [decoded.warning] if decoded.warning else []
     if had_dtd:
         warnings.append("ignored the document's entity declarations (internal DTD subset)")
-    if not exact:
+    if not decoded.exact:
         warnings.append(
             f"no encoding decoded the document cleanly; used {encoding} with replacement characters"
         )
@@ -415,8 +556,8 @@ def _looks_like_json(content: bytes, content_type: str) -> bool:
 
 def _parse_json_feed(fetched: FetchResult, source: Source) -> ParsedFeed:
     try:
-        text, encoding, _ = decode_document(fetched.content, override=source.encoding)
-        document = json.loads(text.lstrip("\ufeff"))
+        decoded = decode_feed_bytes(fetched.content, override=source.encoding)
+        document = json.loads(decoded.text.lstrip("\ufeff"))
     except ValueError as exc:
         raise ParseError(f"invalid JSON Feed: {exc}", source_id=source.id) from None
     if not isinstance(document, dict) or not str(document.get("version", "")).startswith(
@@ -437,8 +578,9 @@ def _parse_json_feed(fetched: FetchResult, source: Source) -> ParsedFeed:
         url=fetched.url,
         title=_text(document.get("title")),
         link=_absolute(document.get("home_page_url"), base),
-        encoding=encoding,
+        encoding=decoded.encoding,
         entries=entries,
+        warnings=(decoded.warning,) if decoded.warning else (),
     )
 
 
