@@ -7,6 +7,9 @@ back to windows-1252/iso-8859-2 mojibake in those cases, so this module decides 
 encoding itself (``decode_document``), hands feedparser UTF-8 that says it is
 UTF-8, and lets feedparser do what it is best at: every RSS/Atom dialect.  JSON
 Feed, which feedparser 6 does not read, is parsed here from the standard library.
+Dates feedparser does not read (localized weekdays and months, ``13:08:54+0900``,
+RFC 822 in JSON Feed) are read leniently with the standard library
+(``lenient_datetime``); one that cannot be read stays None, never a made-up date.
 
 feedparser's own HTML sanitizer is turned off: the normalize stage sanitizes with
 nh3.  This module must not sanitize, rewrite URLs or decide what to store; it only
@@ -16,12 +19,14 @@ reports what the document says.  It is the only module that imports feedparser.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import email.utils
 import json
 import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urljoin
 
@@ -444,8 +449,8 @@ def _entry(parsed: Mapping[str, Any], feed_base: str) -> ParsedEntry:
         title=entry.get("title"),
         title_is_html=title_detail.get("type") in ("text/html", "application/xhtml+xml"),
         author=_author(entry),
-        published=_struct_to_datetime(entry.get("published_parsed")),
-        updated=_struct_to_datetime(entry.get("updated_parsed")),
+        published=_entry_date(entry, "published"),
+        updated=_entry_date(entry, "updated"),
         content=str(content["value"]) if content is not None else summary,
         summary=summary if content is not None else None,
         base=base,
@@ -526,6 +531,157 @@ def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
         return datetime(*value[:5], min(value[5], 59), tzinfo=UTC)
     except (ValueError, OverflowError, TypeError):
         return None
+
+
+def _entry_date(entry: Mapping[str, Any], key: str) -> datetime | None:
+    """feedparser's reading of the entry's ``key`` date, else a lenient reading of the
+    string the document gave (None when it gave none, or one that cannot be read)."""
+    return _struct_to_datetime(entry.get(f"{key}_parsed")) or lenient_datetime(entry.get(key))
+
+
+# --- dates feedparser does not read ----------------------------------------------------
+#
+# Real feeds write RFC 822 dates with a localized weekday ("mer, 16 nov 2022", "Mi,",
+# "星期三,"), localized months ("16 dic 2022", "3 Okt 2022"), no space before the zone
+# ("13:08:54+0900"), "GMT+8", and RFC 822 dates in JSON Feed (which wants RFC 3339);
+# Chinese portals write "2022-11-16 08:00", "2022/11/16" or "2022年11月16日 08:00".
+# The standard library reads all of these once they are normalized.
+
+# Localized month names → the English abbreviations ``email.utils`` reads: Italian,
+# French, German, Spanish, Portuguese and Dutch (abbreviated and full; no two
+# languages disagree on a spelling), and "11月" (Chinese/Japanese).
+_MONTH_SPELLINGS = (
+    "gen gennaio janv janvier ene enero janeiro januar jänner jän januari",
+    "febbraio févr fév février febr februar febrero fev fevereiro februari",
+    "marzo mars märz mär mrz março maart mrt",
+    "aprile avr avril abr abril",
+    "mag maggio mai mayo maio mei",
+    "giu giugno juin juni junio junho",
+    "lug luglio juil juillet juli julio julho",
+    "ago agosto août aout augustus",
+    "set settembre sept septembre septiembre setiembre setembro",
+    "ott ottobre octobre okt oktober octubre out outubro",
+    "novembre noviembre novembro",
+    "dic dicembre déc décembre dez dezember diciembre dezembro",
+)
+_ENGLISH_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun",
+                   "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTHS: dict[str, str] = {
+    spelling: _ENGLISH_MONTHS[number]
+    for number, spellings in enumerate(_MONTH_SPELLINGS)
+    for spelling in (*spellings.split(), f"{number + 1}月", _ENGLISH_MONTHS[number])
+}
+# Zone names ``email.utils`` knows; any other name is not guessed at, except these
+# unambiguous ones.
+_EMAIL_ZONES = frozenset(
+    ("UT", "UTC", "GMT", "Z", "AST", "ADT", "EST", "EDT", "CST", "CDT", "MST", "MDT", "PST", "PDT")
+)
+_MORE_ZONES = {"CET": "+0100", "CEST": "+0200", "MET": "+0100", "MEST": "+0200",
+               "EET": "+0200", "EEST": "+0300", "WET": "+0000", "WEST": "+0100",
+               "MSK": "+0300", "HKT": "+0800", "SGT": "+0800", "JST": "+0900",
+               "KST": "+0900"}
+# A leading word before the day number, with its comma: a weekday in any language
+# ("mer", "Mi.", "Mittwoch", "星期三") when it has a comma or is not a month name
+# ("mar," is Tuesday in Italian, French and Spanish; "Nov 16 2022" starts with a month).
+_LEADING_WORD = re.compile(r"([^\W\d_]+)\.?\s*(,?)\s*(?=\d)")
+_GLUED_ZONE = re.compile(r"(\d:\d\d)([+-]\d\d:?\d\d|Z)$", re.IGNORECASE)
+_NAMED_OFFSET = re.compile(r"(?:GMT|UTC)([+-])(\d{1,2})(?::?(\d\d))?$", re.IGNORECASE)
+_COLON_OFFSET = re.compile(r"([+-]\d\d):(\d\d)$")
+_NUMERIC_ZONE = re.compile(r"[+-](\d\d)(\d\d)")
+_YMD = re.compile(
+    r"(\d{4})\s*[-/年]\s*(\d{1,2})\s*[-/月]\s*(\d{1,2})\s*日?"
+    r"(?:\s*[(（]?(?:星期|周|週)[一二三四五六日天][)）]?)?"
+    r"(?:\s*T?\s*(\d{1,2}):(\d\d)(?::(\d\d)(?:[.,](\d{1,6}))?)?)?"
+    r"\s*(Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)?",
+    re.IGNORECASE,
+)
+# Earlier than this is a placeholder ("1970-01-01T00:00:00Z", "0001-01-01") or a
+# misreading, not a feed date.
+# (Far-future dates are normalize's to refuse: it knows when the entry was seen.)
+_EARLIEST_DATE = datetime(1970, 1, 2, tzinfo=UTC)
+
+
+def lenient_datetime(raw: Any) -> datetime | None:
+    """A date string as real feeds write it → aware UTC, or None when it cannot be read.
+
+    RFC 822/2822 (``email.utils``) after normalizing the spelling, ISO 8601
+    (``datetime.fromisoformat``) and year-month-day forms.  A date without a zone is
+    UTC; an unknown zone name is not guessed at (None).  Never invents a date.
+    """
+    if not isinstance(raw, str):
+        return None
+    text = " ".join(raw.split())
+    if not text:
+        return None
+    try:
+        parsed = _iso_date(text) or _rfc822_date(text)
+        if parsed is None:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return parsed if parsed >= _EARLIEST_DATE else None
+
+
+def _iso_date(text: str) -> datetime | None:
+    if text[:4].isdigit():
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(text)
+    match = _YMD.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    tz = None
+    if zone and zone.upper() not in ("Z", "UTC", "GMT"):
+        digits = zone[1:].replace(":", "")
+        minutes = int(digits[:2]) * 60 + int(digits[2:] or 0)
+        tz = timezone(timedelta(minutes=minutes if zone[0] == "+" else -minutes))
+    elif zone:
+        tz = UTC
+    return datetime(
+        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+        int((fraction or "0").ljust(6, "0")), tzinfo=tz,
+    )
+
+
+def _rfc822_date(text: str) -> datetime | None:
+    leading = _LEADING_WORD.match(text)
+    if leading and (leading.group(2) or leading.group(1).lower() not in _MONTHS):
+        text = text[leading.end():]  # a weekday, whatever its language: it adds nothing
+    text = _GLUED_ZONE.sub(r"\1 \2", text)
+    text = _NAMED_OFFSET.sub(
+        lambda m: f"{m.group(1)}{int(m.group(2)):02d}{m.group(3) or '00'}", text
+    )
+    text = _COLON_OFFSET.sub(r"\1\2", text)
+    tokens = text.split()
+    for index, token in enumerate(tokens[:2]):  # "16 nov" or "nov 16"
+        word = token.rstrip(".,").lower()
+        if word in _MONTHS:
+            tokens[index] = _MONTHS[word]
+        elif word.isdigit():
+            tokens[index] = word  # German "16." day
+    if not tokens:
+        return None
+    zone = tokens[-1]
+    if zone[:1] in "+-":
+        numeric = _NUMERIC_ZONE.fullmatch(zone)
+        if numeric is None or int(numeric.group(1)) > 14 or int(numeric.group(2)) > 59:
+            return None
+    elif zone.isalpha():
+        zone = zone.upper()
+        if zone not in _EMAIL_ZONES and zone not in _MORE_ZONES:
+            return None  # a zone we would have to guess: not a date we can read
+        tokens[-1] = _MORE_ZONES.get(zone, zone)
+    try:
+        parsed = email.utils.parsedate_to_datetime(" ".join(tokens))
+    except (ValueError, TypeError, IndexError):
+        return None
+    years = [int(token) for token in tokens if len(token) == 4 and token.isdigit()]
+    if years and parsed.year != years[0]:
+        return None  # email.utils reads "0001" as a two-digit year: 2001
+    return parsed
 
 
 def _text(value: Any) -> str | None:
@@ -612,8 +768,8 @@ def _json_entry(item: Mapping[str, Any], base: str, feed_author: str | None) -> 
         link=link,
         title=_text(item.get("title")) if isinstance(item.get("title"), str) else None,
         author=_json_authors(item) or feed_author,
-        published=_iso_datetime(item.get("date_published")),
-        updated=_iso_datetime(item.get("date_modified")),
+        published=lenient_datetime(item.get("date_published")),
+        updated=lenient_datetime(item.get("date_modified")),
         content=content,
         summary=_plain_to_html(summary) if isinstance(summary, str) else None,
         base=link or base,  # JSON Feed has no xml:base; content is relative to its page
@@ -629,15 +785,3 @@ def _plain_to_html(text: str) -> str:
 
     paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
     return "".join(f"<p>{escape(p)}</p>" for p in paragraphs)
-
-
-def _iso_datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
