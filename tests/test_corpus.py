@@ -18,6 +18,9 @@ import feedparser
 import pytest
 from lxml import etree
 
+from aggregator.errors import ParseError
+from aggregator.ingest.normalize import normalize
+from aggregator.ingest.parse import parse
 from aggregator.ingest.poll import PollOptions, poll_source
 from aggregator.publish.feeds import render_atom, render_rss
 from aggregator.records import (
@@ -135,3 +138,32 @@ def test_corpus_ingests_and_regenerates(suite: str, tmp_path: Path) -> None:
     assert len(refused) <= 0.1 * len(files), refused
     assert [name for name in refused if not MAY_REFUSE[suite](name)] == []
     assert stored > 0
+
+
+def corpus_date_counts() -> tuple[int, int]:
+    """(entries, entries dated from their document) over every document the suites above
+    read, through parse → normalize (an entry not dated from its document gets the time
+    it was first seen)."""
+    source = Source(id="corpus", name="Corpus", url="http://corpus.test/", categories=("c",))
+    entries = dated = 0
+    for path in corpus_files(*MAY_REFUSE):
+        try:
+            feed = parse(fetched_from_file(path), source)
+        except ParseError:
+            continue
+        for entry in feed.entries:
+            entries += 1
+            dated += normalize(entry, source, OPTIONS.normalize, seen_at=SEEN).date_from_feed
+    return entries, dated
+
+
+def test_corpus_dates_are_read_from_the_documents() -> None:
+    """Entries dated from their document: 132 of 1320 with feedparser's dates alone; 135
+    with the lenient fallback (feed-rs' ilmessaggero "mer, 16 nov 2022 ..." and the two
+    RFC 822 ``date_published`` of jsonfeed_elastic_1.1.json).  Every other entry of the
+    corpus that has a date string at all is already read by feedparser.
+    ``pytest -s tests/test_corpus.py -k dates`` prints the counts."""
+    entries, dated = corpus_date_counts()
+    print(f"\ncorpus: {dated} of {entries} entries dated from their document")
+    assert entries == 1320
+    assert dated >= 135

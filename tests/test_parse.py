@@ -9,12 +9,14 @@ import feedparser
 import pytest
 from builders import make_source, rss_items
 from lxml import etree
+from pytest_httpserver import HTTPServer
 
 from aggregator.errors import ParseError
+from aggregator.ingest.fetch import fetch
 from aggregator.ingest.normalize import normalize
 from aggregator.ingest.parse import decode_document, parse
 from aggregator.publish.feeds import render_atom, render_rss
-from aggregator.records import FeedOptions, FetchResult, NormalizeOptions
+from aggregator.records import FeedOptions, FetchOptions, FetchResult, NormalizeOptions
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "encodings"
 SOURCE = make_source()
@@ -99,6 +101,181 @@ def test_decode_document_prefers_strict_candidates() -> None:
     assert (text, encoding, exact) == ("€", "cp950", True)
     text, encoding, exact = decode_document(b"\xef\xbb\xbfabc")
     assert text == "abc" and exact
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/xml; charset=ISO-8859-1", "text/xml; charset=latin1", "text/xml"]
+)
+def test_iso_8859_1_is_read_as_windows_1252(content_type: str) -> None:
+    # WHATWG: "iso-8859-1" on the web means windows-1252; 0x80-0x9F are its characters
+    # (0x93/0x94 curly quotes, 0x80 euro, 0x85 ellipsis), never C1 controls.
+    doc = rss_items("<item><title>\u201cCaf\u00e9\u201d \u20ac5\u2026</title></item>",
+                    encoding="ISO-8859-1", title="Caf\u00e9").encode("cp1252")
+    assert b"\x93" in doc and b"\x80" in doc
+    feed = parse(fetched(doc, content_type), SOURCE)
+    assert feed.entries[0].title == "\u201cCaf\u00e9\u201d \u20ac5\u2026"
+    assert feed.encoding == "cp1252"
+
+
+def test_latin_1_bytes_undefined_in_windows_1252_stay_latin_1() -> None:
+    # 0x81 has no windows-1252 character: the document is read as the Latin-1 it says it is.
+    text, encoding, exact = decode_document(b"caf\xe9\x81", http_charset="ISO-8859-1")
+    assert (text, encoding, exact) == ("caf\u00e9\x81", "iso8859-1", True)
+
+
+# --- an HTTP charset that is a server's single-byte default ---------------------------
+
+BIG5_TITLES = ["係咪真㗎", "歐元€匯率"]  # 㗎 is Big5-HKSCS only, € cp950 only (0xA3E1)
+
+
+def big5_document(codec: str, titles: list[str]) -> bytes:
+    items = "".join(f"<item><title>{t}</title></item>" for t in titles)
+    doc = rss_items(items, title="頻道", encoding="big5").encode(codec)
+    with pytest.raises(UnicodeDecodeError):
+        doc.decode("big5")  # really beyond plain Big5: only the supersets read it
+    return doc
+
+
+def test_big5_served_as_iso_8859_1_over_http_is_read_as_big5_with_a_warning(
+    httpserver: HTTPServer,
+) -> None:
+    doc = big5_document("big5hkscs", ["係咪真㗎"])
+    httpserver.expect_request("/feed.xml").respond_with_data(
+        doc, headers={"Content-Type": "text/xml; charset=ISO-8859-1"}
+    )
+    source = make_source(httpserver.url_for("/feed.xml"))
+    fetched_over_http = fetch(source, FetchOptions(allow_private_networks=True))
+    assert fetched_over_http.headers.get("content-type") == "text/xml; charset=ISO-8859-1"
+    feed = parse(fetched_over_http, source)
+    assert (feed.title, [e.title for e in feed.entries]) == ("頻道", ["係咪真㗎"])
+    assert feed.encoding == "big5hkscs"
+    assert feed.warnings == (
+        "charset: HTTP said ISO-8859-1, the document says big5 and decodes as big5hkscs: "
+        "used big5hkscs",
+    )
+
+
+@pytest.mark.parametrize("http_charset", ["ISO-8859-1", "latin1", "us-ascii", "windows-1252"])
+def test_big5_document_beats_a_single_byte_http_charset(http_charset: str) -> None:
+    doc = big5_document("cp950", ["歐元€匯率"])
+    feed = parse(fetched(doc, f"text/xml; charset={http_charset}"), SOURCE)
+    assert [e.title for e in feed.entries] == ["歐元€匯率"]
+    assert feed.encoding == "cp950"
+    [warning] = feed.warnings
+    assert f"HTTP said {http_charset}" in warning and "the document says big5" in warning
+    assert warning.endswith("used cp950")
+
+
+@pytest.mark.parametrize(
+    ("text", "declared", "codec"),
+    [
+        ("王喆的新闻", "gb2312", "gbk"),
+        ("日本語のニュース", "shift_jis", "shift_jis"),
+        ("日本語のニュース", "euc-jp", "euc_jp"),
+        ("한국어 뉴스", "euc-kr", "euc_kr"),
+    ],
+)
+def test_other_cjk_declarations_beat_iso_8859_1(text: str, declared: str, codec: str) -> None:
+    doc = rss_items(f"<item><title>{text}</title></item>", title="t", encoding=declared)
+    feed = parse(fetched(doc.encode(codec), "text/xml; charset=ISO-8859-1"), SOURCE)
+    assert feed.entries[0].title == text
+    assert len(feed.warnings) == 1 and f"the document says {declared}" in feed.warnings[0]
+
+
+def test_a_cjk_declaration_that_does_not_decode_leaves_http_charset_with_a_warning() -> None:
+    # Really Latin-1 (é is 0xE9, not a Big5 lead byte followed by a trail byte here)
+    doc = rss_items("<item><title>café</title></item>", title="t", encoding="big5")
+    doc_bytes = doc.encode("latin-1")
+    with pytest.raises(UnicodeDecodeError):
+        doc_bytes.decode("cp950")
+    feed = parse(fetched(doc_bytes, "text/xml; charset=ISO-8859-1"), SOURCE)
+    assert feed.entries[0].title == "café"
+    assert feed.warnings == (
+        "charset: HTTP said ISO-8859-1, the document says big5 but does not decode as big5: "
+        "used cp1252",
+    )
+
+
+def test_an_ascii_only_big5_document_needs_no_warning() -> None:
+    doc = rss_items("<item><title>plain</title></item>", title="t", encoding="big5").encode()
+    feed = parse(fetched(doc, "text/xml; charset=ISO-8859-1"), SOURCE)
+    assert feed.entries[0].title == "plain" and feed.warnings == ()
+
+
+def test_a_latin_1_document_with_a_latin_1_http_charset_is_unchanged_and_not_warned() -> None:
+    title = "Ça coûte 5 £ à Zürich — «déjà vu»".replace("—", "-")
+    doc = rss_items(f"<item><title>{title}</title></item>", title="Nouvelles",
+                    encoding="ISO-8859-1").encode("latin-1")
+    assert any(b >= 0xA0 for b in doc) and not any(0x80 <= b < 0xA0 for b in doc)
+    feed = parse(fetched(doc, "text/xml; charset=ISO-8859-1"), SOURCE)
+    assert (feed.title, feed.entries[0].title) == ("Nouvelles", title)
+    assert feed.warnings == ()
+
+
+def test_a_big5_http_charset_is_believed_without_a_warning() -> None:
+    for codec, title in zip(("big5hkscs", "cp950"), BIG5_TITLES, strict=True):
+        doc = big5_document(codec, [title])
+        feed = parse(fetched(doc, "text/xml; charset=big5"), SOURCE)
+        assert [e.title for e in feed.entries] == [title] and feed.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "declared", "body", "warning"),
+    [
+        # HTTP's charset is wrong and the declaration right
+        ("text/xml; charset=utf-8", "gbk", "中文".encode("gbk"),
+         "charset: HTTP said utf-8, which does not decode the bytes; "
+         "the document says gbk: used gbk"),
+        ("text/xml; charset=x-no-such", "gbk", "中文".encode("gbk"),
+         "charset: HTTP said x-no-such, which is no encoding Python knows; "
+         "the document says gbk: used gbk"),
+        # both wrong, and the bytes are UTF-8
+        ("text/xml; charset=gbk", "big5", "\u4e2d\u6587\u20ac\u00e9".encode(),
+         "charset: HTTP said gbk, which does not decode the bytes; the document says big5, "
+         "which does not decode the bytes: used utf-8"),
+        # us-ascii declared, UTF-8 sent
+        ("text/xml", "us-ascii", "中文".encode(),
+         "charset: the document says us-ascii but the bytes are not ASCII; "
+         "they decode as utf-8: used utf-8"),
+    ],
+    ids=["http-wrong", "http-unknown", "both-wrong-utf8", "us-ascii-utf8"],
+)
+def test_an_encoding_other_than_the_one_declared_is_warned(
+    content_type: str, declared: str, body: bytes, warning: str
+) -> None:
+    doc = f'<?xml version="1.0" encoding="{declared}"?><rss version="2.0"><channel><title>'
+    doc_bytes = doc.encode() + body + b"</title></channel></rss>"
+    feed = parse(fetched(doc_bytes, content_type), SOURCE)
+    assert feed.title == body.decode(feed.encoding)
+    assert feed.warnings == (warning,)
+
+
+def test_a_detected_encoding_is_warned_as_a_guess() -> None:
+    title = "条新闻：国务院常务会议研究部署经济工作"
+    body = "".join(f"<item><title>第{i}{title}</title></item>" for i in range(20))
+    doc = ('<?xml version="1.0"?>' + rss_items(body).split("?>", 1)[1]).encode("gbk")
+    feed = parse(fetched(doc, "text/xml"), SOURCE)
+    assert feed.entries[0].title == "第0条新闻：国务院常务会议研究部署经济工作"
+    assert feed.warnings == (
+        f"charset: no encoding declared and the bytes are not utf-8: "
+        f"guessed {feed.encoding} from the bytes",
+    )
+
+
+def test_a_configured_encoding_is_not_a_guess() -> None:
+    doc = rss_items("<item><title>中文</title></item>", encoding="utf-8").encode("gbk")
+    forced = make_source(SOURCE.url, encoding="gbk")
+    feed = parse(fetched(doc, "text/xml; charset=ISO-8859-1"), forced)
+    assert feed.entries[0].title == "中文" and feed.warnings == ()
+
+
+def test_a_byte_order_mark_over_a_different_http_charset_is_warned() -> None:
+    doc = rss_items("<item><title>中文</title></item>").encode("utf-16")
+    feed = parse(fetched(doc, "text/xml; charset=ISO-8859-1"), SOURCE)
+    assert feed.entries[0].title == "中文"
+    assert feed.warnings == (
+        "charset: HTTP said ISO-8859-1, the byte-order mark says utf-16: used utf-16",
+    )
 
 
 # --- dialects -------------------------------------------------------------------------

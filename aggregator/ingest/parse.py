@@ -7,6 +7,9 @@ back to windows-1252/iso-8859-2 mojibake in those cases, so this module decides 
 encoding itself (``decode_document``), hands feedparser UTF-8 that says it is
 UTF-8, and lets feedparser do what it is best at: every RSS/Atom dialect.  JSON
 Feed, which feedparser 6 does not read, is parsed here from the standard library.
+Dates feedparser does not read (localized weekdays and months, ``13:08:54+0900``,
+RFC 822 in JSON Feed) are read leniently with the standard library
+(``lenient_datetime``); one that cannot be read stays None, never a made-up date.
 
 feedparser's own HTML sanitizer is turned off: the normalize stage sanitizes with
 nh3.  This module must not sanitize, rewrite URLs or decide what to store; it only
@@ -16,11 +19,14 @@ reports what the document says.  It is the only module that imports feedparser.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import email.utils
 import json
 import re
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urljoin
 
@@ -32,16 +38,35 @@ from aggregator.records import FetchResult, ParsedEntry, ParsedFeed, Source
 from aggregator.rules import strip_xml_illegal, web_url
 
 # Encodings that real servers declare while sending a superset: try the declared
-# one strictly, then its supersets, before anything else.
-_SUPERSETS: dict[str, tuple[str, ...]] = {
+# one strictly, then its supersets, before anything else.  Keyed by Python's codec
+# name (``canonical_encoding``: "ISO-8859-1" is "iso8859-1", "big5-hkscs" "big5hkscs").
+# A chain that contains the declared encoding itself gives the order to try them in.
+_SUPERSET_NAMES: dict[str, tuple[str, ...]] = {
     "gb2312": ("gb18030",),
     "gbk": ("gb18030",),
     "gb18030": ("gb18030",),
     "big5": ("big5", "big5hkscs", "cp950"),
     "big5hkscs": ("big5hkscs", "cp950"),
     "cp950": ("cp950", "big5hkscs"),
-    "latin_1": ("cp1252",),  # WHATWG: iso-8859-1 means windows-1252 on the web
+    # WHATWG: iso-8859-1 means windows-1252 on the web (0x80-0x9F are its quotes, euro
+    # sign...; nobody sends C1 controls); Latin-1 proper only for the five bytes
+    # windows-1252 leaves undefined.
+    "latin-1": ("cp1252", "iso8859-1"),
     "ascii": ("utf-8",),  # "us-ascii" documents are very often UTF-8 in practice
+}
+
+
+def canonical_encoding(name: str) -> str | None:
+    """Python's codec name for ``name``, or None when Python has no such codec."""
+    try:
+        return codecs.lookup(name.strip().strip("\"'")).name
+    except LookupError:
+        return None
+
+
+_SUPERSETS: dict[str, tuple[str, ...]] = {
+    codecs.lookup(name).name: tuple(codecs.lookup(s).name for s in chain)
+    for name, chain in _SUPERSET_NAMES.items()
 }
 _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -94,21 +119,13 @@ def parse(fetched: FetchResult, source: Source) -> ParsedFeed:
 # --- encodings --------------------------------------------------------------------
 
 
-def canonical_encoding(name: str) -> str | None:
-    """Python's codec name for ``name``, or None when Python has no such codec."""
-    try:
-        return codecs.lookup(name.strip().strip("\"'")).name
-    except LookupError:
-        return None
-
-
 def _candidates(name: str | None) -> list[str]:
     if not name:
         return []
     canonical = canonical_encoding(name)
     if canonical is None:
         return []
-    chain = _SUPERSETS.get(canonical.replace("-", "_"), ())
+    chain = _SUPERSETS.get(canonical, ())
     return [canonical, *chain] if canonical not in chain else list(chain)
 
 
@@ -122,6 +139,35 @@ def declared_xml_encoding(content: bytes) -> str | None:
     return match.group(1).decode("ascii") if match else None
 
 
+# What old web servers send by default whatever the document is: an HTTP charset that
+# is one of these says little against a document that declares a multibyte CJK
+# encoding and decodes cleanly in it.
+_SINGLE_BYTE_DEFAULTS = frozenset(
+    codecs.lookup(n).name for n in ("iso-8859-1", "us-ascii", "cp1252")
+)
+_CJK_MULTIBYTE = frozenset(
+    codecs.lookup(n).name
+    for n in (
+        "big5", "big5hkscs", "cp950", "gb2312", "gbk", "gb18030", "hz",
+        "shift_jis", "cp932", "shift_jis_2004", "shift_jisx0213",
+        "euc_jp", "euc_jis_2004", "euc_jisx0213", "iso2022_jp", "iso2022_jp_1",
+        "iso2022_jp_2", "iso2022_jp_2004", "iso2022_jp_3", "iso2022_jp_ext",
+        "euc_kr", "cp949", "johab", "iso2022_kr",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """Decoded feed text; ``warning`` says why the encoding used is not simply the one
+    declared (a guess, or what the document says overriding HTTP), else None."""
+
+    text: str
+    encoding: str
+    exact: bool  # False: nothing decoded strictly, undecodable bytes were replaced
+    warning: str | None = None
+
+
 def decode_document(
     content: bytes,
     *,
@@ -129,37 +175,147 @@ def decode_document(
     declared: str | None = None,
     override: str | None = None,
 ) -> tuple[str, str, bool]:
-    """Decode feed bytes to text: ``(text, encoding used, exact)``.
+    """``(text, encoding used, exact)`` of ``decode_feed_bytes``."""
+    decoded = decode_feed_bytes(
+        content, http_charset=http_charset, declared=declared, override=override
+    )
+    return decoded.text, decoded.encoding, decoded.exact
+
+
+def decode_feed_bytes(
+    content: bytes,
+    *,
+    http_charset: str | None = None,
+    declared: str | None = None,
+    override: str | None = None,
+) -> Decoded:
+    """Decode feed bytes to text.
 
     Order: a per-source override; a byte-order mark; the HTTP charset; the XML
     declaration — each followed by the supersets servers really send (gb2312 →
-    gb18030, big5 → big5hkscs → cp950); then UTF-8; then statistical detection.
-    ``exact`` is False only when no decoding worked strictly and undecodable
-    bytes were replaced.
+    gb18030, big5 → big5hkscs → cp950, iso-8859-1 → windows-1252); then UTF-8; then
+    statistical detection.  One exception: when HTTP names a single-byte default
+    (ISO-8859-1, US-ASCII, windows-1252) and the document declares a multibyte CJK
+    encoding, the declaration is tried first.  ``exact`` is False only when no
+    decoding worked strictly and undecodable bytes were replaced.
     """
-    tried: list[str] = []
+    bom = None if override else next((e for mark, e in _BOMS if content.startswith(mark)), None)
+    believe_document = (
+        not override
+        and canonical_encoding(http_charset or "") in _SINGLE_BYTE_DEFAULTS
+        and canonical_encoding(declared or "") in _CJK_MULTIBYTE
+    )
+    stages: list[tuple[str, list[str]]] = []
     if override:
-        tried += _candidates(override)
+        stages.append(("override", _candidates(override)))
     else:
-        for bom, encoding in _BOMS:
-            if content.startswith(bom):
-                tried.append(encoding)
-                break
-        tried += _candidates(http_charset) + _candidates(declared)
-    tried.append("utf-8")
-    for encoding in dict.fromkeys(tried):
-        try:
-            return content.decode(encoding), encoding, True
-        except (UnicodeDecodeError, LookupError):
-            continue
+        if bom:
+            stages.append(("bom", [bom]))
+        http = ("http", _candidates(http_charset))
+        document = ("declared", _candidates(declared))
+        stages += [document, http] if believe_document else [http, document]
+    stages.append(("utf-8", ["utf-8"]))
+    said = _Said(http_charset, declared, override, believe_document)
+    tried: set[str] = set()
+    for origin, encodings in stages:
+        for encoding in encodings:
+            if encoding in tried:
+                continue
+            tried.add(encoding)
+            try:
+                text = content.decode(encoding)
+            except (UnicodeDecodeError, LookupError):
+                continue
+            return Decoded(text, encoding, True, said.warning(origin, encoding, content, text))
     detected = _detect(content)
     for encoding in _candidates(detected):
         try:
-            return content.decode(encoding), encoding, True
+            text = content.decode(encoding)
         except (UnicodeDecodeError, LookupError):
             continue
-    fallback = (tried[:-1] or _candidates(detected) or ["utf-8"])[0]
-    return content.decode(fallback, errors="replace"), fallback, False
+        return Decoded(text, encoding, True, said.warning("detected", encoding, content, text))
+    named = [e for origin, encodings in stages if origin != "utf-8" for e in encodings]
+    fallback = (named or _candidates(detected) or ["utf-8"])[0]
+    return Decoded(content.decode(fallback, errors="replace"), fallback, False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """What declared an encoding, to explain a choice that is not simply that."""
+
+    http: str | None
+    declared: str | None
+    override: str | None
+    believe_document: bool
+
+    def warning(self, origin: str, encoding: str, content: bytes, text: str) -> str | None:
+        if origin == "override":
+            return None  # configured for this source
+        if self.believe_document:
+            if origin == "declared":
+                if _strict_text(content, _candidates(self.http)) == text:
+                    return None  # e.g. ASCII only: HTTP's charset reads the same text
+                return (
+                    f"charset: HTTP said {self.http}, the document says {self.declared} and "
+                    f"decodes as {encoding}: used {encoding}"
+                )
+            if origin == "http":
+                return (
+                    f"charset: HTTP said {self.http}, the document says {self.declared} but "
+                    f"does not decode as {self.declared}: used {encoding}"
+                )
+        if origin == "bom":
+            http = canonical_encoding(self.http or "")
+            if self.http and (http is None or _unicode_family(http) != _unicode_family(encoding)):
+                return (
+                    f"charset: HTTP said {self.http}, the byte-order mark says {encoding}: "
+                    f"used {encoding}"
+                )
+            return None
+        authority = (
+            "override" if self.override else "http" if self.http
+            else "declared" if self.declared else "utf-8"
+        )
+        if origin == authority:
+            name = self.http if origin == "http" else self.declared
+            if name and canonical_encoding(name) == "ascii" and encoding != "ascii":
+                who = "HTTP said" if origin == "http" else "the document says"
+                return (
+                    f"charset: {who} {name} but the bytes are not ASCII; "
+                    f"they decode as {encoding}: used {encoding}"
+                )
+            return None
+        failed = [
+            f"{who} {name}, which "
+            + ("is no encoding Python knows" if canonical_encoding(name) is None
+               else "does not decode the bytes")
+            for who, name, stage in (
+                ("the source's encoding setting says", self.override, "override"),
+                ("HTTP said", None if self.override else self.http, "http"),
+                ("the document says", None if self.override else self.declared, "declared"),
+            )
+            if name and stage != origin
+        ]
+        if origin == "declared":
+            failed.append(f"the document says {self.declared}")
+        reasons = "; ".join(failed) or "no encoding declared and the bytes are not utf-8"
+        if origin == "detected":
+            return f"charset: {reasons}: guessed {encoding} from the bytes"
+        return f"charset: {reasons}: used {encoding}"
+
+
+def _strict_text(content: bytes, encodings: Iterable[str]) -> str | None:
+    for encoding in encodings:
+        try:
+            return content.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return None
+
+
+def _unicode_family(name: str) -> str:
+    """"utf-8" for utf-8-sig, "utf-16" for utf-16-le...: what a byte-order mark decides."""
+    return "-".join(name.split("-")[:2])
 
 
 def _detect(content: bytes) -> str | None:
@@ -198,12 +354,13 @@ def strip_internal_dtd(text: str) -> tuple[str, bool]:
 
 def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> ParsedFeed:
     content = fetched.content
-    text, encoding, exact = decode_document(
+    decoded = decode_feed_bytes(
         content,
         http_charset=charset_from_content_type(content_type),
         declared=declared_xml_encoding(content),
         override=source.encoding,
     )
+    text, encoding = decoded.text, decoded.encoding
     media_type = (content_type.split(";", 1)[0].strip() or "application/xml").lower()
     text, had_dtd = strip_internal_dtd(text)
     document_url = _absolute(fetched.headers.get("content-location"), fetched.url) or fetched.url
@@ -222,10 +379,10 @@ def _parse_xml_feed(fetched: FetchResult, source: Source, content_type: str) -> 
         resolve_relative_uris=False,
         sanitize_html=False,
     )
-    warnings: list[str] = []
+    warnings = [decoded.warning] if decoded.warning else []
     if had_dtd:
         warnings.append("ignored the document's entity declarations (internal DTD subset)")
-    if not exact:
+    if not decoded.exact:
         warnings.append(
             f"no encoding decoded the document cleanly; used {encoding} with replacement characters"
         )
@@ -292,8 +449,8 @@ def _entry(parsed: Mapping[str, Any], feed_base: str) -> ParsedEntry:
         title=entry.get("title"),
         title_is_html=title_detail.get("type") in ("text/html", "application/xhtml+xml"),
         author=_author(entry),
-        published=_struct_to_datetime(entry.get("published_parsed")),
-        updated=_struct_to_datetime(entry.get("updated_parsed")),
+        published=_entry_date(entry, "published"),
+        updated=_entry_date(entry, "updated"),
         content=str(content["value"]) if content is not None else summary,
         summary=summary if content is not None else None,
         base=base,
@@ -376,6 +533,157 @@ def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
         return None
 
 
+def _entry_date(entry: Mapping[str, Any], key: str) -> datetime | None:
+    """feedparser's reading of the entry's ``key`` date, else a lenient reading of the
+    string the document gave (None when it gave none, or one that cannot be read)."""
+    return _struct_to_datetime(entry.get(f"{key}_parsed")) or lenient_datetime(entry.get(key))
+
+
+# --- dates feedparser does not read ----------------------------------------------------
+#
+# Real feeds write RFC 822 dates with a localized weekday ("mer, 16 nov 2022", "Mi,",
+# "星期三,"), localized months ("16 dic 2022", "3 Okt 2022"), no space before the zone
+# ("13:08:54+0900"), "GMT+8", and RFC 822 dates in JSON Feed (which wants RFC 3339);
+# Chinese portals write "2022-11-16 08:00", "2022/11/16" or "2022年11月16日 08:00".
+# The standard library reads all of these once they are normalized.
+
+# Localized month names → the English abbreviations ``email.utils`` reads: Italian,
+# French, German, Spanish, Portuguese and Dutch (abbreviated and full; no two
+# languages disagree on a spelling), and "11月" (Chinese/Japanese).
+_MONTH_SPELLINGS = (
+    "gen gennaio janv janvier ene enero janeiro januar jänner jän januari",
+    "febbraio févr fév février febr februar febrero fev fevereiro februari",
+    "marzo mars märz mär mrz março maart mrt",
+    "aprile avr avril abr abril",
+    "mag maggio mai mayo maio mei",
+    "giu giugno juin juni junio junho",
+    "lug luglio juil juillet juli julio julho",
+    "ago agosto août aout augustus",
+    "set settembre sept septembre septiembre setiembre setembro",
+    "ott ottobre octobre okt oktober octubre out outubro",
+    "novembre noviembre novembro",
+    "dic dicembre déc décembre dez dezember diciembre dezembro",
+)
+_ENGLISH_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun",
+                   "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTHS: dict[str, str] = {
+    spelling: _ENGLISH_MONTHS[number]
+    for number, spellings in enumerate(_MONTH_SPELLINGS)
+    for spelling in (*spellings.split(), f"{number + 1}月", _ENGLISH_MONTHS[number])
+}
+# Zone names ``email.utils`` knows; any other name is not guessed at, except these
+# unambiguous ones.
+_EMAIL_ZONES = frozenset(
+    ("UT", "UTC", "GMT", "Z", "AST", "ADT", "EST", "EDT", "CST", "CDT", "MST", "MDT", "PST", "PDT")
+)
+_MORE_ZONES = {"CET": "+0100", "CEST": "+0200", "MET": "+0100", "MEST": "+0200",
+               "EET": "+0200", "EEST": "+0300", "WET": "+0000", "WEST": "+0100",
+               "MSK": "+0300", "HKT": "+0800", "SGT": "+0800", "JST": "+0900",
+               "KST": "+0900"}
+# A leading word before the day number, with its comma: a weekday in any language
+# ("mer", "Mi.", "Mittwoch", "星期三") when it has a comma or is not a month name
+# ("mar," is Tuesday in Italian, French and Spanish; "Nov 16 2022" starts with a month).
+_LEADING_WORD = re.compile(r"([^\W\d_]+)\.?\s*(,?)\s*(?=\d)")
+_GLUED_ZONE = re.compile(r"(\d:\d\d)([+-]\d\d:?\d\d|Z)$", re.IGNORECASE)
+_NAMED_OFFSET = re.compile(r"(?:GMT|UTC)([+-])(\d{1,2})(?::?(\d\d))?$", re.IGNORECASE)
+_COLON_OFFSET = re.compile(r"([+-]\d\d):(\d\d)$")
+_NUMERIC_ZONE = re.compile(r"[+-](\d\d)(\d\d)")
+_YMD = re.compile(
+    r"(\d{4})\s*[-/年]\s*(\d{1,2})\s*[-/月]\s*(\d{1,2})\s*日?"
+    r"(?:\s*[(（]?(?:星期|周|週)[一二三四五六日天][)）]?)?"
+    r"(?:\s*T?\s*(\d{1,2}):(\d\d)(?::(\d\d)(?:[.,](\d{1,6}))?)?)?"
+    r"\s*(Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)?",
+    re.IGNORECASE,
+)
+# Earlier than this is a placeholder ("1970-01-01T00:00:00Z", "0001-01-01") or a
+# misreading, not a feed date.
+# (Far-future dates are normalize's to refuse: it knows when the entry was seen.)
+_EARLIEST_DATE = datetime(1970, 1, 2, tzinfo=UTC)
+
+
+def lenient_datetime(raw: Any) -> datetime | None:
+    """A date string as real feeds write it → aware UTC, or None when it cannot be read.
+
+    RFC 822/2822 (``email.utils``) after normalizing the spelling, ISO 8601
+    (``datetime.fromisoformat``) and year-month-day forms.  A date without a zone is
+    UTC; an unknown zone name is not guessed at (None).  Never invents a date.
+    """
+    if not isinstance(raw, str):
+        return None
+    text = " ".join(raw.split())
+    if not text:
+        return None
+    try:
+        parsed = _iso_date(text) or _rfc822_date(text)
+        if parsed is None:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return parsed if parsed >= _EARLIEST_DATE else None
+
+
+def _iso_date(text: str) -> datetime | None:
+    if text[:4].isdigit():
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(text)
+    match = _YMD.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    tz = None
+    if zone and zone.upper() not in ("Z", "UTC", "GMT"):
+        digits = zone[1:].replace(":", "")
+        minutes = int(digits[:2]) * 60 + int(digits[2:] or 0)
+        tz = timezone(timedelta(minutes=minutes if zone[0] == "+" else -minutes))
+    elif zone:
+        tz = UTC
+    return datetime(
+        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+        int((fraction or "0").ljust(6, "0")), tzinfo=tz,
+    )
+
+
+def _rfc822_date(text: str) -> datetime | None:
+    leading = _LEADING_WORD.match(text)
+    if leading and (leading.group(2) or leading.group(1).lower() not in _MONTHS):
+        text = text[leading.end():]  # a weekday, whatever its language: it adds nothing
+    text = _GLUED_ZONE.sub(r"\1 \2", text)
+    text = _NAMED_OFFSET.sub(
+        lambda m: f"{m.group(1)}{int(m.group(2)):02d}{m.group(3) or '00'}", text
+    )
+    text = _COLON_OFFSET.sub(r"\1\2", text)
+    tokens = text.split()
+    for index, token in enumerate(tokens[:2]):  # "16 nov" or "nov 16"
+        word = token.rstrip(".,").lower()
+        if word in _MONTHS:
+            tokens[index] = _MONTHS[word]
+        elif word.isdigit():
+            tokens[index] = word  # German "16." day
+    if not tokens:
+        return None
+    zone = tokens[-1]
+    if zone[:1] in "+-":
+        numeric = _NUMERIC_ZONE.fullmatch(zone)
+        if numeric is None or int(numeric.group(1)) > 14 or int(numeric.group(2)) > 59:
+            return None
+    elif zone.isalpha():
+        zone = zone.upper()
+        if zone not in _EMAIL_ZONES and zone not in _MORE_ZONES:
+            return None  # a zone we would have to guess: not a date we can read
+        tokens[-1] = _MORE_ZONES.get(zone, zone)
+    try:
+        parsed = email.utils.parsedate_to_datetime(" ".join(tokens))
+    except (ValueError, TypeError, IndexError):
+        return None
+    years = [int(token) for token in tokens if len(token) == 4 and token.isdigit()]
+    if years and parsed.year != years[0]:
+        return None  # email.utils reads "0001" as a two-digit year: 2001
+    return parsed
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -404,8 +712,8 @@ def _looks_like_json(content: bytes, content_type: str) -> bool:
 
 def _parse_json_feed(fetched: FetchResult, source: Source) -> ParsedFeed:
     try:
-        text, encoding, _ = decode_document(fetched.content, override=source.encoding)
-        document = json.loads(text.lstrip("\ufeff"))
+        decoded = decode_feed_bytes(fetched.content, override=source.encoding)
+        document = json.loads(decoded.text.lstrip("\ufeff"))
     except ValueError as exc:
         raise ParseError(f"invalid JSON Feed: {exc}", source_id=source.id) from None
     if not isinstance(document, dict) or not str(document.get("version", "")).startswith(
@@ -426,8 +734,9 @@ def _parse_json_feed(fetched: FetchResult, source: Source) -> ParsedFeed:
         url=fetched.url,
         title=_text(document.get("title")),
         link=_absolute(document.get("home_page_url"), base),
-        encoding=encoding,
+        encoding=decoded.encoding,
         entries=entries,
+        warnings=(decoded.warning,) if decoded.warning else (),
     )
 
 
@@ -459,8 +768,8 @@ def _json_entry(item: Mapping[str, Any], base: str, feed_author: str | None) -> 
         link=link,
         title=_text(item.get("title")) if isinstance(item.get("title"), str) else None,
         author=_json_authors(item) or feed_author,
-        published=_iso_datetime(item.get("date_published")),
-        updated=_iso_datetime(item.get("date_modified")),
+        published=lenient_datetime(item.get("date_published")),
+        updated=lenient_datetime(item.get("date_modified")),
         content=content,
         summary=_plain_to_html(summary) if isinstance(summary, str) else None,
         base=link or base,  # JSON Feed has no xml:base; content is relative to its page
@@ -476,15 +785,3 @@ def _plain_to_html(text: str) -> str:
 
     paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
     return "".join(f"<p>{escape(p)}</p>" for p in paragraphs)
-
-
-def _iso_datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
