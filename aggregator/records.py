@@ -37,7 +37,7 @@ class Source:
 class FetchOptions:
     """How the fetch stage talks to portals."""
 
-    user_agent: str = "aggregator/0.1 (+https://github.com/aggregator)"
+    user_agent: str = "aggregator/0.1.0 (RSS aggregator)"  # config builds the real one
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     deadline: float = 30.0  # wall-clock bound on one whole fetch, seconds

@@ -557,8 +557,10 @@ class MemoryReader:
     def categories(self) -> list[str]:
         return sorted({c for a in self.articles for c in a.categories})
 
-    def latest_articles(self, category: str | None, limit: int) -> list[Article]:
-        chosen = [a for a in self.articles if category is None or category in a.categories]
+    def latest_articles(self, category: str | None, limit: int,
+                        source_ids: Any = None) -> list[Article]:
+        chosen = [a for a in self.articles if category is None or category in a.categories
+                  if source_ids is None or a.source_id in source_ids]
         return sorted(chosen, key=lambda a: a.date, reverse=True)[:limit]
 
     def iter_articles(self, source_id: str | None = None) -> Any:
@@ -582,8 +584,7 @@ sources:
 """, tmp_path / "aggregator.yaml")
     articles = [make_article(1, source_id="cna", categories=("臺灣", "國際")),
                 make_article(2, source_id="bbc", categories=("World", "國際"))]
-    configured = [c for s in settings.sources for c in s.categories]
-    publish.build(MemoryReader(articles), settings.feed_options(), configured)
+    publish.build(MemoryReader(articles), settings.feed_options(), settings.source_list())
     out = tmp_path / "out"
     for category, tag in (("臺灣", "zh-TW"), ("World", "en-GB"), ("國際", None)):
         paths = category_paths(category)
