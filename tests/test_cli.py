@@ -365,3 +365,16 @@ def test_status_shows_what_the_last_document_was_warned_about(portal: HTTPServer
     assert "warning: feed is not well-formed" in summary_line(status, "truncated")
     assert "warning" not in summary_line(status, "ofweek-news")
     assert "HTTP 404" in summary_line(status, "missing")
+
+
+def test_a_charset_guess_is_shown_in_status(httpserver: HTTPServer, tmp_path: Path) -> None:
+    httpserver.expect_request("/gone.xml").respond_with_data(
+        BIG5_FEED, content_type="text/xml; charset=ISO-8859-1")  # an old server's default
+    httpserver.expect_request("/dated.xml").respond_with_data(DATED_FEED, content_type="text/xml")
+    config = gone_and_dated_config(tmp_path, httpserver)
+    run("--config", str(config), "poll")
+    with sqlite3.connect(tmp_path / "data" / "aggregator.db") as db:
+        (title,) = db.execute("SELECT title FROM articles WHERE source_id='gone'").fetchone()
+    assert title == "係咪真㗎"  # the document's big5 is believed, not the HTTP default
+    line = summary_line(run("--config", str(config), "status"), "gone")
+    assert "warning: charset: HTTP said ISO-8859-1, the document says big5" in line
