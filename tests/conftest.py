@@ -12,9 +12,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from builders import rss_document
+
+from aggregator.ingest.fetch import HttpFetcher
+from aggregator.store import Store
 
 
 class HeldPortal(ThreadingHTTPServer):
@@ -70,3 +74,18 @@ def held_portal() -> Iterator[Callable[[str], HeldPortal]]:
         portal.release.set()
         portal.shutdown()
         portal.server_close()
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A store on a fresh SQLite file (test_store.py's own fixture adds PostgreSQL)."""
+    with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as opened:
+        yield opened
+
+
+@pytest.fixture()
+def http() -> Iterator[HttpFetcher]:
+    """The real fetch, with its sessions closed at the end."""
+    fetcher = HttpFetcher()
+    yield fetcher
+    fetcher.close()

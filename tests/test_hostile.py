@@ -135,19 +135,6 @@ def source(server: HTTPServer, source_id: str) -> Source:
                        categories=("hostile", source_id))
 
 
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as opened:
-        yield opened
-
-
-@pytest.fixture()
-def http() -> Iterator[HttpFetcher]:
-    fetcher = HttpFetcher()
-    yield fetcher
-    fetcher.close()
-
-
 def check_outputs(store: Store, tmp_path: Path, *, export: bool = True) -> None:
     """Every generated file is well-formed, valid, bounded and inert."""
     options = FeedOptions(output_dir=str(tmp_path / "public"), site_url="http://feeds.test/",

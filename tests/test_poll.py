@@ -4,13 +4,11 @@ portals that misbehave; real SQLite in tmp_path."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import pytest
 from builders import make_source, rss_document
 from pytest_httpserver import HTTPServer
 
@@ -46,19 +44,6 @@ NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 # Sources in 新闻, as the poll tests' portal lists them.
 source = partial(make_source, categories=("新闻",))
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as opened:
-        yield opened
-
-
-@pytest.fixture()
-def http() -> Iterator[HttpFetcher]:
-    fetcher = HttpFetcher()
-    yield fetcher
-    fetcher.close()
 
 
 def poll(src: Source, store: Store, fetch: object, **kwargs: object) -> PollResult:
