@@ -261,6 +261,25 @@ class SourceState:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's claim on one source until ``until``; ``token`` fences its commit: the
+    commit applies only while the row still carries this token (no later claim took over)."""
+
+    source_id: str
+    token: int
+    until: datetime
+    holder: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A due source a worker claimed: the lease and the state its poll starts from."""
+
+    lease: Lease
+    state: SourceState
+
+
+@dataclass(frozen=True, slots=True)
 class SourceStatus(SourceState):
     """A source's remembered state and how many articles it has stored (``status``,
     ``/healthz``)."""

@@ -26,6 +26,7 @@ from aggregator.records import (
     Article,
     FetchOptions,
     FetchResult,
+    Lease,
     NormalizeOptions,
     PollOutcome,
     PollResult,
@@ -188,10 +189,10 @@ class CountingStore:
         self.reads += 1
         return self.store.source_states(source_ids)  # type: ignore[arg-type]
 
-    def commit_poll(self, update: SourceUpdate,
-                    articles: Sequence[Article] | None = None) -> StoreCounts:
+    def commit_poll(self, update: SourceUpdate, articles: Sequence[Article] | None = None,
+                    lease: Lease | None = None) -> StoreCounts:
         self.commits += 1
-        return self.store.commit_poll(update, articles)
+        return self.store.commit_poll(update, articles, lease)
 
 
 def answer(status: int = 200, content: bytes = b"", **kwargs: object) -> FetchResult:
@@ -267,8 +268,8 @@ def test_a_failing_commit_is_an_error_result_not_an_exception(store: Store) -> N
     other = Source(id="other", name="O", url="http://p.test/feed", categories=("c",))
 
     class BrokenStore(CountingStore):
-        def commit_poll(self, update: SourceUpdate,
-                        articles: Sequence[Article] | None = None) -> StoreCounts:
+        def commit_poll(self, update: SourceUpdate, articles: Sequence[Article] | None = None,
+                        lease: Lease | None = None) -> StoreCounts:
             from aggregator.errors import StoreError
 
             raise StoreError("cannot commit the poll: disk full", source_id=update.state.source_id)
@@ -331,3 +332,18 @@ def test_host_slots_run_queued_work_in_order_on_the_finishing_thread() -> None:
     assert nested == [False, False]
     assert order == ["first", "second", "third"] and slots.waiting() == 0
     assert slots.run("h", 1, lambda: order.append("again")) is True
+
+
+def test_a_poll_whose_lease_was_taken_over_writes_nothing(store: Store) -> None:
+    store.add_sources([SRC], now=NOW)
+    [paused] = store.claim_due("w1", limit=1, lease_for=timedelta(minutes=1), now=NOW)
+    [current] = store.claim_due("w2", limit=1, lease_for=timedelta(minutes=1),
+                                now=NOW + timedelta(minutes=2))
+    late = poll_source(SRC, paused.state, store, OPTIONS,
+                       fetch=Portal(answer(content=rss_document("一"))), lease=paused.lease,
+                       now=lambda: NOW)
+    assert late.result is PollOutcome.ERROR and "taken over" in (late.error or "")
+    assert store.count_articles() == 0 and store.source_state("portal") == current.state
+    fresh = poll_source(SRC, current.state, store, OPTIONS,
+                        fetch=Portal(answer(content=rss_document("一"))), lease=current.lease)
+    assert fresh.result is PollOutcome.NEW

@@ -37,12 +37,13 @@ from aggregator.errors import StoreError
 from aggregator.records import (
     Article,
     PollOutcome,
+    Source,
     SourceState,
     SourceUpdate,
     StoreCounts,
     Validators,
 )
-from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, Store, make_engine
+from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, LeaseLost, Store, make_engine
 from aggregator.store.models import Base
 
 PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
@@ -702,3 +703,55 @@ def test_a_source_the_config_dropped_is_forgotten_after_the_grace_period(store: 
         "gone"]
     assert store.count_articles("gone") == 0 and store.source_state("gone") is None
     assert store.count_articles("src") == 1 and store.source_state("src") is not None
+
+
+# -- sources as a queue: claims, leases, fencing -----------------------------------------
+
+
+def configured(*ids: str) -> list[Source]:
+    return [Source(id=i, name=i, url=f"https://{i}.example/feed", categories=("news",))
+            for i in ids]
+
+
+def test_added_sources_are_due_and_claims_lease_them(store: Store) -> None:
+    assert store.add_sources(configured("a", "b", "c"), now=T0) == 3
+    assert store.add_sources(configured("a", "b", "c", "d"), now=T0) == 1  # idempotent
+    lease = timedelta(minutes=2)
+    first = store.claim_due("w1", limit=2, lease_for=lease, now=T0)
+    assert [c.lease.source_id for c in first] == ["a", "b"]
+    assert {(c.lease.token, c.lease.holder, c.lease.until) for c in first} == {
+        (1, "w1", T0 + lease)}
+    assert first[0].state == store.source_state("a")
+    second = store.claim_due("w2", limit=10, lease_for=lease, now=T0)
+    assert [c.lease.source_id for c in second] == ["c", "d"]  # a and b are leased
+    assert store.claim_due("w2", limit=10, lease_for=lease, now=T0 + timedelta(minutes=1)) == []
+    # w1 died: its leases expire and another worker takes the sources, with a new token
+    taken = store.claim_due("w2", limit=1, lease_for=lease, now=T0 + timedelta(minutes=3))
+    assert [(c.lease.source_id, c.lease.token) for c in taken] == [("a", 2)]
+
+
+def test_a_commit_under_a_lost_lease_is_refused_and_writes_nothing(store: Store) -> None:
+    store.add_sources(configured("src"), now=T0)
+    lease = timedelta(minutes=2)
+    [paused] = store.claim_due("w1", limit=1, lease_for=lease, now=T0)
+    [current] = store.claim_due("w2", limit=1, lease_for=lease, now=T0 + timedelta(minutes=5))
+    late = SourceUpdate(state=success(next_poll_at=T0 + timedelta(hours=1)), result=None)
+    with pytest.raises(LeaseLost) as caught:
+        store.commit_poll(late, [make_article("k1")], paused.lease)
+    assert caught.value.source_id == "src"
+    assert store.count_articles() == 0 and store.source_state("src") == current.state
+    # the current holder commits, and the lease is released: due again at its next poll
+    assert store.commit_poll(late, [make_article("k1")], current.lease) == StoreCounts(new=1)
+    assert store.claim_due("w3", limit=1, lease_for=lease, now=T0 + timedelta(minutes=6)) == []
+    [again] = store.claim_due("w3", limit=1, lease_for=lease, now=T0 + timedelta(hours=1))
+    assert again.lease.token == 3
+
+
+def test_disabled_and_dropped_sources_are_never_due(store: Store) -> None:
+    store.add_sources(configured("gone", "dropped", "ok"), now=T0)
+    gone = SourceState(source_id="gone", url="https://gone.example/feed",
+                       disabled_reason="HTTP 410 Gone", next_poll_at=T0)
+    store.commit_poll(SourceUpdate(state=gone, result=PollOutcome.DISABLED))
+    store.forget_unconfigured(["gone", "ok"], now=T0, grace=timedelta(days=30))
+    due = store.claim_due("w", limit=10, lease_for=timedelta(minutes=1), now=T0)
+    assert [c.lease.source_id for c in due] == ["ok"]

@@ -122,3 +122,30 @@ def test_a_connection_the_server_closed_is_replaced_unseen(admin: object, databa
         [result] = poll_sources([Source(id="s", name="S", url="http://p.test/feed",
                                         categories=("c",))], store, OPTIONS, fetch=not_modified)
         assert result.result is PollOutcome.NEW
+
+
+def test_concurrent_workers_never_claim_a_source_twice(database: str) -> None:
+    import threading
+    from datetime import timedelta
+
+    sources = [Source(id=f"s{n:04d}", name="S", url=f"http://p{n}.test/", categories=("c",))
+               for n in range(600)]
+    claimed: list[list[str]] = [[] for _ in range(4)]
+    with Store.open(database, connections=4) as store:
+        store.add_sources(sources, now=NOW)
+        start = threading.Barrier(4)
+
+        def worker(number: int) -> None:
+            start.wait()
+            while batch := store.claim_due(f"w{number}", limit=20,
+                                           lease_for=timedelta(minutes=5), now=NOW):
+                claimed[number].extend(c.lease.source_id for c in batch)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    every = [source_id for batch in claimed for source_id in batch]
+    assert sorted(every) == [s.id for s in sources]  # each exactly once
+    assert sum(1 for batch in claimed if batch) >= 2  # the workers really competed

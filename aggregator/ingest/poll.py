@@ -46,6 +46,7 @@ from aggregator.records import (
     Article,
     FetchOptions,
     FetchResult,
+    Lease,
     NormalizeOptions,
     ParsedFeed,
     PollOutcome,
@@ -82,8 +83,8 @@ class PollStore(Protocol):
     def source_states(self, source_ids: Iterable[str] | None = None) -> dict[str, SourceState]:
         ...
 
-    def commit_poll(self, update: SourceUpdate,
-                    articles: Sequence[Article] | None = None) -> StoreCounts: ...
+    def commit_poll(self, update: SourceUpdate, articles: Sequence[Article] | None = None,
+                    lease: Lease | None = None) -> StoreCounts: ...
 
 
 def utc_now() -> datetime:
@@ -99,11 +100,13 @@ def poll_source(
     fetch: Fetch,
     parse_pool: WorkerPool | None = None,
     force: bool = False,
+    lease: Lease | None = None,
     now: Callable[[], datetime] = utc_now,
     jitter: Callable[[], float] = random.random,
 ) -> PollResult:
     """Poll one source whose stored state the caller read (``remembered``); never raises
-    for that source's faults.  ``force`` polls a source that a 410 disabled."""
+    for that source's faults.  ``force`` polls a source that a 410 disabled; ``lease``
+    (from a claim) fences the commit."""
     started, at = time.monotonic(), now()
     planned = decide.plan(configured, remembered)
     if planned.disabled is not None and not force:
@@ -115,7 +118,7 @@ def poll_source(
     update = decide.decide(configured, remembered, planned, attempt, now=at,
                            rules=options.rules, jitter=jitter())
     try:
-        counts = store.commit_poll(update, articles)
+        counts = store.commit_poll(update, articles, lease)
     except AggregatorError as exc:
         log.error("source=%s could not store the poll: %s", configured.id, exc.reason)
         update = decide.decide(configured, remembered, planned, decide.Attempt(

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
@@ -41,7 +41,10 @@ from sqlalchemy.orm import Session, selectinload
 from aggregator.errors import StoreError
 from aggregator.records import (
     Article,
+    Claim,
+    Lease,
     PollOutcome,
+    Source,
     SourceState,
     SourceStatus,
     SourceUpdate,
@@ -52,9 +55,13 @@ from aggregator.store.engine import HEAD_REVISION, MIGRATIONS_DIR, WRITE, descri
 from aggregator.store.engine import make_engine as make_engine
 from aggregator.store.models import ArticleRow, CategoryRow, SourceRow, TombstoneRow
 
-__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Store", "make_engine"]
+__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "LeaseLost", "Store", "make_engine"]
 
 _ITER_CHUNK = 500  # articles per read transaction in iter_articles
+
+
+class LeaseLost(StoreError):
+    """A poll's commit was refused: another claim took the source over (fencing)."""
 
 
 class Store:
@@ -139,8 +146,8 @@ class Store:
             found = session.execute(rows.status_query().order_by(SourceRow.id)).all()
             return [rows.status_of(source, count) for source, count in found]
 
-    def commit_poll(self, update: SourceUpdate,
-                    articles: Sequence[Article] | None = None) -> StoreCounts:
+    def commit_poll(self, update: SourceUpdate, articles: Sequence[Article] | None = None,
+                    lease: Lease | None = None) -> StoreCounts:
         """Write one poll's decision and its articles in one transaction.
 
         ``update.state`` replaces the source's stored state whole.  ``articles`` is None
@@ -152,6 +159,10 @@ class Store:
         replaces a date read from the feed), and one retention removed stays removed
         (``retired``).  Tombstones of keys the document no longer lists are forgotten.
         The stored ``last_result`` is ``update.result``, or what the articles did.
+
+        With the ``lease`` a claim gave, the commit applies only while the row still
+        carries its token, and releases the lease; a worker that lost its lease (paused
+        past it while another claimed the source) gets ``LeaseLost`` and writes nothing.
         """
         state = update.state
         source_id = state.source_id
@@ -164,13 +175,59 @@ class Store:
                     raise ValueError(f"article {article.key!r} belongs to source "
                                      f"{article.source_id!r}, not {source_id!r}")
         with self._write(source_id, "commit the poll") as session:
-            row = rows.lock_source(session, source_id, state.url or "")
+            row = rows.lock_source(session, source_id, state.url or "", lease)
+            if row is None:
+                raise LeaseLost(f"lease {lease.token if lease else '?'} was taken over; "
+                                "this poll's results are dropped", source_id=source_id)
             counts = StoreCounts()
             if articles is not None:
                 counts = _upsert(session, source_id, batch, collided)
             rows.apply_state(row, state)
             row.last_result = (update.result or PollOutcome.of_counts(counts)).value
         return counts
+
+    def add_sources(self, sources: Iterable[Source], *, now: datetime) -> int:
+        """Give every source without a row one, due ``now``, so a claim finds it; returns
+        how many were added.  Idempotent: existing rows are left as they are."""
+        wanted = {s.id: s for s in sources}
+        with self._write(None, "add sources") as session:
+            known: set[str] = set()
+            ids = sorted(wanted)
+            for start in range(0, len(ids), rows.IN_CHUNK):
+                known.update(session.scalars(select(SourceRow.id).where(
+                    SourceRow.id.in_(ids[start:start + rows.IN_CHUNK]))))
+            fresh = [{"id": i, "url": wanted[i].url, "error_count": 0, "redirect_count": 0,
+                      "lease_token": 0, "next_poll_at": now} for i in ids if i not in known]
+            if fresh:
+                session.execute(insert(SourceRow), fresh)
+        return len(fresh)
+
+    def claim_due(self, holder: str, *, limit: int, lease_for: timedelta,
+                  now: datetime) -> list[Claim]:
+        """Lease up to ``limit`` sources due at ``now`` that nobody holds, earliest first,
+        in one short transaction; each claim bumps the row's fencing token.
+
+        On PostgreSQL rows another worker is claiming are skipped (``FOR UPDATE SKIP
+        LOCKED``), so concurrent workers never claim one source twice; SQLite's write
+        lock serializes claims.  Sources a 410 disabled or the config dropped are not due.
+        """
+        if limit <= 0:
+            return []
+        query = (select(SourceRow)
+                 .where(SourceRow.next_poll_at <= now,
+                        or_(SourceRow.leased_until.is_(None), SourceRow.leased_until < now),
+                        SourceRow.disabled_reason.is_(None), SourceRow.unlisted_since.is_(None))
+                 .order_by(SourceRow.next_poll_at, SourceRow.id).limit(limit)
+                 .with_for_update(skip_locked=True))
+        until = now + lease_for
+        with self._write(None, "claim due sources") as session:
+            claimed = list(session.scalars(query))
+            for row in claimed:
+                row.lease_token = (row.lease_token or 0) + 1
+                row.leased_until, row.leased_by = until, holder
+            return [Claim(lease=Lease(source_id=row.id, token=row.lease_token, until=until,
+                                      holder=holder), state=rows.state_of(row))
+                    for row in claimed]
 
     def prune(self, *, older_than: datetime | None = None, keep_per_source: int | None = None,
               now: datetime | None = None) -> dict[str, int]:

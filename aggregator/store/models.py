@@ -84,6 +84,7 @@ class SourceRow(Base):
     """What the store remembers about polling one source."""
 
     __tablename__ = "sources"
+    __table_args__ = (Index("ix_sources_next_poll_at", "next_poll_at"),)
 
     id: Mapped[str] = mapped_column(Text, primary_key=True)
     url: Mapped[str] = mapped_column(Text, nullable=False)
@@ -108,6 +109,12 @@ class SourceRow(Base):
     # leave the outputs at once and the database after a grace period
     unlisted_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_warnings: Mapped[str | None] = mapped_column(Text)  # of the last parsed document
+    # the lease of the worker polling the source now, and the fencing token its commit must
+    # still find on the row (every claim bumps it)
+    lease_token: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                             server_default="0")
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    leased_by: Mapped[str | None] = mapped_column(Text)
 
 
 class ArticleRow(Base):

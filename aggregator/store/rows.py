@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session, selectinload
 
-from aggregator.records import Article, SourceState, SourceStatus
+from aggregator.records import Article, Lease, SourceState, SourceStatus
 from aggregator.store.models import ArticleRow, CategoryRow, SourceRow
 
 IN_CHUNK = 500  # keys per IN (...) list when loading a batch's existing rows
@@ -87,8 +87,20 @@ def row_values(article: Article) -> dict[str, Any]:
     return {name: getattr(article, name) for name in ARTICLE_COLUMNS}
 
 
-def lock_source(session: Session, source_id: str, url: str) -> SourceRow:
-    """The source's row, locked for this transaction (FOR UPDATE; SQLite's lock is global)."""
+def lock_source(session: Session, source_id: str, url: str,
+                lease: Lease | None = None) -> SourceRow | None:
+    """The source's row, locked for this transaction (FOR UPDATE; SQLite's lock is global).
+
+    With a ``lease``: only while the row still carries its token (else None: a later claim
+    took the source over), and the lease is released.
+    """
+    if lease is not None:
+        fenced = session.scalars(select(SourceRow).where(
+            SourceRow.id == source_id, SourceRow.lease_token == lease.token)
+            .with_for_update()).first()
+        if fenced is not None:
+            fenced.leased_until = fenced.leased_by = None
+        return fenced
     source = session.get(SourceRow, source_id, with_for_update=True)
     if source is None:
         source = SourceRow(id=source_id, url=url, error_count=0)
