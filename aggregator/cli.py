@@ -34,7 +34,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
-PROGRESS_THRESHOLD = 5  # show a progress bar when polling more sources than this
+PROGRESS_THRESHOLD = 5
+DEFAULT_PORT = 8080  # show a progress bar when polling more sources than this
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -382,19 +383,37 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 
 @cli.command()
 @config_option
-@_listen_options
+@click.option("--port", type=int, default=None,
+              help="TCP port to listen on (0: any free port; default 8080, none for a worker).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--role", type=click.Choice(["all", "worker", "web"]), default="all",
+              show_default=True, help="all: poll and serve; worker: poll with peers; web: serve.")
 @click.pass_context
-def run(ctx: click.Context, host: str, port: int) -> None:
+def run(ctx: click.Context, host: str, port: int | None, role: str) -> None:
     """The daemon: poll every source on its interval, rebuild feeds, serve them.
 
     Reloads the config when the file changes or on SIGHUP (an invalid edit is
     logged and the last good config keeps running); SIGTERM/SIGINT stop it cleanly.
+    --role worker polls with any number of peers on one PostgreSQL database (HTTP only
+    with --port, for /healthz and /metrics); --role web serves and polls nothing.
     """
     from aggregator.service.process import run_service
 
     settings = _settings(ctx)
+    if port is None and role != "worker":
+        port = DEFAULT_PORT
     with _open_store(ctx, settings, long_running=True) as store:
-        code = run_service(settings, store, host=host, port=port)
+        if role == "web":
+            code = run_service(settings, store, host=host, port=port, role=role)
+        else:
+            with store.sole_poller() as allowed:
+                if not allowed:
+                    click.echo("another process polls this SQLite database: SQLite is one "
+                               "host and one writer; use PostgreSQL to run several workers",
+                               err=True)
+                    ctx.exit(EXIT_CONFIG)
+                code = run_service(settings, store, host=host, port=port, role=role)
     ctx.exit(code)
 
 

@@ -8,6 +8,9 @@ the call site or keeps a one-line ``functools.partial`` of the builder.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,3 +72,37 @@ def rss_document(*titles: str, link: str = "http://p.test/{index}") -> bytes:
         for i, t in enumerate(titles)
     )
     return rss_items(items, title="P", link=None).encode()
+
+
+class LogWatcher:
+    """Collects a process's stderr lines; waits for a line matching a pattern."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, *, after: int = 0, timeout: float = 30) -> re.Match[str]:
+        regex = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        def seen() -> bool:
+            for line in self.lines[after:]:
+                if match := regex.search(line):
+                    found.append(match)
+                    return True
+            return False
+
+        with self._changed:
+            if not self._changed.wait_for(seen, timeout=timeout):
+                tail = "\n".join(self.lines[-30:])
+                raise AssertionError(f"no log line matching {pattern!r}; last lines:\n{tail}")
+        return found[0]

@@ -16,43 +16,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from builders import LogWatcher
 from prometheus_client.parser import text_string_to_metric_families
 
 ENTRIES_PER_FEED = 40
-
-
-class LogWatcher:
-    """Collects a process's stderr lines; waits for a line matching a pattern."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
-        self._thread.start()
-
-    def _read(self, process: subprocess.Popen[str]) -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def wait_for(self, pattern: str, *, after: int = 0, timeout: float = 30) -> re.Match[str]:
-        regex = re.compile(pattern)
-        found: list[re.Match[str]] = []
-
-        def seen() -> bool:
-            for line in self.lines[after:]:
-                if match := regex.search(line):
-                    found.append(match)
-                    return True
-            return False
-
-        with self._changed:
-            if not self._changed.wait_for(seen, timeout=timeout):
-                tail = "\n".join(self.lines[-30:])
-                raise AssertionError(f"no log line matching {pattern!r}; last lines:\n{tail}")
-        return found[0]
 
 
 def feed(source_id: str, count: int = 3) -> bytes:

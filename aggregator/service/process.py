@@ -25,10 +25,11 @@ from types import FrameType
 
 from aggregator.config import Settings
 from aggregator.ingest.poll import utc_now
-from aggregator.service.health import health_report
+from aggregator.service.health import ConfigState, health_report
 from aggregator.service.http import FeedServer, make_app
 from aggregator.service.metrics import Metrics
 from aggregator.service.scheduler import Scheduler
+from aggregator.service.worker import ClaimWorker
 from aggregator.store import Store
 
 log = logging.getLogger(__name__)
@@ -37,27 +38,49 @@ STOP = "stop"
 RELOAD = "reload"
 
 
-def run_service(settings: Settings, store: Store, *, host: str, port: int) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
+ROLES = ("all", "worker", "web")
+
+
+def run_service(settings: Settings, store: Store, *, host: str, port: int | None,
+                role: str = "all") -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code.
+
+    ``all``: one process schedules its polls in memory (``Scheduler``) and serves.
+    ``worker``: polls what the database says is due, with any number of peers
+    (``ClaimWorker``); serves ``/healthz`` and ``/metrics`` only when given a ``port``.
+    ``web``: serves the published files and health, polls nothing.
+    """
     events: queue.SimpleQueue[str] = queue.SimpleQueue()
     metrics = Metrics()
-    scheduler = Scheduler(settings, store, metrics)
+    engine: Scheduler | ClaimWorker | None = None
+    if role == "all":
+        engine = Scheduler(settings, store, metrics)
+    elif role == "worker":
+        engine = ClaimWorker(settings, store, metrics)
 
     def health() -> dict[str, object]:
-        current = scheduler.settings
-        return health_report(current.source_list(), store.statuses(), utc_now(),
-                             scheduler.config_state)
+        current = engine.settings if engine is not None else settings
+        state = engine.config_state if engine is not None else ConfigState(
+            settings.config_path, started)
+        return health_report(current.source_list(), store.statuses(), utc_now(), state)
 
-    app = make_app(settings.output_dir, str(settings.site_url), health=health, metrics=metrics)
-    server = FeedServer(app, host=host, port=port)
+    started = utc_now()
+    server = None
+    if port is not None:
+        app = make_app(settings.output_dir, str(settings.site_url), health=health,
+                       metrics=metrics)
+        server = FeedServer(app, host=host, port=port)
     previous = _install_signal_handlers(events)
     watcher_stop = threading.Event()
-    watcher = _watch_config(settings.config_path, events, watcher_stop)
+    watcher = _watch_config(settings.config_path, events, watcher_stop) if engine else None
+    finished = True
     try:
-        server.start()
-        log.info("serving %s at %s (listening on %s)", settings.output_dir, settings.site_url,
-                 server.url)
-        scheduler.start()
+        if server is not None:
+            server.start()
+            log.info("serving %s at %s (listening on %s)", settings.output_dir,
+                     settings.site_url, server.url)
+        if engine is not None:
+            engine.start()
         while True:
             try:
                 event = events.get(timeout=1.0)
@@ -65,13 +88,15 @@ def run_service(settings: Settings, store: Store, *, host: str, port: int) -> in
                 continue
             if event == STOP:
                 break
-            if event == RELOAD:
-                scheduler.reload()
+            if event == RELOAD and engine is not None:
+                engine.reload()
     finally:
         log.info("shutting down")
         watcher_stop.set()
-        finished = scheduler.stop()
-        server.stop()
+        if engine is not None:
+            finished = engine.stop()
+        if server is not None:
+            server.stop()
         if watcher is not None:
             watcher.join(timeout=5)
         _restore_signal_handlers(previous)

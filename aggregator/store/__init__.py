@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
@@ -209,12 +209,13 @@ class Store:
 
         On PostgreSQL rows another worker is claiming are skipped (``FOR UPDATE SKIP
         LOCKED``), so concurrent workers never claim one source twice; SQLite's write
-        lock serializes claims.  Sources a 410 disabled or the config dropped are not due.
+        lock serializes claims.  A source never scheduled is due; sources a 410 disabled
+        or the config dropped are not.
         """
         if limit <= 0:
             return []
         query = (select(SourceRow)
-                 .where(SourceRow.next_poll_at <= now,
+                 .where(or_(SourceRow.next_poll_at.is_(None), SourceRow.next_poll_at <= now),
                         or_(SourceRow.leased_until.is_(None), SourceRow.leased_until < now),
                         SourceRow.disabled_reason.is_(None), SourceRow.unlisted_since.is_(None))
                  .order_by(SourceRow.next_poll_at, SourceRow.id).limit(limit)
@@ -228,6 +229,66 @@ class Store:
             return [Claim(lease=Lease(source_id=row.id, token=row.lease_token, until=until,
                                       holder=holder), state=rows.state_of(row))
                     for row in claimed]
+
+    def release(self, lease: Lease) -> None:
+        """Give a claimed source back unpolled (due again at once), if the lease still holds."""
+        with self._write(lease.source_id, "release the lease") as session:
+            session.execute(update(SourceRow).where(
+                SourceRow.id == lease.source_id, SourceRow.lease_token == lease.token)
+                .values(leased_until=None, leased_by=None))
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Whether this process is the one doing ``name`` now (builds of a category,
+        maintenance), across every process on the database.
+
+        PostgreSQL: a session advisory lock on a connection held for the block (released
+        by PostgreSQL if the process dies); a busy lock yields False, no waiting.  SQLite
+        is one host and one writer: always True.
+        """
+        if self._engine.dialect.name != "postgresql":
+            yield True
+            return
+        try:
+            connection = self._engine.connect()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot lock {name!r}: {describe(exc)}") from exc
+        try:
+            got = bool(connection.execute(
+                text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": name}).scalar())
+            connection.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    connection.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"),
+                                       {"n": name})
+                    connection.commit()
+        finally:
+            connection.close()
+
+    @contextmanager
+    def sole_poller(self) -> Iterator[bool]:
+        """Whether this process may poll: always on PostgreSQL (workers share the sources
+        through claims); on an SQLite file only if no other polling process holds it —
+        SQLite is one host and one writer.  Held for the block (an OS file lock beside
+        the database, released by the kernel if the process dies)."""
+        database = make_url(self._engine.url).database or ""
+        if self._engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield True
+            return
+        import fcntl
+
+        with open(f"{database}.pollers", "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def prune(self, *, older_than: datetime | None = None, keep_per_source: int | None = None,
               now: datetime | None = None) -> dict[str, int]:

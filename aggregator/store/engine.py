@@ -166,12 +166,23 @@ def _create_fresh(engine: Engine) -> bool:
     with engine.connect() as connection:
         connection.execution_options(**WRITE)
         with connection.begin():  # on SQLite: a write lock against a concurrent creator
+            _lock_schema(connection)
             if inspect(connection).get_table_names():
                 return False
             Base.metadata.create_all(connection)
             _ALEMBIC_VERSION.create(connection)
             connection.execute(insert(_ALEMBIC_VERSION).values(version_num=HEAD_REVISION))
     return True
+
+
+# Held while a schema is created or migrated: several workers starting together on one new
+# PostgreSQL database must not all create it (SQLite's BEGIN IMMEDIATE already serializes).
+_SCHEMA_LOCK = 0x61676772  # "aggr"
+
+
+def _lock_schema(connection: Any) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
 
 
 _upgrade_lock = threading.Lock()  # alembic's context is module-global: one upgrade at a time
@@ -192,6 +203,7 @@ def _upgrade(engine: Engine) -> None:
     with _upgrade_lock, engine.connect() as connection:
         connection.execution_options(**WRITE)
         with connection.begin():
+            _lock_schema(connection)
             config.attributes["connection"] = connection
             try:
                 command.upgrade(config, "head")

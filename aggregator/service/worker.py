@@ -1,0 +1,234 @@
+"""``aggregator run --role worker``: poll what the database says is due, with many peers.
+
+Where ``Scheduler`` keeps one process's schedule in memory, a worker keeps none: the
+``sources`` table is the queue.  The loop claims a batch of due sources that nobody
+holds (``Store.claim_due``: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a lease per
+source and a fencing token bumped per claim), polls them on its thread pool with the
+per-host slots of this worker, and each poll's commit (``commit_poll`` with the lease)
+writes the next due time and releases the lease — or is refused when a peer took the
+source over after the lease expired (a worker paused past its lease cannot overwrite
+the newer poll).  A worker that dies loses its leases at expiry; the others take over.
+
+Builds of the categories its polls changed are debounced and serialized across workers
+with an advisory lock per category (``Store.exclusive``); every worker writes the same
+bytes, so a shared ``output_dir`` stays consistent.  On start and on reload the config's
+sources are added to the table (idempotent).
+
+This module must not decide a poll (``ingest.decide`` does), keep a schedule of its own,
+or serve HTTP (``service.process`` wires the optional health endpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+from aggregator import publish
+from aggregator.config import Settings, load_config
+from aggregator.errors import AggregatorError
+from aggregator.ingest import decide
+from aggregator.ingest.fetch import HttpFetcher
+from aggregator.ingest.poll import HostSlots, host_of, poll_source, utc_now
+from aggregator.records import Claim, PollResult
+from aggregator.service import wiring
+from aggregator.service.health import ConfigState
+from aggregator.service.metrics import Metrics
+from aggregator.store import Store
+
+log = logging.getLogger(__name__)
+
+LEASE_MARGIN = timedelta(seconds=5)  # beyond the fetch deadline and the parse budget
+IDLE_WAIT = 1.0  # seconds between claims when nothing is due
+
+
+def lease_for(settings: Settings) -> timedelta:
+    """How long a claim lasts: longer than one poll may take."""
+    return settings.fetch_deadline + settings.parse_timeout + LEASE_MARGIN
+
+
+class ClaimWorker:
+    """Claims due sources from the store and polls them until stopped."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics, *,
+                 holder: str | None = None, now: Callable[[], datetime] = utc_now,
+                 rng: random.Random | None = None) -> None:
+        self._settings = settings
+        self._store = store
+        self._metrics = metrics
+        self._holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self._now = now
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
+        self._changed: set[str] = set()
+        self._changed_since: float | None = None
+        self._hosts = HostSlots()
+        self._fetch = HttpFetcher()
+        self._parse_pool = wiring.parse_pool(settings)
+        self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="poll")
+        self._thread: threading.Thread | None = None
+        self.config_state = ConfigState(settings.config_path, now())
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def holder(self) -> str:
+        return self._holder
+
+    def start(self) -> None:
+        self._sync(self._settings)
+        self._thread = threading.Thread(target=self._loop, name="claims", daemon=True)
+        self._thread.start()
+        log.info("worker %s started with %d source(s)", self._holder, len(self._settings.sources))
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop claiming; wait up to ``timeout`` for the polls in flight.  True if all ended."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        bound = self._settings.shutdown_timeout.total_seconds() if timeout is None else timeout
+        with self._idle:
+            finished = self._idle.wait_for(lambda: self._in_flight == 0, timeout=bound)
+        self._pool.shutdown(wait=finished, cancel_futures=True)
+        self._parse_pool.close()
+        self._fetch.close()
+        log.info("worker %s stopped", self._holder)
+        return finished
+
+    def reload(self) -> bool:
+        path = self._settings.config_path
+        if path is None:
+            return False
+        try:
+            settings = load_config(path)
+            self._sync(settings)
+        except AggregatorError as exc:
+            self.config_state = self.config_state.failed(str(exc), self._now())
+            self._metrics.config_reload_failed()
+            log.error("config reload failed, keeping the last good config: %s", exc)
+            return False
+        with self._lock:
+            self._settings = settings
+        self.config_state = ConfigState(settings.config_path, self._now())
+        self._metrics.config_loaded(self.config_state.loaded_at)
+        log.info("config reloaded: %d source(s)", len(settings.sources))
+        return True
+
+    def claim_once(self) -> int:
+        """Claim what is due and fits the free threads, and start polling it; how many."""
+        with self._lock:
+            settings = self._settings
+            free = settings.workers - self._in_flight
+        if free <= 0:
+            return 0
+        claims = self._store.claim_due(self._holder, limit=free, lease_for=lease_for(settings),
+                                       now=self._now())
+        for claim in claims:
+            self._start(claim, settings)
+        return len(claims)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no poll is in flight (for tests and tools)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+
+    def build_now(self) -> None:
+        """Build the categories polls changed, once across the workers (see ``_build``)."""
+        self._build(force=True)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                claimed = self.claim_once()
+                self._build(force=False)
+            except AggregatorError as exc:
+                log.error("claiming failed: %s", exc)
+                claimed = 0
+            except Exception:  # the loop must go on: one bad round is not the worker's end
+                log.exception("claim loop failed")
+                claimed = 0
+            if not claimed:
+                self._wake.wait(IDLE_WAIT)
+                self._wake.clear()
+
+    def _start(self, claim: Claim, settings: Settings) -> None:
+        source = next((s for s in settings.source_list() if s.id == claim.lease.source_id
+                       and s.enabled), None)
+        if source is None:  # not in this worker's config (yet): leave it to a peer
+            self._store.release(claim.lease)
+            return
+        with self._lock:
+            self._in_flight += 1
+        host = host_of(decide.plan(source, claim.state).source.url)
+
+        def poll() -> None:
+            try:
+                result = poll_source(source, claim.state, self._store,
+                                     wiring.poll_options(settings), fetch=self._fetch,
+                                     parse_pool=self._parse_pool, lease=claim.lease,
+                                     now=self._now, jitter=self._rng.random)
+                self._after(source.categories, result)
+            except Exception:  # a bug in one poll must not stop the worker
+                log.exception("source=%s poll failed", source.id)
+            finally:
+                with self._idle:
+                    self._in_flight -= 1
+                    self._idle.notify_all()
+                self._wake.set()
+
+        self._pool.submit(self._hosts.run, host, settings.host_concurrency, poll)
+
+    def _after(self, categories: tuple[str, ...], result: PollResult) -> None:
+        self._metrics.record_poll(result)
+        if result.counts.new or result.counts.updated:
+            with self._lock:
+                self._changed.update(categories)
+                if self._changed_since is None:
+                    self._changed_since = time.monotonic()
+
+    def _build(self, *, force: bool) -> None:
+        """Build the changed categories once ``build_debounce`` has passed; a category a
+        peer is building right now stays pending for the next round."""
+        with self._lock:
+            settings = self._settings
+            due = self._changed_since is not None and (
+                force or time.monotonic() - self._changed_since
+                >= settings.build_debounce.total_seconds())
+            if not due:
+                return
+            pending, self._changed, self._changed_since = self._changed, set(), None
+        built, busy = set(), set()
+        for category in sorted(pending):
+            with self._store.exclusive(f"build:{category}") as mine:
+                if not mine:
+                    busy.add(category)
+                    continue
+                publish.build(self._store, settings.feed_options(), settings.source_list(),
+                              only={category})
+                built.add(category)
+        if busy:
+            with self._lock:
+                self._changed |= busy
+                self._changed_since = self._changed_since or time.monotonic()
+        if built:
+            log.info("built %s", ", ".join(sorted(built)))
+
+    def _sync(self, settings: Settings) -> None:
+        added = self._store.add_sources(settings.source_list(), now=self._now())
+        if added:
+            log.info("%d new source(s) added to the queue", added)

@@ -1,0 +1,188 @@
+"""Several ``aggregator run --role worker`` processes share one PostgreSQL database, and a
+``--role web`` serves what they build.  Real processes, real PostgreSQL, a loopback portal
+that records every request."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from builders import LogWatcher
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SOURCES = 30
+INTERVAL = 4.0  # seconds
+
+
+class RecordingPortal(ThreadingHTTPServer):
+    """/<id>.xml is a small feed; every request's path and time is recorded."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, float]] = []
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        portal = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                name = self.path.strip("/").removesuffix(".xml")
+                with portal.changed:
+                    portal.requests.append((name, time.monotonic()))
+                    portal.changed.notify_all()
+                body = (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+                        f"<title>{name}</title><item><title>{name} 一</title>"
+                        f"<link>http://portal.test/{name}/1</link></item></channel></rss>"
+                        ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def fetches(self) -> dict[str, list[float]]:
+        with self.lock:
+            return self._by_path()
+
+    def _by_path(self) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {}
+        for name, at in self.requests:
+            found.setdefault(name, []).append(at)
+        return found
+
+    def wait_until_each_fetched(self, times: int, sources: int, timeout: float) -> bool:
+        def enough() -> bool:
+            found = self._by_path()
+            return len(found) == sources and min(len(v) for v in found.values()) >= times
+
+        with self.changed:
+            return self.changed.wait_for(enough, timeout=timeout)
+
+
+@pytest.fixture()
+def database() -> Iterator[str]:
+    admin = create_engine(PG_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                          connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure just means "no PostgreSQL here"
+        admin.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
+    name = f"test_workers_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def write_config(tmp_path: Path, database: str, portal: RecordingPortal) -> Path:
+    port = portal.server_address[1]
+    lines = [f"database_url: {database}", f"output_dir: {tmp_path / 'public'}",
+             "allow_private_networks: true", "build_debounce: 0.5s", "parse_workers: 0",
+             "workers: 4", "fetch_deadline: 3s", "sources:"]
+    for n in range(SOURCES):
+        lines += [f"  - id: s{n:02d}", f"    name: 源{n}",
+                  f'    url: "http://127.0.0.1:{port}/s{n:02d}.xml"',
+                  f"    categories: [分组{n % 3}, 全部]", f"    interval: {INTERVAL}s"]
+    path = tmp_path / "aggregator.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def start(config: Path, *args: str) -> tuple[subprocess.Popen[str], LogWatcher]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "--config", str(config), "run", *args],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    return process, LogWatcher(process)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_workers_share_the_sources_and_the_web_role_serves_their_build(
+    tmp_path: Path, database: str
+) -> None:
+    portal = RecordingPortal()
+    config = write_config(tmp_path, database, portal)
+    processes = []
+    try:
+        workers = [start(config, "--role", "worker") for _ in range(2)]
+        processes += [p for p, _ in workers]
+        web, web_log = start(config, "--role", "web", "--port", "0")
+        processes.append(web)
+        url = web_log.wait_for(r"listening on (http://[^\s)]+)").group(1)
+        assert portal.wait_until_each_fetched(3, SOURCES, timeout=60), "the workers fell behind"
+        for _process, log in workers:  # both took part
+            log.wait_for(r"source=s\d+ result=", timeout=5)
+        # the web role serves the category feed the workers built
+        feed = requests.get(url + "categories/%E5%85%A8%E9%83%A8/rss.xml", timeout=10)
+        assert feed.status_code == 200
+        assert "s00 一" in feed.text
+    finally:
+        for process in processes:
+            stop(process)
+        portal.shutdown()
+        portal.server_close()
+    # each source was fetched by one worker at a time, once per interval at most
+    for name, times in portal.fetches().items():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= INTERVAL - 0.5, (name, gaps)
+    engine = create_engine(database, poolclass=NullPool)
+    with engine.connect() as connection:
+        articles = connection.execute(text("SELECT count(*) FROM articles")).scalar()
+        leased = connection.execute(text(
+            "SELECT count(*) FROM sources WHERE leased_until IS NOT NULL")).scalar()
+    engine.dispose()
+    assert articles == SOURCES  # one article per feed, never stored twice
+    assert leased == 0  # a clean stop leaves no lease behind
+
+
+def test_a_second_poller_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
+    portal = RecordingPortal()
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", portal)
+    first, first_log = start(config, "--role", "worker")
+    try:
+        first_log.wait_for(r"worker \S+ started")
+        second = subprocess.run(
+            [sys.executable, "-m", "aggregator", "--config", str(config), "run", "--role",
+             "worker"], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert "SQLite is one host and one writer" in second.stderr
+    finally:
+        stop(first)
+        portal.shutdown()
+        portal.server_close()
