@@ -55,3 +55,8 @@ class ParseError(AggregatorError):
 
 class StoreError(AggregatorError):
     """The database refused or failed an operation."""
+
+
+class LeaseLost(StoreError):
+    """A poll's commit was refused: another worker's claim took the source over after this
+    one's lease expired (fencing), so nothing of this poll was written."""

@@ -204,6 +204,7 @@ class PollOutcome(StrEnum):
     ERROR = "error"  # fetch, parse or store failed; polled again after a backoff
     DISABLED = "disabled"  # the portal said 410 Gone: not polled until the URL is edited
     SKIPPED = "skipped"  # not polled: disabled by an earlier 410
+    SUPERSEDED = "superseded"  # a peer took the source over past this poll's lease: not kept
 
     @classmethod
     def of_counts(cls, counts: StoreCounts) -> PollOutcome:
@@ -277,6 +278,7 @@ class Claim:
 
     lease: Lease
     state: SourceState
+    taken_over: bool = False  # the previous holder's lease had expired unreleased
 
 
 @dataclass(frozen=True, slots=True)

@@ -342,7 +342,7 @@ def test_a_poll_whose_lease_was_taken_over_writes_nothing(store: Store) -> None:
     late = poll_source(SRC, paused.state, store, OPTIONS,
                        fetch=Portal(answer(content=rss_document("一"))), lease=paused.lease,
                        now=lambda: NOW)
-    assert late.result is PollOutcome.ERROR and "taken over" in (late.error or "")
+    assert late.result is PollOutcome.SUPERSEDED and "taken over" in (late.error or "")
     assert store.count_articles() == 0 and store.source_state("portal") == current.state
     fresh = poll_source(SRC, current.state, store, OPTIONS,
                         fetch=Portal(answer(content=rss_document("一"))), lease=current.lease)

@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from aggregator.errors import StoreError
+from aggregator.errors import LeaseLost, StoreError
 from aggregator.records import (
     Article,
     PollOutcome,
@@ -43,7 +43,7 @@ from aggregator.records import (
     StoreCounts,
     Validators,
 )
-from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, LeaseLost, Store, make_engine
+from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, Store, make_engine
 from aggregator.store.models import Base
 
 PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
@@ -727,7 +727,8 @@ def test_added_sources_are_due_and_claims_lease_them(store: Store) -> None:
     assert store.claim_due("w2", limit=10, lease_for=lease, now=T0 + timedelta(minutes=1)) == []
     # w1 died: its leases expire and another worker takes the sources, with a new token
     taken = store.claim_due("w2", limit=1, lease_for=lease, now=T0 + timedelta(minutes=3))
-    assert [(c.lease.source_id, c.lease.token) for c in taken] == [("a", 2)]
+    assert [(c.lease.source_id, c.lease.token, c.taken_over) for c in taken] == [("a", 2, True)]
+    assert not any(c.taken_over for c in first + second)
 
 
 def test_a_commit_under_a_lost_lease_is_refused_and_writes_nothing(store: Store) -> None:

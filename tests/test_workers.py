@@ -36,6 +36,8 @@ class RecordingPortal(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, float]] = []
+        self.released = threading.Event()
+        self.released.set()  # answer at once; clear() makes answers wait for set()
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         portal = self
@@ -46,6 +48,7 @@ class RecordingPortal(ThreadingHTTPServer):
                 with portal.changed:
                     portal.requests.append((name, time.monotonic()))
                     portal.changed.notify_all()
+                portal.released.wait(60)
                 body = (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
                         f"<title>{name}</title><item><title>{name} 一</title>"
                         f"<link>http://portal.test/{name}/1</link></item></channel></rss>"
@@ -71,6 +74,11 @@ class RecordingPortal(ThreadingHTTPServer):
         for name, at in self.requests:
             found.setdefault(name, []).append(at)
         return found
+
+    def wait_for_requests(self, count: int, timeout: float) -> list[str]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.requests) >= count, timeout=timeout)
+            return [name for name, _ in self.requests]
 
     def wait_until_each_fetched(self, times: int, sources: int, timeout: float) -> bool:
         def enough() -> bool:
@@ -103,10 +111,12 @@ def database() -> Iterator[str]:
 
 
 def write_config(tmp_path: Path, database: str, portal: RecordingPortal) -> Path:
+    """Leases last fetch_deadline + parse_timeout + 5 s margin = 10 s here."""
     port = portal.server_address[1]
     lines = [f"database_url: {database}", f"output_dir: {tmp_path / 'public'}",
              "allow_private_networks: true", "build_debounce: 0.5s", "parse_workers: 0",
-             "workers: 4", "fetch_deadline: 3s", "sources:"]
+             "workers: 4", "host_concurrency: 4", "fetch_deadline: 3s", "parse_timeout: 2s",
+             "sources:"]
     for n in range(SOURCES):
         lines += [f"  - id: s{n:02d}", f"    name: 源{n}",
                   f'    url: "http://127.0.0.1:{port}/s{n:02d}.xml"',
@@ -186,3 +196,56 @@ def test_a_second_poller_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
         stop(first)
         portal.shutdown()
         portal.server_close()
+
+
+def database_rows(database: str, query: str) -> list[tuple[object, ...]]:
+    engine = create_engine(database, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(query))]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("fault", ["kill", "stop"])
+def test_a_worker_that_dies_or_stalls_loses_its_sources_to_a_peer(
+    tmp_path: Path, database: str, fault: str
+) -> None:
+    """kill -9: the leases expire and a peer polls the sources.  SIGSTOP past the lease,
+    then SIGCONT: the stalled worker's late commits are refused (fencing) — its error
+    (the deadline passed while it was stopped) never overwrites the peer's success."""
+    portal = RecordingPortal()
+    config = write_config(tmp_path, database, portal)
+    processes = []
+    try:
+        portal.released.clear()
+        first, first_log = start(config, "--role", "worker")
+        processes.append(first)
+        held = portal.wait_for_requests(4, timeout=30)  # 4 threads, each stuck in a fetch
+        first.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+        portal.released.set()
+        second, second_log = start(config, "--role", "worker")
+        processes.append(second)
+        for name in held:  # polled again by the peer once the leases expired
+            second_log.wait_for(rf"source={name} result=new", timeout=40)
+        if fault == "stop":
+            first.send_signal(signal.SIGCONT)
+            for name in held:
+                first_log.wait_for(rf"source={name} lease \d+ was taken over", timeout=30)
+        assert portal.wait_until_each_fetched(1, SOURCES, timeout=30)
+    finally:
+        for process in processes:
+            if fault == "stop" and process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+            stop(process)
+        portal.released.set()
+        portal.shutdown()
+        portal.server_close()
+    rows = database_rows(database, "SELECT id, lease_token, error_count, last_result "
+                                   "FROM sources ORDER BY id")
+    by_id = {row[0]: row for row in rows}
+    for name in held:
+        assert by_id[name][1] == 2, by_id[name]  # claimed twice: the second claim won
+        assert (by_id[name][2], by_id[name][3]) == (0, "new"), by_id[name]
+    assert database_rows(database, "SELECT count(*), count(DISTINCT source_id) FROM articles") \
+        == [(SOURCES, SOURCES)]  # nothing lost, nothing stored twice

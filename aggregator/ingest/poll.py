@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from aggregator.errors import AggregatorError, FetchError, ParseError
+from aggregator.errors import AggregatorError, FetchError, LeaseLost, ParseError
 from aggregator.ingest import decide
 from aggregator.ingest.sandbox import FunctionRef, SandboxError, WorkerPool
 from aggregator.records import (
@@ -119,6 +119,11 @@ def poll_source(
                            rules=options.rules, jitter=jitter())
     try:
         counts = store.commit_poll(update, articles, lease)
+    except LeaseLost as exc:
+        log.info("source=%s %s", configured.id, exc.reason)
+        return PollResult(source_id=configured.id, result=PollOutcome.SUPERSEDED,
+                          error=exc.reason, elapsed=time.monotonic() - started,
+                          consecutive_errors=_errors(remembered))
     except AggregatorError as exc:
         log.error("source=%s could not store the poll: %s", configured.id, exc.reason)
         update = decide.decide(configured, remembered, planned, decide.Attempt(

@@ -14,7 +14,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from aggregator.records import PollResult
+from aggregator.records import PollOutcome, PollResult
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -61,6 +61,30 @@ class Metrics:
             registry=self.registry,
         )
 
+        # --role worker: sharing the sources through the database
+        self.claims = Counter(
+            "aggregator_claims", "Sources this worker claimed.", registry=self.registry,
+        )
+        self.lease_takeovers = Counter(
+            "aggregator_lease_takeovers",
+            "Claims of sources whose previous lease had expired (a peer died or stalled).",
+            registry=self.registry,
+        )
+        self.leases_lost = Counter(
+            "aggregator_leases_lost",
+            "Polls whose commit was refused: a peer took the source over past the lease.",
+            registry=self.registry,
+        )
+        self.build_lock_busy = Counter(
+            "aggregator_build_lock_busy",
+            "Category builds left to the next round because a peer was building it.",
+            registry=self.registry,
+        )
+
+    def record_claims(self, claims: int, taken_over: int) -> None:
+        self.claims.inc(claims)
+        self.lease_takeovers.inc(taken_over)
+
     def config_loaded(self, at: datetime) -> None:
         """A config was loaded (at start or by a reload) and now runs."""
         self.config_last_reload_success.set(1)
@@ -75,6 +99,8 @@ class Metrics:
         """Count one poll; the error gauge is the poll's own count, the number the store
         and ``/healthz`` see (a 410 counts as a failed poll)."""
         self.polls.labels(result.source_id, result.result.value).inc()
+        if result.result is PollOutcome.SUPERSEDED:
+            self.leases_lost.inc()
         if result.fetch_seconds is not None:
             self.fetch_seconds.labels(result.source_id).observe(result.fetch_seconds)
         if result.counts.new:

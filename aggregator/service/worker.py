@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 LEASE_MARGIN = timedelta(seconds=5)  # beyond the fetch deadline and the parse budget
 IDLE_WAIT = 1.0  # seconds between claims when nothing is due
+MAINTENANCE_EVERY = timedelta(hours=1)
+# A claimed source this worker's config does not list is given back, due again after this.
+UNKNOWN_RETRY = timedelta(minutes=1)
 
 
 def lease_for(settings: Settings) -> timedelta:
@@ -77,6 +80,7 @@ class ClaimWorker:
         self._parse_pool = wiring.parse_pool(settings)
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="poll")
         self._thread: threading.Thread | None = None
+        self._next_maintenance = 0.0
         self.config_state = ConfigState(settings.config_path, now())
 
     @property
@@ -128,7 +132,8 @@ class ClaimWorker:
         return True
 
     def claim_once(self) -> int:
-        """Claim what is due and fits the free threads, and start polling it; how many."""
+        """Claim what is due and fits the free threads, and start polling it; how many
+        polls started."""
         with self._lock:
             settings = self._settings
             free = settings.workers - self._in_flight
@@ -136,9 +141,8 @@ class ClaimWorker:
             return 0
         claims = self._store.claim_due(self._holder, limit=free, lease_for=lease_for(settings),
                                        now=self._now())
-        for claim in claims:
-            self._start(claim, settings)
-        return len(claims)
+        self._metrics.record_claims(len(claims), sum(c.taken_over for c in claims))
+        return sum(self._start(claim, settings) for claim in claims)
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no poll is in flight (for tests and tools)."""
@@ -156,6 +160,7 @@ class ClaimWorker:
             try:
                 claimed = self.claim_once()
                 self._build(force=False)
+                self._maintain()
             except AggregatorError as exc:
                 log.error("claiming failed: %s", exc)
                 claimed = 0
@@ -166,12 +171,12 @@ class ClaimWorker:
                 self._wake.wait(IDLE_WAIT)
                 self._wake.clear()
 
-    def _start(self, claim: Claim, settings: Settings) -> None:
+    def _start(self, claim: Claim, settings: Settings) -> bool:
         source = next((s for s in settings.source_list() if s.id == claim.lease.source_id
                        and s.enabled), None)
-        if source is None:  # not in this worker's config (yet): leave it to a peer
-            self._store.release(claim.lease)
-            return
+        if source is None:  # not in this worker's config: a peer's newer one, or removed
+            self._store.release(claim.lease, due_at=self._now() + UNKNOWN_RETRY)
+            return False
         with self._lock:
             self._in_flight += 1
         host = host_of(decide.plan(source, claim.state).source.url)
@@ -192,6 +197,7 @@ class ClaimWorker:
                 self._wake.set()
 
         self._pool.submit(self._hosts.run, host, settings.host_concurrency, poll)
+        return True
 
     def _after(self, categories: tuple[str, ...], result: PollResult) -> None:
         self._metrics.record_poll(result)
@@ -217,6 +223,7 @@ class ClaimWorker:
             with self._store.exclusive(f"build:{category}") as mine:
                 if not mine:
                     busy.add(category)
+                    self._metrics.build_lock_busy.inc()
                     continue
                 publish.build(self._store, settings.feed_options(), settings.source_list(),
                               only={category})
@@ -227,6 +234,20 @@ class ClaimWorker:
                 self._changed_since = self._changed_since or time.monotonic()
         if built:
             log.info("built %s", ", ".join(sorted(built)))
+
+    def _maintain(self) -> None:
+        """Retention and forgetting removed sources, hourly, by one worker of all: whoever
+        holds the maintenance lock (PostgreSQL frees it if that worker dies)."""
+        if time.monotonic() < self._next_maintenance:
+            return
+        self._next_maintenance = time.monotonic() + MAINTENANCE_EVERY.total_seconds()
+        with self._store.exclusive("maintenance") as mine:
+            if not mine:
+                return
+            pruned = wiring.prune(self._store, self._settings, self._now())
+        if pruned.articles or pruned.sources:
+            log.info("retention deleted %d article(s), forgot %d removed source(s)",
+                     sum(pruned.articles.values()), len(pruned.sources))
 
     def _sync(self, settings: Settings) -> None:
         added = self._store.add_sources(settings.source_list(), now=self._now())

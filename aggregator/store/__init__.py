@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
-from aggregator.errors import StoreError
+from aggregator.errors import LeaseLost, StoreError
 from aggregator.records import (
     Article,
     Claim,
@@ -55,13 +55,9 @@ from aggregator.store.engine import HEAD_REVISION, MIGRATIONS_DIR, WRITE, descri
 from aggregator.store.engine import make_engine as make_engine
 from aggregator.store.models import ArticleRow, CategoryRow, SourceRow, TombstoneRow
 
-__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "LeaseLost", "Store", "make_engine"]
+__all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Store", "make_engine"]
 
 _ITER_CHUNK = 500  # articles per read transaction in iter_articles
-
-
-class LeaseLost(StoreError):
-    """A poll's commit was refused: another claim took the source over (fencing)."""
 
 
 class Store:
@@ -223,19 +219,21 @@ class Store:
         until = now + lease_for
         with self._write(None, "claim due sources") as session:
             claimed = list(session.scalars(query))
+            expired = {row.id for row in claimed if row.leased_until is not None}
             for row in claimed:
                 row.lease_token = (row.lease_token or 0) + 1
                 row.leased_until, row.leased_by = until, holder
             return [Claim(lease=Lease(source_id=row.id, token=row.lease_token, until=until,
-                                      holder=holder), state=rows.state_of(row))
+                                      holder=holder), state=rows.state_of(row),
+                          taken_over=row.id in expired)
                     for row in claimed]
 
-    def release(self, lease: Lease) -> None:
-        """Give a claimed source back unpolled (due again at once), if the lease still holds."""
+    def release(self, lease: Lease, *, due_at: datetime) -> None:
+        """Give a claimed source back unpolled, due again at ``due_at``, if the lease holds."""
         with self._write(lease.source_id, "release the lease") as session:
             session.execute(update(SourceRow).where(
                 SourceRow.id == lease.source_id, SourceRow.lease_token == lease.token)
-                .values(leased_until=None, leased_by=None))
+                .values(leased_until=None, leased_by=None, next_poll_at=due_at))
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[bool]:
