@@ -1,10 +1,12 @@
 """The deployment files agree with the code and with each other.
 
-Dockerfile, docker-compose.yml, config/docker.yaml and config/aggregator.service are
-checked statically (no Docker engine, no systemd): the compose file against the vendored
-Compose Specification schema, every ``aggregator ...`` invocation against the click CLI,
-mounted and copied paths against the repository, the container config through
-``load_config``, and the health check against a stub server answering 200 and 503.
+Dockerfile, docker-compose.yml, config/docker.yaml, config/docker-cluster.yaml and
+config/aggregator.service are checked statically (no Docker engine, no systemd): the
+compose file against the vendored Compose Specification schema, every ``aggregator ...``
+invocation against the click CLI, mounted and copied paths against the repository, the
+container configs through ``load_config``, and the health checks against a stub server
+answering 200 and 503.  The compose profile ``cluster`` (PostgreSQL, ``--role worker``
+pollers, one ``--role web`` server) is checked the same way.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 DOCKER_CONFIG = ROOT / "config" / "docker.yaml"
+CLUSTER_CONFIG = ROOT / "config" / "docker-cluster.yaml"
 EXAMPLE_CONFIG = ROOT / "config" / "aggregator.yaml"
 SYSTEMD_UNIT = ROOT / "config" / "aggregator.service"
 COMPOSE_SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 
 SERVICE = "aggregator"
+CLUSTER = "cluster"
 DATA_DIR = PurePosixPath("/data")
 HEALTH_PATH = "/healthz"
 
@@ -225,6 +229,9 @@ def test_every_service_has_build_or_image() -> None:
         (lambda doc: doc["services"][SERVICE].update(ports={"8080": 8080}), "ports"),
         (lambda doc: doc["services"][SERVICE]["healthcheck"].update(test=8), "test"),
         (lambda doc: doc.update(volume={"aggregator-data": None}), "volume"),
+        (lambda doc: doc["services"]["worker"]["depends_on"]["postgres"].update(
+            condition="healthy"), "depends_on"),
+        (lambda doc: doc["services"]["worker"].update(deploy={"replica": 2}), "deploy"),
     ],
 )
 def test_schema_rejects_broken_variants(mutate: Any, where: str) -> None:
@@ -523,3 +530,227 @@ def test_systemd_exec_start_pre_checks_the_same_config() -> None:
     start = shlex.split(service_section["ExecStart"])
     assert words[0] == start[0]
     assert option_value(words, "--config") == option_value(start, "--config")
+
+
+# --- (g) the cluster profile: PostgreSQL + workers + web -----------------------------------
+
+
+def cluster_services() -> dict[str, dict[str, Any]]:
+    """The services of the ``cluster`` profile, by name."""
+    return {
+        name: definition
+        for name, definition in load_compose()["services"].items()
+        if CLUSTER in definition.get("profiles", [])
+    }
+
+
+def cluster_roles() -> dict[str, tuple[str, list[str]]]:
+    """(``--role``, command words) of every cluster service that runs the aggregator."""
+    roles = {}
+    for name, definition in cluster_services().items():
+        if name == "postgres":
+            continue
+        assert definition.get("entrypoint", ["aggregator"]) == ["aggregator"], name
+        words = definition["command"]
+        assert isinstance(words, list), f"{name}: command should be a list"
+        command, params = parse_cli(words)
+        assert command == "run", f"{name} runs the daemon"
+        roles[name] = (params["role"], words)
+    return roles
+
+
+def services_with_role(role: str) -> dict[str, dict[str, Any]]:
+    services = cluster_services()
+    return {name: services[name] for name, (r, _) in cluster_roles().items() if r == role}
+
+
+def replicas(definition: dict[str, Any]) -> int:
+    """Containers compose starts for a service: ``deploy.replicas``, else ``scale``, else 1."""
+    count = (definition.get("deploy") or {}).get("replicas", definition.get("scale", 1))
+    return int(count)
+
+
+def mounts(definition: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
+    """target -> (source, options) of a service's short-syntax volumes."""
+    result = {}
+    for mount in definition.get("volumes", []):
+        source, target, *options = mount.split(":")
+        result[target] = (source, options)
+    return result
+
+
+def published_ports(definition: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host port, container port) pairs of a service's short-syntax ports."""
+    pairs = []
+    for mapping in definition.get("ports", []):
+        *host, container = str(mapping).split(":")
+        pairs.append((host[-1] if host else container, container))
+    return pairs
+
+
+def test_cluster_profile_has_postgres_two_workers_and_one_web() -> None:
+    services = cluster_services()
+    assert "postgres" in services
+    roles = {role for role, _ in cluster_roles().values()}
+    assert roles == {"worker", "web"}, "the cluster splits polling from serving"
+    workers = services_with_role("worker")
+    assert sum(replicas(definition) for definition in workers.values()) >= 2
+    webs = services_with_role("web")
+    assert sum(replicas(definition) for definition in webs.values()) == 1
+
+
+def test_cluster_leaves_the_default_service_and_the_postgres_profile_alone() -> None:
+    compose = load_compose()
+    default = compose["services"][SERVICE]
+    assert "profiles" not in default, "`docker compose up` still starts the single process"
+    assert SERVICE not in cluster_services()
+    assert mounts(default)["/config/aggregator.yaml"][0] == "./config/docker.yaml"
+    assert set(compose["services"]["postgres"]["profiles"]) >= {"postgres", CLUSTER}
+
+
+def test_cluster_postgres_has_a_pg_isready_healthcheck() -> None:
+    postgres = cluster_services()["postgres"]
+    test = postgres["healthcheck"]["test"]
+    words = shlex.split(test[1]) if test[0] == "CMD-SHELL" else test[1:]
+    assert words[0] == "pg_isready", test
+    environment = postgres["environment"]
+    assert option_value(words, "-U") == environment["POSTGRES_USER"]
+    assert option_value(words, "-d") == environment["POSTGRES_DB"]
+
+
+def test_cluster_workers_and_web_wait_for_a_healthy_postgres() -> None:
+    for name in cluster_roles():
+        depends_on = cluster_services()[name]["depends_on"]
+        assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
+        assert depends_on["postgres"]["condition"] == "service_healthy", name
+
+
+def test_cluster_commands_use_their_roles_on_all_interfaces() -> None:
+    for name, (role, words) in cluster_roles().items():
+        assert option_value(words, "--role") == role
+        assert option_value(words, "--host") == "0.0.0.0", f"{name}: reachable from outside"
+        option_value(words, "--port")  # workers too: the health check needs HTTP
+    for name in services_with_role("worker"):
+        assert option_value(cluster_roles()[name][1], "--port") == "8081"
+    for name in services_with_role("web"):
+        assert option_value(cluster_roles()[name][1], "--port") == "8080"
+
+
+def test_cluster_web_publishes_its_port_and_workers_publish_none() -> None:
+    for name, definition in services_with_role("web").items():
+        containers = {container for _, container in published_ports(definition)}
+        assert containers == {option_value(cluster_roles()[name][1], "--port")}
+    for name, definition in services_with_role("worker").items():
+        assert not definition.get("ports"), f"{name}: scaled workers cannot share a host port"
+    host_ports = [
+        host
+        for definition in load_compose()["services"].values()
+        for host, _ in published_ports(definition)
+    ]
+    assert len(host_ports) == len(set(host_ports)), f"host ports collide: {host_ports}"
+
+
+def test_cluster_services_mount_the_cluster_config_read_only() -> None:
+    for name, (_, words) in cluster_roles().items():
+        definition = cluster_services()[name]
+        config_path = option_value(words, "--config")
+        source, options = mounts(definition)[config_path]
+        assert source == "./config/" + CLUSTER_CONFIG.name, name
+        assert "ro" in options, f"{name}: the config is mounted read-only"
+        assert definition["environment"][CONFIG_ENV_VAR] == config_path, name
+        for target, (_, target_options) in mounts(definition).items():
+            if target.startswith("/config"):
+                assert "ro" in target_options, f"{name}: {target} must be read-only"
+
+
+def test_cluster_workers_and_web_share_the_output_volume() -> None:
+    output = PurePosixPath(load_config(CLUSTER_CONFIG).output_dir.as_posix())
+    declared = set(load_compose().get("volumes") or {})
+    sources = set()
+    for name, definition in cluster_services().items():
+        if name == "postgres":
+            continue
+        role = cluster_roles()[name][0]
+        assert str(output) in mounts(definition), f"{name} does not mount {output}"
+        source, options = mounts(definition)[str(output)]
+        assert source in declared, f"{name}: {source!r} should be a declared named volume"
+        if role == "worker":
+            assert "ro" not in options, f"{name}: workers write the feeds"
+        else:
+            assert "ro" in options, f"{name}: the web server only reads the feeds"
+        sources.add(source)
+    assert len(sources) == 1, f"workers and web must share one volume: {sources}"
+    assert sources.isdisjoint(
+        {source for source, _ in mounts(load_compose()["services"][SERVICE]).values()}
+    ), "the cluster does not share the single-process service's data"
+
+
+def test_cluster_config_loads_and_points_at_the_postgres_service() -> None:
+    compose = load_compose()
+    settings = load_config(CLUSTER_CONFIG)
+    url = make_url(settings.database_url)
+    assert url.get_backend_name() == "postgresql", settings.database_url
+    assert url.get_driver_name() == "psycopg", "the image installs psycopg (the postgres extra)"
+    assert url.host == "postgres" and url.host in compose["services"]
+    environment = compose["services"]["postgres"]["environment"]
+    assert url.username == environment["POSTGRES_USER"]
+    assert url.database == environment["POSTGRES_DB"]
+    default_password = re.fullmatch(r"\$\{POSTGRES_PASSWORD:-(.*)\}",
+                                    environment["POSTGRES_PASSWORD"])
+    assert default_password and url.password == default_password.group(1)
+    output = PurePosixPath(settings.output_dir.as_posix())
+    assert output.is_absolute() and output.is_relative_to(DATA_DIR), output
+    assert not settings.allow_private_networks
+
+
+def test_cluster_config_polls_the_sources_of_the_docker_config() -> None:
+    cluster = load_config(CLUSTER_CONFIG).sources
+    assert cluster, "the cluster polls something"
+    assert cluster == load_config(DOCKER_CONFIG).sources
+
+
+def test_cluster_site_url_is_the_published_web_port() -> None:
+    site = urlsplit(str(load_config(CLUSTER_CONFIG).site_url))
+    hosts = {host for d in services_with_role("web").values() for host, _ in published_ports(d)}
+    assert hosts == {str(site.port or 80)}
+
+
+def test_cluster_services_build_this_image() -> None:
+    default = load_compose()["services"][SERVICE]
+    for name in cluster_roles():
+        definition = cluster_services()[name]
+        assert definition["build"] == default["build"], name
+        assert definition["image"] == default["image"], name
+        assert definition["init"] is True, name
+        assert definition["restart"] == "unless-stopped", name
+        assert definition["stop_signal"] == "SIGTERM", name
+
+
+def test_cluster_healthchecks_target_healthz_on_their_port() -> None:
+    for name, (_, words) in cluster_roles().items():
+        url = urlsplit(health_url(health_code(cluster_services()[name]["healthcheck"]["test"])))
+        assert url.path == HEALTH_PATH, name
+        assert url.hostname == "127.0.0.1", name
+        assert str(url.port) == option_value(words, "--port"), name
+        assert cluster_services()[name]["healthcheck"]["timeout"], name
+
+
+@pytest.mark.parametrize("name", ["worker", "web"])
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_cluster_healthcheck_exit_status_follows_healthz(
+    health_server: tuple[http.server.HTTPServer, type[_HealthHandler]],
+    name: str,
+    status: int,
+    healthy: bool,
+) -> None:
+    server, handler = health_server
+    handler.status = status
+    code = health_code(cluster_services()[name]["healthcheck"]["test"])
+    url = urlsplit(health_url(code))
+    probe = code.replace(url.netloc, f"127.0.0.1:{server.server_address[1]}")
+    assert probe != code
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (result.returncode == 0) is healthy, result.stderr
+    assert handler.paths == [HEALTH_PATH]
