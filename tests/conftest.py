@@ -9,13 +9,18 @@ is a fixture here.  Tests use public names only.
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from builders import rss_document
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from aggregator.ingest.fetch import HttpFetcher
 from aggregator.store import Store
@@ -89,3 +94,36 @@ def http() -> Iterator[HttpFetcher]:
     fetcher = HttpFetcher()
     yield fetcher
     fetcher.close()
+
+
+PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture()
+def pg_admin() -> Iterator[Engine]:
+    """An autocommit engine on the test PostgreSQL; the test skips where none answers."""
+    engine = create_engine(PG_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                           connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure just means "no PostgreSQL here"
+        engine.dispose()
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def pg_database(pg_admin: Engine) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL database of its own (dropped at the end), so its
+    statistics and rows count only this test's work."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with pg_admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))

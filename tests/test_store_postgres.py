@@ -3,15 +3,10 @@ closes.  Skipped where no server answers on 127.0.0.1:5432 (``.ci/run`` starts o
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from aggregator.ingest.poll import PollOptions, poll_sources
 from aggregator.records import (
@@ -24,39 +19,10 @@ from aggregator.records import (
 )
 from aggregator.store import Store
 
-PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 OPTIONS = PollOptions(fetch=FetchOptions(), normalize=NormalizeOptions())
 FEED = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>P</title>'
         b"<item><title>one</title><link>http://p.test/1</link></item></channel></rss>")
-
-
-@pytest.fixture()
-def admin() -> Iterator[object]:
-    engine = create_engine(PG_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT",
-                           connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure just means "no PostgreSQL here"
-        engine.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture()
-def database(admin: object) -> Iterator[str]:
-    """A fresh database of its own (its statistics count only this test's work)."""
-    name = f"test_tx_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:  # type: ignore[attr-defined]
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:  # type: ignore[attr-defined]
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def commits(admin: object, url: str) -> int:
@@ -82,36 +48,37 @@ def not_modified(src: Source, _options: FetchOptions, validators: Validators) ->
                        headers={"content-type": "application/rss+xml"})
 
 
-def test_a_poll_of_an_unchanged_source_commits_one_transaction(admin: object,
-                                                               database: str) -> None:
+def test_a_poll_of_an_unchanged_source_commits_one_transaction(pg_admin: object,
+                                                               pg_database: str) -> None:
     sources = [Source(id=f"s{n}", name="S", url=f"http://p{n}.test/feed", categories=("c",))
                for n in range(8)]
-    with Store.open(database) as store:
+    with Store.open(pg_database) as store:
         first = poll_sources(sources, store, OPTIONS, fetch=not_modified, workers=4)
         assert {r.result for r in first} == {PollOutcome.NEW}
-    before = commits(admin, database)
-    with Store.open(database) as store:  # what opening a store costs (driver set-up)
+    before = commits(pg_admin, pg_database)
+    with Store.open(pg_database) as store:  # what opening a store costs (driver set-up)
         store.source_states([s.id for s in sources])
-    opening = commits(admin, database) - before
+    opening = commits(pg_admin, pg_database) - before
     before += opening
     rounds = 3
     for _ in range(rounds):
-        with Store.open(database) as store:  # as ``aggregator poll`` does, once per run
+        with Store.open(pg_database) as store:  # as ``aggregator poll`` does, once per run
             # one thread, one connection: each new connection costs its driver set-up
             results = poll_sources(sources, store, OPTIONS, fetch=not_modified, workers=1)
             assert {r.result for r in results} == {PollOutcome.NOT_MODIFIED}
-    spent = commits(admin, database) - before - rounds * opening
+    spent = commits(pg_admin, pg_database) - before - rounds * opening
     # One commit per poll: the state reads are read-only (rolled back), and no ping
     # transaction precedes a checkout.
     assert spent == rounds * len(sources), (spent, opening)
     assert opening <= 5
 
 
-def test_a_connection_the_server_closed_is_replaced_unseen(admin: object, database: str) -> None:
-    name = make_url(database).database
-    with Store.open(database) as store:
+def test_a_connection_the_server_closed_is_replaced_unseen(pg_admin: object,
+                                                           pg_database: str) -> None:
+    name = make_url(pg_database).database
+    with Store.open(pg_database) as store:
         assert store.source_states() == {}  # one pooled connection now
-        with admin.connect() as connection:  # type: ignore[attr-defined]
+        with pg_admin.connect() as connection:  # type: ignore[attr-defined]
             killed = connection.execute(text(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) "
                 "FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"),
@@ -124,14 +91,14 @@ def test_a_connection_the_server_closed_is_replaced_unseen(admin: object, databa
         assert result.result is PollOutcome.NEW
 
 
-def test_concurrent_workers_never_claim_a_source_twice(database: str) -> None:
+def test_concurrent_workers_never_claim_a_source_twice(pg_database: str) -> None:
     import threading
     from datetime import timedelta
 
     sources = [Source(id=f"s{n:04d}", name="S", url=f"http://p{n}.test/", categories=("c",))
                for n in range(600)]
     claimed: list[list[str]] = [[] for _ in range(4)]
-    with Store.open(database, connections=4) as store:
+    with Store.open(pg_database, connections=4) as store:
         store.add_sources(sources, now=NOW)
         start = threading.Barrier(4)
 

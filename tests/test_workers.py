@@ -5,14 +5,11 @@ that records every request."""
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,11 +17,8 @@ import pytest
 import requests
 from builders import LogWatcher
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SOURCES = 30
 INTERVAL = 4.0  # seconds
 
@@ -89,27 +83,6 @@ class RecordingPortal(ThreadingHTTPServer):
             return self.changed.wait_for(enough, timeout=timeout)
 
 
-@pytest.fixture()
-def database() -> Iterator[str]:
-    admin = create_engine(PG_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT",
-                          connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure just means "no PostgreSQL here"
-        admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}")
-    name = f"test_workers_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def write_config(tmp_path: Path, database: str, portal: RecordingPortal) -> Path:
     """Leases last fetch_deadline + parse_timeout + 5 s margin = 10 s here."""
     port = portal.server_address[1]
@@ -144,10 +117,10 @@ def stop(process: subprocess.Popen[str]) -> None:
 
 
 def test_workers_share_the_sources_and_the_web_role_serves_their_build(
-    tmp_path: Path, database: str
+    tmp_path: Path, pg_database: str
 ) -> None:
     portal = RecordingPortal()
-    config = write_config(tmp_path, database, portal)
+    config = write_config(tmp_path, pg_database, portal)
     processes = []
     try:
         workers = [start(config, "--role", "worker") for _ in range(2)]
@@ -171,7 +144,7 @@ def test_workers_share_the_sources_and_the_web_role_serves_their_build(
     for name, times in portal.fetches().items():
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= INTERVAL - 0.5, (name, gaps)
-    engine = create_engine(database, poolclass=NullPool)
+    engine = create_engine(pg_database, poolclass=NullPool)
     with engine.connect() as connection:
         articles = connection.execute(text("SELECT count(*) FROM articles")).scalar()
         leased = connection.execute(text(
@@ -209,13 +182,13 @@ def database_rows(database: str, query: str) -> list[tuple[object, ...]]:
 
 @pytest.mark.parametrize("fault", ["kill", "stop"])
 def test_a_worker_that_dies_or_stalls_loses_its_sources_to_a_peer(
-    tmp_path: Path, database: str, fault: str
+    tmp_path: Path, pg_database: str, fault: str
 ) -> None:
     """kill -9: the leases expire and a peer polls the sources.  SIGSTOP past the lease,
     then SIGCONT: the stalled worker's late commits are refused (fencing) — its error
     (the deadline passed while it was stopped) never overwrites the peer's success."""
     portal = RecordingPortal()
-    config = write_config(tmp_path, database, portal)
+    config = write_config(tmp_path, pg_database, portal)
     processes = []
     try:
         portal.released.clear()
@@ -241,11 +214,11 @@ def test_a_worker_that_dies_or_stalls_loses_its_sources_to_a_peer(
         portal.released.set()
         portal.shutdown()
         portal.server_close()
-    rows = database_rows(database, "SELECT id, lease_token, error_count, last_result "
+    rows = database_rows(pg_database, "SELECT id, lease_token, error_count, last_result "
                                    "FROM sources ORDER BY id")
     by_id = {row[0]: row for row in rows}
     for name in held:
         assert by_id[name][1] == 2, by_id[name]  # claimed twice: the second claim won
         assert (by_id[name][2], by_id[name][3]) == (0, "new"), by_id[name]
-    assert database_rows(database, "SELECT count(*), count(DISTINCT source_id) FROM articles") \
+    assert database_rows(pg_database, "SELECT count(*), count(DISTINCT source_id) FROM articles") \
         == [(SOURCES, SOURCES)]  # nothing lost, nothing stored twice
