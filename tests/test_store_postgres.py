@@ -116,3 +116,30 @@ def test_concurrent_workers_never_claim_a_source_twice(pg_database: str) -> None
     every = [source_id for batch in claimed for source_id in batch]
     assert sorted(every) == [s.id for s in sources]  # each exactly once
     assert sum(1 for batch in claimed if batch) >= 2  # the workers really competed
+
+
+def test_workers_starting_together_add_the_same_sources_once(pg_database: str) -> None:
+    import threading
+
+    sources = [Source(id=f"s{n:03d}", name="S", url=f"http://p{n}.test/", categories=("c",))
+               for n in range(200)]
+    failures: list[BaseException] = []
+    added: list[int] = []
+    with Store.open(pg_database, connections=4) as store:
+        start = threading.Barrier(4)
+
+        def worker() -> None:
+            try:
+                start.wait()
+                added.append(store.add_sources(sources, now=NOW))
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        assert sorted(added) == [0, 0, 0, 200]
+        assert len(store.source_states()) == 200

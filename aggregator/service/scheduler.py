@@ -35,7 +35,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aggregator import publish
-from aggregator.config import Settings, load_config
+from aggregator.config import Settings
 from aggregator.errors import AggregatorError
 from aggregator.ingest import decide
 from aggregator.ingest.fetch import HttpFetcher
@@ -135,21 +135,9 @@ class Scheduler:
 
     def reload(self) -> bool:
         """Re-read the config file; apply it if valid, else keep the last good one."""
-        path = self._settings.config_path
-        if path is None:
-            return False
-        try:
-            settings = load_config(path)
-            self.apply(settings)
-        except AggregatorError as exc:  # a bad file, or the store unreachable while applying
-            self._config_state = self._config_state.failed(str(exc), self._now())
-            self._metrics.config_reload_failed()
-            log.error("config reload failed, keeping the last good config: %s", exc)
-            return False
-        self._config_state = ConfigState(settings.config_path, self._now())
-        self._metrics.config_loaded(self._config_state.loaded_at)
-        log.info("config reloaded: %d source(s)", len(self._sources))
-        return True
+        self._config_state, ok = wiring.reload_config(
+            self._settings, self._config_state, self._metrics, self.apply, self._now())
+        return ok
 
     def apply(self, settings: Settings) -> None:
         """Make the schedule match ``settings``: add, remove and reschedule sources.

@@ -9,14 +9,21 @@ must not poll, serve or open the store.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aggregator.config import Settings
+from aggregator.config import Settings, load_config
+from aggregator.errors import AggregatorError
 from aggregator.ingest.poll import PARSE_AND_NORMALIZE, PollOptions
 from aggregator.ingest.sandbox import Budget, WorkerPool
 from aggregator.records import PollRules
+from aggregator.service.health import ConfigState
+from aggregator.service.metrics import Metrics
 from aggregator.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def poll_options(settings: Settings) -> PollOptions:
@@ -51,3 +58,24 @@ def prune(store: Store, settings: Settings, now: datetime) -> Pruned:
     articles = store.prune(older_than=older_than,
                            keep_per_source=settings.max_articles_per_source, now=now)
     return Pruned(articles=articles, sources=forgotten)
+
+
+def reload_config(current: Settings, state: ConfigState, metrics: Metrics,
+                  apply: Callable[[Settings], None], now: datetime) -> tuple[ConfigState, bool]:
+    """Re-read ``current``'s config file and ``apply`` it; on any failure (a bad file, the
+    store unreachable while applying) the last good config keeps running and the failure is
+    recorded for ``/healthz`` and ``/metrics``.  The new config state, and whether it worked.
+    """
+    if current.config_path is None:
+        return state, False
+    try:
+        settings = load_config(current.config_path)
+        apply(settings)
+    except AggregatorError as exc:
+        metrics.config_reload_failed()
+        log.error("config reload failed, keeping the last good config: %s", exc)
+        return state.failed(str(exc), now), False
+    loaded = ConfigState(settings.config_path, now)
+    metrics.config_loaded(loaded.loaded_at)
+    log.info("config reloaded: %d source(s)", len(settings.sources))
+    return loaded, True

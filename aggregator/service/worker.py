@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from aggregator import publish
-from aggregator.config import Settings, load_config
+from aggregator.config import Settings
 from aggregator.errors import AggregatorError
 from aggregator.ingest import decide
 from aggregator.ingest.fetch import HttpFetcher
@@ -113,23 +113,15 @@ class ClaimWorker:
         return finished
 
     def reload(self) -> bool:
-        path = self._settings.config_path
-        if path is None:
-            return False
-        try:
-            settings = load_config(path)
-            self._sync(settings)
-        except AggregatorError as exc:
-            self.config_state = self.config_state.failed(str(exc), self._now())
-            self._metrics.config_reload_failed()
-            log.error("config reload failed, keeping the last good config: %s", exc)
-            return False
+        """Re-read the config file; add its new sources and run it if valid."""
+        self.config_state, ok = wiring.reload_config(
+            self._settings, self.config_state, self._metrics, self._apply, self._now())
+        return ok
+
+    def _apply(self, settings: Settings) -> None:
+        self._sync(settings)
         with self._lock:
             self._settings = settings
-        self.config_state = ConfigState(settings.config_path, self._now())
-        self._metrics.config_loaded(self.config_state.loaded_at)
-        log.info("config reloaded: %d source(s)", len(settings.sources))
-        return True
 
     def claim_once(self) -> int:
         """Claim what is due and fits the free threads, and start polling it; how many

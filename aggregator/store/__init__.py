@@ -51,7 +51,14 @@ from aggregator.records import (
     StoreCounts,
 )
 from aggregator.store import rows
-from aggregator.store.engine import HEAD_REVISION, MIGRATIONS_DIR, WRITE, describe, prepare
+from aggregator.store.engine import (
+    HEAD_REVISION,
+    MIGRATIONS_DIR,
+    WRITE,
+    describe,
+    lock_schema,
+    prepare,
+)
 from aggregator.store.engine import make_engine as make_engine
 from aggregator.store.models import ArticleRow, CategoryRow, SourceRow, TombstoneRow
 
@@ -187,6 +194,7 @@ class Store:
         how many were added.  Idempotent: existing rows are left as they are."""
         wanted = {s.id: s for s in sources}
         with self._write(None, "add sources") as session:
+            lock_schema(session.connection())  # peers starting together add the same rows
             known: set[str] = set()
             ids = sorted(wanted)
             for start in range(0, len(ids), rows.IN_CHUNK):

@@ -166,7 +166,7 @@ def _create_fresh(engine: Engine) -> bool:
     with engine.connect() as connection:
         connection.execution_options(**WRITE)
         with connection.begin():  # on SQLite: a write lock against a concurrent creator
-            _lock_schema(connection)
+            lock_schema(connection)
             if inspect(connection).get_table_names():
                 return False
             Base.metadata.create_all(connection)
@@ -175,12 +175,13 @@ def _create_fresh(engine: Engine) -> bool:
     return True
 
 
-# Held while a schema is created or migrated: several workers starting together on one new
-# PostgreSQL database must not all create it (SQLite's BEGIN IMMEDIATE already serializes).
+# Held while a schema is created or migrated, or the config's sources are added: several
+# workers starting together on one PostgreSQL database must not all do it at once
+# (SQLite's BEGIN IMMEDIATE already serializes).
 _SCHEMA_LOCK = 0x61676772  # "aggr"
 
 
-def _lock_schema(connection: Any) -> None:
+def lock_schema(connection: Any) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
 
@@ -203,7 +204,7 @@ def _upgrade(engine: Engine) -> None:
     with _upgrade_lock, engine.connect() as connection:
         connection.execution_options(**WRITE)
         with connection.begin():
-            _lock_schema(connection)
+            lock_schema(connection)
             config.attributes["connection"] = connection
             try:
                 command.upgrade(config, "head")
