@@ -36,7 +36,7 @@ from aggregator.errors import AggregatorError
 from aggregator.ingest import decide
 from aggregator.ingest.fetch import HttpFetcher
 from aggregator.ingest.poll import HostSlots, host_of, poll_source, utc_now
-from aggregator.records import Claim, PollResult
+from aggregator.records import Claim, PollResult, Source
 from aggregator.service import wiring
 from aggregator.service.health import ConfigState
 from aggregator.service.metrics import Metrics
@@ -63,6 +63,7 @@ class ClaimWorker:
                  holder: str | None = None, now: Callable[[], datetime] = utc_now,
                  rng: random.Random | None = None) -> None:
         self._settings = settings
+        self._sources = _enabled(settings)
         self._store = store
         self._metrics = metrics
         self._holder = holder or f"{socket.gethostname()}:{os.getpid()}"
@@ -120,21 +121,22 @@ class ClaimWorker:
 
     def _apply(self, settings: Settings) -> None:
         self._sync(settings)
+        sources = _enabled(settings)
         with self._lock:
-            self._settings = settings
+            self._settings, self._sources = settings, sources
 
     def claim_once(self) -> int:
         """Claim what is due and fits the free threads, and start polling it; how many
         polls started."""
         with self._lock:
-            settings = self._settings
+            settings, sources = self._settings, self._sources
             free = settings.workers - self._in_flight
         if free <= 0:
             return 0
         claims = self._store.claim_due(self._holder, limit=free, lease_for=lease_for(settings),
                                        now=self._now())
         self._metrics.record_claims(len(claims), sum(c.taken_over for c in claims))
-        return sum(self._start(claim, settings) for claim in claims)
+        return sum(self._start(claim, settings, sources) for claim in claims)
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no poll is in flight (for tests and tools)."""
@@ -163,9 +165,8 @@ class ClaimWorker:
                 self._wake.wait(IDLE_WAIT)
                 self._wake.clear()
 
-    def _start(self, claim: Claim, settings: Settings) -> bool:
-        source = next((s for s in settings.source_list() if s.id == claim.lease.source_id
-                       and s.enabled), None)
+    def _start(self, claim: Claim, settings: Settings, sources: dict[str, Source]) -> bool:
+        source = sources.get(claim.lease.source_id)
         if source is None:  # not in this worker's config: a peer's newer one, or removed
             self._store.release(claim.lease, due_at=self._now() + UNKNOWN_RETRY)
             return False
@@ -245,3 +246,7 @@ class ClaimWorker:
         added = self._store.add_sources(settings.source_list(), now=self._now())
         if added:
             log.info("%d new source(s) added to the queue", added)
+
+
+def _enabled(settings: Settings) -> dict[str, Source]:
+    return {s.id: s for s in settings.source_list() if s.enabled}
