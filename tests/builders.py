@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
+import time
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aggregator.records import Article, Source
@@ -106,3 +108,83 @@ class LogWatcher:
                 tail = "\n".join(self.lines[-30:])
                 raise AssertionError(f"no log line matching {pattern!r}; last lines:\n{tail}")
         return found[0]
+
+
+class LoopbackPortal(ThreadingHTTPServer):
+    """A loopback portal: ``/<name>.xml`` is a one-item feed (titled ``<name> 一``).
+
+    Every request is recorded (name and time) and counted while it runs (``peak``);
+    answers wait while ``release`` is clear (``held=True`` starts that way), so a test can
+    keep polls in flight.  ``arrived`` is released once per request.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: str = "127.0.0.1", *, held: bool = False) -> None:
+        self.release = threading.Event()
+        if not held:
+            self.release.set()
+        self.arrived = threading.Semaphore(0)
+        self.requests: list[tuple[str, float]] = []
+        self.changed = threading.Condition()
+        self.active = self.peak = 0
+        portal = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                name = self.path.strip("/").removesuffix(".xml")
+                with portal.changed:
+                    portal.requests.append((name, time.monotonic()))
+                    portal.active += 1
+                    portal.peak = max(portal.peak, portal.active)
+                    portal.changed.notify_all()
+                portal.arrived.release()
+                portal.release.wait(60)
+                with portal.changed:
+                    portal.active -= 1
+                body = rss_document(f"{name} 一", link=f"http://portal.test/{name}/{{index}}")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        super().__init__((address, 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.server_address[0]}:{self.server_address[1]}/{path}"
+
+    def fetches(self) -> dict[str, list[float]]:
+        """Request times by name."""
+        with self.changed:
+            return self._by_name()
+
+    def _by_name(self) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {}
+        for name, at in self.requests:
+            found.setdefault(name, []).append(at)
+        return found
+
+    def wait_for_requests(self, count: int, timeout: float) -> list[str]:
+        """The names of the first ``count`` requests, once they have arrived."""
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.requests) >= count, timeout=timeout)
+            return [name for name, _ in self.requests]
+
+    def wait_until_each_fetched(self, times: int, names: int, timeout: float) -> bool:
+        """Whether ``names`` different feeds were each asked ``times`` times in time."""
+        def enough() -> bool:
+            found = self._by_name()
+            return len(found) == names and min(len(v) for v in found.values()) >= times
+
+        with self.changed:
+            return self.changed.wait_for(enough, timeout=timeout)
+
+    def close(self) -> None:
+        self.release.set()
+        self.shutdown()
+        self.server_close()

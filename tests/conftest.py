@@ -10,14 +10,12 @@ is a fixture here.  Tests use public names only.
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from builders import rss_document
+from builders import LoopbackPortal
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -26,59 +24,19 @@ from aggregator.ingest.fetch import HttpFetcher
 from aggregator.store import Store
 
 
-class HeldPortal(ThreadingHTTPServer):
-    """A loopback portal whose answers wait until the test releases them."""
-
-    daemon_threads = True
-
-    def __init__(self, address: str) -> None:
-        self.release = threading.Event()
-        self.arrived = threading.Semaphore(0)
-        self.lock = threading.Lock()
-        self.active = self.peak = 0
-        portal = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with portal.lock:
-                    portal.active += 1
-                    portal.peak = max(portal.peak, portal.active)
-                portal.arrived.release()
-                portal.release.wait(30)
-                with portal.lock:
-                    portal.active -= 1
-                body = rss_document(self.path.strip("/"))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        super().__init__((address, 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://{self.server_address[0]}:{self.server_address[1]}/{path}"
-
-
 @pytest.fixture()
-def held_portal() -> Iterator[Callable[[str], HeldPortal]]:
+def held_portal() -> Iterator[Callable[[str], LoopbackPortal]]:
     """Start loopback portals (on 127.0.0.1, 127.0.0.2, …) whose answers wait for the
     test's ``release``; all are released and closed at the end."""
-    portals: list[HeldPortal] = []
+    portals: list[LoopbackPortal] = []
 
-    def start(address: str) -> HeldPortal:
-        portals.append(HeldPortal(address))
+    def start(address: str) -> LoopbackPortal:
+        portals.append(LoopbackPortal(address, held=True))
         return portals[-1]
 
     yield start
     for portal in portals:
-        portal.release.set()
-        portal.shutdown()
-        portal.server_close()
+        portal.close()
 
 
 @pytest.fixture()

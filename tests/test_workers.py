@@ -8,14 +8,11 @@ import itertools
 import signal
 import subprocess
 import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
-from builders import LogWatcher
+from builders import LogWatcher, LoopbackPortal
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -23,67 +20,7 @@ SOURCES = 30
 INTERVAL = 4.0  # seconds
 
 
-class RecordingPortal(ThreadingHTTPServer):
-    """/<id>.xml is a small feed; every request's path and time is recorded."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, float]] = []
-        self.released = threading.Event()
-        self.released.set()  # answer at once; clear() makes answers wait for set()
-        self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
-        portal = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                name = self.path.strip("/").removesuffix(".xml")
-                with portal.changed:
-                    portal.requests.append((name, time.monotonic()))
-                    portal.changed.notify_all()
-                portal.released.wait(60)
-                body = (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
-                        f"<title>{name}</title><item><title>{name} 一</title>"
-                        f"<link>http://portal.test/{name}/1</link></item></channel></rss>"
-                        ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def fetches(self) -> dict[str, list[float]]:
-        with self.lock:
-            return self._by_path()
-
-    def _by_path(self) -> dict[str, list[float]]:
-        found: dict[str, list[float]] = {}
-        for name, at in self.requests:
-            found.setdefault(name, []).append(at)
-        return found
-
-    def wait_for_requests(self, count: int, timeout: float) -> list[str]:
-        with self.changed:
-            assert self.changed.wait_for(lambda: len(self.requests) >= count, timeout=timeout)
-            return [name for name, _ in self.requests]
-
-    def wait_until_each_fetched(self, times: int, sources: int, timeout: float) -> bool:
-        def enough() -> bool:
-            found = self._by_path()
-            return len(found) == sources and min(len(v) for v in found.values()) >= times
-
-        with self.changed:
-            return self.changed.wait_for(enough, timeout=timeout)
-
-
-def write_config(tmp_path: Path, database: str, portal: RecordingPortal) -> Path:
+def write_config(tmp_path: Path, database: str, portal: LoopbackPortal) -> Path:
     """Leases last fetch_deadline + parse_timeout + 5 s margin = 10 s here."""
     port = portal.server_address[1]
     lines = [f"database_url: {database}", f"output_dir: {tmp_path / 'public'}",
@@ -119,7 +56,7 @@ def stop(process: subprocess.Popen[str]) -> None:
 def test_workers_share_the_sources_and_the_web_role_serves_their_build(
     tmp_path: Path, pg_database: str
 ) -> None:
-    portal = RecordingPortal()
+    portal = LoopbackPortal()
     config = write_config(tmp_path, pg_database, portal)
     processes = []
     try:
@@ -138,8 +75,7 @@ def test_workers_share_the_sources_and_the_web_role_serves_their_build(
     finally:
         for process in processes:
             stop(process)
-        portal.shutdown()
-        portal.server_close()
+        portal.close()
     # each source was fetched by one worker at a time, once per interval at most
     for name, times in portal.fetches().items():
         gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -155,7 +91,7 @@ def test_workers_share_the_sources_and_the_web_role_serves_their_build(
 
 
 def test_a_second_poller_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
-    portal = RecordingPortal()
+    portal = LoopbackPortal()
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}", portal)
     first, first_log = start(config, "--role", "worker")
     try:
@@ -167,8 +103,7 @@ def test_a_second_poller_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
         assert "SQLite is one host and one writer" in second.stderr
     finally:
         stop(first)
-        portal.shutdown()
-        portal.server_close()
+        portal.close()
 
 
 def database_rows(database: str, query: str) -> list[tuple[object, ...]]:
@@ -187,16 +122,16 @@ def test_a_worker_that_dies_or_stalls_loses_its_sources_to_a_peer(
     """kill -9: the leases expire and a peer polls the sources.  SIGSTOP past the lease,
     then SIGCONT: the stalled worker's late commits are refused (fencing) — its error
     (the deadline passed while it was stopped) never overwrites the peer's success."""
-    portal = RecordingPortal()
+    portal = LoopbackPortal()
     config = write_config(tmp_path, pg_database, portal)
     processes = []
     try:
-        portal.released.clear()
+        portal.release.clear()
         first, first_log = start(config, "--role", "worker")
         processes.append(first)
         held = portal.wait_for_requests(4, timeout=30)  # 4 threads, each stuck in a fetch
         first.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
-        portal.released.set()
+        portal.release.set()
         second, second_log = start(config, "--role", "worker")
         processes.append(second)
         for name in held:  # polled again by the peer once the leases expired
@@ -211,9 +146,7 @@ def test_a_worker_that_dies_or_stalls_loses_its_sources_to_a_peer(
             if fault == "stop" and process.poll() is None:
                 process.send_signal(signal.SIGCONT)
             stop(process)
-        portal.released.set()
-        portal.shutdown()
-        portal.server_close()
+        portal.close()
     rows = database_rows(pg_database, "SELECT id, lease_token, error_count, last_result "
                                    "FROM sources ORDER BY id")
     by_id = {row[0]: row for row in rows}
