@@ -143,3 +143,13 @@ def test_workers_starting_together_add_the_same_sources_once(pg_database: str) -
         assert failures == []
         assert sorted(added) == [0, 0, 0, 200]
         assert len(store.source_states()) == 200
+
+
+def test_exclusive_names_are_held_by_one_process_at_a_time(pg_database: str) -> None:
+    with Store.open(pg_database) as first, Store.open(pg_database) as second:
+        with first.exclusive(["build:a", "maintenance"]) as held:
+            assert held == {"build:a", "maintenance"}
+            with second.exclusive(["build:a", "build:b"]) as other:
+                assert other == {"build:b"}  # a busy name is left out, not waited for
+        with second.exclusive(["build:a"]) as again:
+            assert again == {"build:a"}  # released at the end of the block

@@ -211,17 +211,15 @@ class ClaimWorker:
             if not due:
                 return
             pending, self._changed, self._changed_since = self._changed, set(), None
-        built, busy = set(), set()
-        for category in sorted(pending):
-            with self._store.exclusive(f"build:{category}") as mine:
-                if not mine:
-                    busy.add(category)
-                    self._metrics.build_lock_busy.inc()
-                    continue
+        names = {f"build:{category}": category for category in pending}
+        with self._store.exclusive(names) as held:
+            built = {names[name] for name in held}
+            if built:  # one build of everything this worker may build now
                 publish.build(self._store, settings.feed_options(), settings.source_list(),
-                              only={category})
-                built.add(category)
+                              only=built)
+        busy = pending - built
         if busy:
+            self._metrics.build_lock_busy.inc(len(busy))
             with self._lock:
                 self._changed |= busy
                 self._changed_since = self._changed_since or time.monotonic()
@@ -234,8 +232,8 @@ class ClaimWorker:
         if time.monotonic() < self._next_maintenance:
             return
         self._next_maintenance = time.monotonic() + MAINTENANCE_EVERY.total_seconds()
-        with self._store.exclusive("maintenance") as mine:
-            if not mine:
+        with self._store.exclusive(["maintenance"]) as held:
+            if not held:
                 return
             pruned = wiring.prune(self._store, self._settings, self._now())
         if pruned.articles or pruned.sources:

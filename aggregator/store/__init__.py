@@ -244,32 +244,36 @@ class Store:
                 .values(leased_until=None, leased_by=None, next_poll_at=due_at))
 
     @contextmanager
-    def exclusive(self, name: str) -> Iterator[bool]:
-        """Whether this process is the one doing ``name`` now (builds of a category,
-        maintenance), across every process on the database.
+    def exclusive(self, names: Iterable[str]) -> Iterator[set[str]]:
+        """Which of ``names`` (builds of a category, maintenance) this process is the one
+        doing now, across every process on the database.
 
-        PostgreSQL: a session advisory lock on a connection held for the block (released
-        by PostgreSQL if the process dies); a busy lock yields False, no waiting.  SQLite
-        is one host and one writer: always True.
+        PostgreSQL: session advisory locks on one connection held for the block (released
+        by PostgreSQL if the process dies); a busy name is left out, never waited for.
+        SQLite is one host and one writer: every name.
         """
-        if self._engine.dialect.name != "postgresql":
-            yield True
+        wanted = sorted(set(names))
+        if self._engine.dialect.name != "postgresql" or not wanted:
+            yield set(wanted)
             return
         try:
             connection = self._engine.connect()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot lock {name!r}: {describe(exc)}") from exc
+            raise StoreError(f"cannot lock {wanted!r}: {describe(exc)}") from exc
+        held: set[str] = set()
         try:
-            got = bool(connection.execute(
-                text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": name}).scalar())
+            for name in wanted:
+                if connection.execute(text("SELECT pg_try_advisory_lock(hashtext(:n))"),
+                                      {"n": name}).scalar():
+                    held.add(name)
             connection.commit()
             try:
-                yield got
+                yield set(held)
             finally:
-                if got:
+                for name in held:
                     connection.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"),
                                        {"n": name})
-                    connection.commit()
+                connection.commit()
         finally:
             connection.close()
 
