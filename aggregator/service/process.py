@@ -58,13 +58,13 @@ def run_service(settings: Settings, store: Store, *, host: str, port: int | None
     elif role == "worker":
         engine = ClaimWorker(settings, store, metrics)
 
+    served = ConfigState(settings.config_path, utc_now())  # the web role never reloads
+
     def health() -> dict[str, object]:
         current = engine.settings if engine is not None else settings
-        state = engine.config_state if engine is not None else ConfigState(
-            settings.config_path, started)
+        state = engine.config_state if engine is not None else served
         return health_report(current.source_list(), store.statuses(), utc_now(), state)
 
-    started = utc_now()
     server = None
     if port is not None:
         app = make_app(settings.output_dir, str(settings.site_url), health=health,
