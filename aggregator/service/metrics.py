@@ -9,12 +9,13 @@ must not decide anything: it only counts what it is told.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from aggregator.records import PollOutcome, PollResult
+from aggregator.records import Claim, PollOutcome, PollResult
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -75,15 +76,25 @@ class Metrics:
             "Polls whose commit was refused: a peer took the source over past the lease.",
             registry=self.registry,
         )
+        self.claim_lateness_seconds = Histogram(
+            "aggregator_claim_lateness_seconds",
+            "How long after its due time a source was claimed (how far the cluster is behind).",
+            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
+            registry=self.registry,
+        )
         self.build_lock_busy = Counter(
             "aggregator_build_lock_busy",
             "Category builds left to the next round because a peer was building it.",
             registry=self.registry,
         )
 
-    def record_claims(self, claims: int, taken_over: int) -> None:
-        self.claims.inc(claims)
-        self.lease_takeovers.inc(taken_over)
+    def record_claims(self, claims: Sequence[Claim], now: datetime) -> None:
+        self.claims.inc(len(claims))
+        self.lease_takeovers.inc(sum(claim.taken_over for claim in claims))
+        for claim in claims:
+            due = claim.state.next_poll_at
+            self.claim_lateness_seconds.observe(
+                0.0 if due is None else max(0.0, (now - due).total_seconds()))
 
     def config_loaded(self, at: datetime) -> None:
         """A config was loaded (at start or by a reload) and now runs."""

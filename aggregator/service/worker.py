@@ -133,9 +133,10 @@ class ClaimWorker:
             free = settings.workers - self._in_flight
         if free <= 0:
             return 0
+        now = self._now()
         claims = self._store.claim_due(self._holder, limit=free, lease_for=lease_for(settings),
-                                       now=self._now())
-        self._metrics.record_claims(len(claims), sum(c.taken_over for c in claims))
+                                       now=now)
+        self._metrics.record_claims(claims, now)
         return sum(self._start(claim, settings, sources) for claim in claims)
 
     def wait_idle(self, timeout: float) -> bool:
