@@ -281,14 +281,20 @@ def prune(ctx: click.Context) -> None:
     """Apply retention_days / max_articles_per_source now and say what was removed.
 
     For cron users; the daemon prunes hourly.  Removed articles are remembered, so the
-    next poll does not add them back while their portal still lists them.
+    next poll does not add them back while their portal still lists them.  Sources the
+    config no longer lists are forgotten after removed_source_grace (the config is applied
+    to the database first, unless the database holds a newer one).
     """
     from aggregator.ingest.poll import utc_now
-    from aggregator.service.wiring import prune as apply_retention
+    from aggregator.records import ConfigSync
+    from aggregator.service import wiring
 
     settings = _settings(ctx)
     with _open_store(ctx, settings) as store:
-        pruned = apply_retention(store, settings, utc_now())
+        synced = wiring.sync_config(store, settings, holder=wiring.holder_name(), now=utc_now())
+        pruned = wiring.prune(store, settings, utc_now())
+    if synced.outcome is ConfigSync.STALE:
+        click.echo(f"note: {synced.describe(settings)}")
     if not settings.retention_days and not settings.max_articles_per_source:
         click.echo("no retention configured (retention_days, max_articles_per_source)")
     for source_id, count in pruned.articles.items():

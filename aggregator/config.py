@@ -10,11 +10,12 @@ This module must not touch the network or the database: it only reads the file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import unicodedata
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +32,13 @@ from pydantic import (
 
 from aggregator import __version__
 from aggregator.errors import ConfigError
-from aggregator.records import FeedOptions, FetchOptions, NormalizeOptions, Source
+from aggregator.records import (
+    ConfigVersion,
+    FeedOptions,
+    FetchOptions,
+    NormalizeOptions,
+    Source,
+)
 
 # libyaml's safe loader when PyYAML has it (its wheels do): 8x faster on a long source list
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -327,6 +334,8 @@ class Settings(_Model):
 
     # Where the file was read from; relative paths were resolved against its folder.
     config_path: Path | None = Field(default=None, exclude=True)
+    # When that file was last written (its modification time, read before its text).
+    config_written_at: datetime | None = Field(default=None, exclude=True)
 
     @field_validator(
         "connect_timeout", "read_timeout", "fetch_deadline", "max_backoff", "build_debounce",
@@ -402,6 +411,13 @@ class Settings(_Model):
         if host == "localhost" or host.endswith(".localhost") or _is_loopback(host):
             return None
         return str(self.site_url)
+
+    def config_version(self, now: datetime) -> ConfigVersion:
+        """What this config says about the sources, for comparing it with the one the
+        database holds: the digest of its source list, and when its file was written
+        (``now`` for settings that did not come from a file)."""
+        digest = hashlib.sha256(repr(self.source_list()).encode()).hexdigest()
+        return ConfigVersion(digest=digest, written_at=self.config_written_at or now)
 
     def source_list(self, only: set[str] | None = None) -> list[Source]:
         return [s.to_source(self.language) for s in self.sources
@@ -490,12 +506,15 @@ def load_config(path: str | os.PathLike[str]) -> Settings:
     """Read, validate and resolve a config file, or raise ConfigError."""
     file = Path(path)
     try:
+        # the time first: an edit racing this read then looks newer than what was read,
+        # and its own reload is applied (see ``Settings.config_version``)
+        written_at = datetime.fromtimestamp(file.stat().st_mtime, UTC)
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", path=str(file)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", path=str(file)) from exc
-    return parse_config(text, file)
+    return parse_config(text, file).model_copy(update={"config_written_at": written_at})
 
 
 def parse_config(text: str, file: Path) -> Settings:

@@ -318,3 +318,34 @@ class PollResult:
     consecutive_errors: int = 0  # after this poll
     parsed: bool = False  # the document was parsed (even if it had no entries)
     rekeyed: int = 0  # entries that shared another's key (e.g. one link) and got their own
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigVersion:
+    """What a config file says about the sources, as the cluster compares it: a digest of
+    its source list (same sources, same digest: whitespace, comments and per-process keys
+    do not count) and when the file was last written."""
+
+    digest: str
+    written_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedConfig:
+    """The config whose sources the database holds: the ``generation`` counts the configs
+    applied; ``applied_by`` is the process that applied it."""
+
+    generation: int
+    version: ConfigVersion
+    applied_at: datetime
+    applied_by: str
+
+
+class ConfigSync(StrEnum):
+    """What a process's config is to the database's: applied now, already the one
+    applied (nothing to do), or older than the one applied (left alone: a stale process
+    must not undo a newer config)."""
+
+    APPLIED = "applied"
+    CURRENT = "current"
+    STALE = "stale"

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -35,7 +35,9 @@ from sqlalchemy.pool import NullPool
 
 from aggregator.errors import LeaseLost, StoreError
 from aggregator.records import (
+    AppliedConfig,
     Article,
+    ConfigVersion,
     PollOutcome,
     Source,
     SourceState,
@@ -688,21 +690,52 @@ def test_latest_articles_of_some_sources_only(store: Store) -> None:
     assert len(store.latest_articles(None, 10)) == 2
 
 
+def version(digest: str, written: datetime = T0) -> ConfigVersion:
+    return ConfigVersion(digest=digest, written_at=written)
+
+
+def apply(store: Store, ids: Sequence[str], *, now: datetime = T0) -> AppliedConfig | None:
+    """Apply a config listing ``ids`` on top of the newest generation."""
+    newest = store.applied_config()
+    return store.apply_config(version(",".join(ids), now), configured(*ids),
+                              after=newest.generation if newest else 0, holder="w1", now=now)
+
+
 def test_a_source_the_config_dropped_is_forgotten_after_the_grace_period(store: Store) -> None:
     save(store, [make_article("k1")])
     save(store, [make_article("k1", source_id="gone")], source_id="gone")
     grace = timedelta(days=30)
-    assert store.forget_unconfigured(["src"], now=T0, grace=grace) == []  # noted, kept
+    apply(store, ["src"])  # gone is noted as unlisted, and kept
+    assert store.forget_removed(now=T0, grace=grace) == []
     assert store.count_articles("gone") == 1
-    assert store.forget_unconfigured(["src"], now=T0 + timedelta(days=29), grace=grace) == []
+    assert store.forget_removed(now=T0 + timedelta(days=29), grace=grace) == []
     # listed again within the grace period: the clock starts over when it is dropped again
-    assert store.forget_unconfigured(["src", "gone"], now=T0 + timedelta(days=29),
-                                     grace=grace) == []
-    assert store.forget_unconfigured(["src"], now=T0 + timedelta(days=40), grace=grace) == []
-    assert store.forget_unconfigured(["src"], now=T0 + timedelta(days=71), grace=grace) == [
-        "gone"]
+    apply(store, ["src", "gone"], now=T0 + timedelta(days=29))
+    apply(store, ["src"], now=T0 + timedelta(days=40))
+    assert store.forget_removed(now=T0 + timedelta(days=69), grace=grace) == []
+    assert store.forget_removed(now=T0 + timedelta(days=71), grace=grace) == ["gone"]
     assert store.count_articles("gone") == 0 and store.source_state("gone") is None
     assert store.count_articles("src") == 1 and store.source_state("src") is not None
+
+
+def test_configs_are_applied_as_numbered_generations_compare_and_set(store: Store) -> None:
+    assert store.applied_config() is None
+    first = store.apply_config(version("v1"), configured("a", "b"), after=0, holder="w1",
+                               now=T0)
+    assert first == AppliedConfig(generation=1, version=version("v1"), applied_at=T0,
+                                  applied_by="w1")
+    assert store.applied_config() == first
+    # a peer that compared with the empty table too lost the race: nothing is written
+    assert store.apply_config(version("v0"), configured("z"), after=0, holder="w2",
+                              now=T0) is None
+    assert store.source_state("z") is None and store.applied_config() == first
+    later = T0 + timedelta(minutes=5)
+    second = store.apply_config(version("v2", later), configured("b", "c"), after=1,
+                                holder="w2", now=later)
+    assert second is not None and (second.generation, second.applied_by) == (2, "w2")
+    # a added at v1 is no longer listed: never claimed; b stays, c is new and due
+    due = store.claim_due("w", limit=10, lease_for=timedelta(minutes=1), now=later)
+    assert [c.lease.source_id for c in due] == ["b", "c"]
 
 
 # -- sources as a queue: claims, leases, fencing -----------------------------------------
@@ -753,6 +786,6 @@ def test_disabled_and_dropped_sources_are_never_due(store: Store) -> None:
     gone = SourceState(source_id="gone", url="https://gone.example/feed",
                        disabled_reason="HTTP 410 Gone", next_poll_at=T0)
     store.commit_poll(SourceUpdate(state=gone, result=PollOutcome.DISABLED))
-    store.forget_unconfigured(["gone", "ok"], now=T0, grace=timedelta(days=30))
+    apply(store, ["gone", "ok"])
     due = store.claim_due("w", limit=10, lease_for=timedelta(minutes=1), now=T0)
     assert [c.lease.source_id for c in due] == ["ok"]

@@ -40,7 +40,7 @@ from aggregator.errors import AggregatorError
 from aggregator.ingest import decide
 from aggregator.ingest.fetch import HttpFetcher
 from aggregator.ingest.poll import HostSlots, host_of, poll_source, utc_now
-from aggregator.records import PollResult, Source, SourceState
+from aggregator.records import ConfigSync, PollResult, Source, SourceState
 from aggregator.service import wiring
 from aggregator.service.health import ConfigState
 from aggregator.service.metrics import Metrics
@@ -135,14 +135,22 @@ class Scheduler:
 
     def reload(self) -> bool:
         """Re-read the config file; apply it if valid, else keep the last good one."""
-        self._config_state, ok = wiring.reload_config(
-            self._settings, self._config_state, self._metrics, self.apply, self._now())
-        return ok
+        return wiring.reload_config(self._settings, self._config_state, self._metrics,
+                                    self.apply, self._keep_config_state, self._now())
+
+    def _keep_config_state(self, state: ConfigState) -> None:
+        self._config_state = state
 
     def apply(self, settings: Settings) -> None:
         """Make the schedule match ``settings``: add, remove and reschedule sources.
 
-        The stored states are read first: if that fails, nothing has changed."""
+        The config is compared with the database's first (``wiring.sync_config``: its
+        sources are applied there unless a newer config was), then the stored states are
+        read: if either fails, nothing has changed."""
+        synced = wiring.sync_config(self._store, settings, holder=wiring.holder_name(),
+                                    now=self._now())
+        if synced.outcome is ConfigSync.STALE:
+            log.warning("%s", synced.describe(settings))
         wanted = {s.id: s for s in settings.source_list() if s.enabled}
         states = self._store.source_states(wanted)
         with self._lock:

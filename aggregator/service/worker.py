@@ -9,10 +9,20 @@ writes the next due time and releases the lease — or is refused when a peer to
 source over after the lease expired (a worker paused past its lease cannot overwrite
 the newer poll).  A worker that dies loses its leases at expiry; the others take over.
 
+A worker polls at most ``host_concurrency`` sources of one host at a time: a claimed
+source whose host is full is given back at once, due a few seconds later, rather than
+queued behind a slow portal until its lease runs out.
+
 Builds of the categories its polls changed are debounced and serialized across workers
 with an advisory lock per category (``Store.exclusive``); every worker writes the same
-bytes, so a shared ``output_dir`` stays consistent.  On start and on reload the config's
-sources are added to the table (idempotent).
+bytes, so a shared ``output_dir`` stays consistent.
+
+The config file stays the operator's interface: on start and on reload a worker applies
+its config's sources to the table unless the database holds a newer config
+(``wiring.sync_config``); every few seconds it checks whether a peer applied one and then
+re-reads its file.  A worker whose file is older than the database's claims nothing (and
+says so in ``/healthz``) until the file is as new: it must not poll removed sources or
+old URLs.
 
 This module must not decide a poll (``ingest.decide`` does), keep a schedule of its own,
 or serve HTTP (``service.process`` wires the optional health endpoint).
@@ -21,9 +31,7 @@ or serve HTTP (``service.process`` wires the optional health endpoint).
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -35,10 +43,10 @@ from aggregator.config import Settings
 from aggregator.errors import AggregatorError
 from aggregator.ingest import decide
 from aggregator.ingest.fetch import HttpFetcher
-from aggregator.ingest.poll import HostSlots, host_of, poll_source, utc_now
-from aggregator.records import Claim, PollResult, Source
+from aggregator.ingest.poll import host_of, poll_source, utc_now
+from aggregator.records import Claim, ConfigSync, PollResult, Source
 from aggregator.service import wiring
-from aggregator.service.health import ConfigState
+from aggregator.service.health import ConfigState, ReloadError
 from aggregator.service.metrics import Metrics
 from aggregator.store import Store
 
@@ -49,6 +57,9 @@ IDLE_WAIT = 1.0  # seconds between claims when nothing is due
 MAINTENANCE_EVERY = timedelta(hours=1)
 # A claimed source this worker's config does not list is given back, due again after this.
 UNKNOWN_RETRY = timedelta(minutes=1)
+# A claimed source whose host has all its slots busy in this worker: due again after this.
+HOST_BUSY_RETRY = timedelta(seconds=2)
+CONFIG_CHECK_EVERY = 10.0  # seconds between looks at the database's config generation
 
 
 def lease_for(settings: Settings) -> timedelta:
@@ -66,7 +77,7 @@ class ClaimWorker:
         self._sources = _enabled(settings)
         self._store = store
         self._metrics = metrics
-        self._holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self._holder = holder or wiring.holder_name()
         self._now = now
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
@@ -76,13 +87,16 @@ class ClaimWorker:
         self._idle = threading.Condition(self._lock)
         self._changed: set[str] = set()
         self._changed_since: float | None = None
-        self._hosts = HostSlots()
+        self._per_host: dict[str, int] = {}  # polls in flight by host
         self._fetch = HttpFetcher()
         self._parse_pool = wiring.parse_pool(settings)
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="poll")
         self._thread: threading.Thread | None = None
         self._next_maintenance = 0.0
-        self.config_state = ConfigState(settings.config_path, now())
+        self._next_config_check = 0.0
+        self._generation = 0  # of the database's config this worker last compared with
+        self._stale: ReloadError | None = None  # why this worker claims nothing, if it does not
+        self._config_state = ConfigState(settings.config_path, now())
 
     @property
     def settings(self) -> Settings:
@@ -92,8 +106,20 @@ class ClaimWorker:
     def holder(self) -> str:
         return self._holder
 
+    @property
+    def config_state(self) -> ConfigState:
+        """The running config; a stale one shows as a failure (``/healthz`` degraded)."""
+        stale = self._stale
+        state = self._config_state
+        return state if stale is None else state.failed(stale.message, stale.at)
+
+    @property
+    def stale(self) -> bool:
+        """Whether the database holds a newer config than this worker's file."""
+        return self._stale is not None
+
     def start(self) -> None:
-        self._sync(self._settings)
+        self._apply(self._settings)
         self._thread = threading.Thread(target=self._loop, name="claims", daemon=True)
         self._thread.start()
         log.info("worker %s started with %d source(s)", self._holder, len(self._settings.sources))
@@ -115,15 +141,25 @@ class ClaimWorker:
 
     def reload(self) -> bool:
         """Re-read the config file; add its new sources and run it if valid."""
-        self.config_state, ok = wiring.reload_config(
-            self._settings, self.config_state, self._metrics, self._apply, self._now())
-        return ok
+        return wiring.reload_config(self._settings, self._config_state, self._metrics,
+                                    self._apply, self._keep_config_state, self._now())
+
+    def _keep_config_state(self, state: ConfigState) -> None:
+        self._config_state = state
 
     def _apply(self, settings: Settings) -> None:
-        self._sync(settings)
+        now = self._now()
+        synced = wiring.sync_config(self._store, settings, holder=self._holder, now=now)
+        stale = None
+        if synced.outcome is ConfigSync.STALE:
+            stale = ReloadError(synced.describe(settings), now)
+            log.error("%s", stale.message)
+        else:
+            log.info("%s", synced.describe(settings))
         sources = _enabled(settings)
         with self._lock:
             self._settings, self._sources = settings, sources
+            self._generation, self._stale = synced.applied.generation, stale
 
     def claim_once(self) -> int:
         """Claim what is due and fits the free threads, and start polling it; how many
@@ -131,7 +167,7 @@ class ClaimWorker:
         with self._lock:
             settings, sources = self._settings, self._sources
             free = settings.workers - self._in_flight
-        if free <= 0:
+        if free <= 0 or self._stale is not None:
             return 0
         now = self._now()
         claims = self._store.claim_due(self._holder, limit=free, lease_for=lease_for(settings),
@@ -153,6 +189,7 @@ class ClaimWorker:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
+                self._check_config()
                 claimed = self.claim_once()
                 self._build(force=False)
                 self._maintain()
@@ -171,9 +208,15 @@ class ClaimWorker:
         if source is None:  # not in this worker's config: a peer's newer one, or removed
             self._store.release(claim.lease, due_at=self._now() + UNKNOWN_RETRY)
             return False
-        with self._lock:
-            self._in_flight += 1
         host = host_of(decide.plan(source, claim.state).source.url)
+        with self._lock:
+            busy = self._per_host.get(host, 0) >= settings.host_concurrency
+            if not busy:
+                self._in_flight += 1
+                self._per_host[host] = self._per_host.get(host, 0) + 1
+        if busy:  # queued, it could outlive its lease behind a slow portal: a peer may take it
+            self._store.release(claim.lease, due_at=self._now() + HOST_BUSY_RETRY)
+            return False
 
         def poll() -> None:
             try:
@@ -187,10 +230,13 @@ class ClaimWorker:
             finally:
                 with self._idle:
                     self._in_flight -= 1
+                    self._per_host[host] -= 1
+                    if not self._per_host[host]:
+                        del self._per_host[host]
                     self._idle.notify_all()
                 self._wake.set()
 
-        self._pool.submit(self._hosts.run, host, settings.host_concurrency, poll)
+        self._pool.submit(poll)
         return True
 
     def _after(self, categories: tuple[str, ...], result: PollResult) -> None:
@@ -241,10 +287,22 @@ class ClaimWorker:
             log.info("retention deleted %d article(s), forgot %d removed source(s)",
                      sum(pruned.articles.values()), len(pruned.sources))
 
-    def _sync(self, settings: Settings) -> None:
-        added = self._store.add_sources(settings.source_list(), now=self._now())
-        if added:
-            log.info("%d new source(s) added to the queue", added)
+    def _check_config(self) -> None:
+        """When a peer applied a config since this worker last compared, re-read the file
+        (a shared folder may not tell this host's file watcher that it changed)."""
+        if time.monotonic() < self._next_config_check:
+            return
+        self._next_config_check = time.monotonic() + CONFIG_CHECK_EVERY
+        applied = self._store.applied_config()
+        if applied is None or applied.generation == self._generation:
+            return
+        log.info("config generation %d was applied by %s: re-reading the config",
+                 applied.generation, applied.applied_by)
+        if self._settings.config_path is None:  # nothing to re-read
+            with self._lock:
+                self._generation = applied.generation
+        elif not self.reload():  # the file does not load: compare the config that runs
+            self._apply(self._settings)
 
 
 def _enabled(settings: Settings) -> dict[str, Source]:

@@ -40,8 +40,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from aggregator.errors import LeaseLost, StoreError
 from aggregator.records import (
+    AppliedConfig,
     Article,
     Claim,
+    ConfigVersion,
     Lease,
     PollOutcome,
     Source,
@@ -60,7 +62,13 @@ from aggregator.store.engine import (
     prepare,
 )
 from aggregator.store.engine import make_engine as make_engine
-from aggregator.store.models import ArticleRow, CategoryRow, SourceRow, TombstoneRow
+from aggregator.store.models import (
+    ArticleRow,
+    CategoryRow,
+    ConfigGenerationRow,
+    SourceRow,
+    TombstoneRow,
+)
 
 __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Store", "make_engine"]
 
@@ -192,19 +200,50 @@ class Store:
     def add_sources(self, sources: Iterable[Source], *, now: datetime) -> int:
         """Give every source without a row one, due ``now``, so a claim finds it; returns
         how many were added.  Idempotent: existing rows are left as they are."""
-        wanted = {s.id: s for s in sources}
         with self._write(None, "add sources") as session:
             lock_schema(session.connection())  # peers starting together add the same rows
-            known: set[str] = set()
-            ids = sorted(wanted)
-            for start in range(0, len(ids), rows.IN_CHUNK):
-                known.update(session.scalars(select(SourceRow.id).where(
-                    SourceRow.id.in_(ids[start:start + rows.IN_CHUNK]))))
-            fresh = [{"id": i, "url": wanted[i].url, "error_count": 0, "redirect_count": 0,
-                      "lease_token": 0, "next_poll_at": now} for i in ids if i not in known]
-            if fresh:
-                session.execute(insert(SourceRow), fresh)
-        return len(fresh)
+            return _add_missing(session, sources, now)
+
+    def applied_config(self) -> AppliedConfig | None:
+        """The config whose sources the table holds (the newest applied), or None."""
+        with self._read() as session:
+            row = session.scalars(select(ConfigGenerationRow)
+                                  .order_by(ConfigGenerationRow.generation.desc())).first()
+            return None if row is None else rows.applied_config(row)
+
+    def apply_config(self, version: ConfigVersion, sources: Collection[Source], *,
+                     after: int, holder: str, now: datetime) -> AppliedConfig | None:
+        """Make the sources table hold these ``sources`` as config generation ``after + 1``,
+        in one transaction: rows are added for new sources (due ``now``), sources not
+        listed are marked unlisted since ``now`` (no longer claimed; ``forget_removed``
+        deletes them after a grace period), listed ones are unmarked.
+
+        Compare-and-set: when the newest generation is no longer ``after`` (a peer applied
+        a config meanwhile) nothing is written and None is returned — the caller compares
+        its config with the new one and decides again.
+        """
+        listed = {s.id for s in sources}
+        with self._write(None, "apply the config") as session:
+            lock_schema(session.connection())  # one config applied at a time
+            newest = session.scalar(select(func.max(ConfigGenerationRow.generation))) or 0
+            if newest != after:
+                return None
+            _add_missing(session, sources, now)
+            known = session.execute(select(SourceRow.id, SourceRow.unlisted_since)).all()
+            for ids, value in (([i for i, since in known if i not in listed and since is None],
+                                now),
+                               ([i for i, since in known if i in listed and since is not None],
+                                None)):
+                for start in range(0, len(ids), rows.IN_CHUNK):
+                    session.execute(update(SourceRow).where(
+                        SourceRow.id.in_(ids[start:start + rows.IN_CHUNK]))
+                        .values(unlisted_since=value))
+            row = ConfigGenerationRow(generation=after + 1, digest=version.digest,
+                                      written_at=version.written_at, applied_at=now,
+                                      applied_by=holder)
+            session.add(row)
+            session.flush()
+            return rows.applied_config(row)
 
     def claim_due(self, holder: str, *, limit: int, lease_for: timedelta,
                   now: datetime) -> list[Claim]:
@@ -372,23 +411,12 @@ class Store:
         with self._read() as session:
             return [rows.article(row) for row in session.scalars(query)]
 
-    def forget_unconfigured(self, configured: Collection[str], *, now: datetime,
-                            grace: timedelta) -> list[str]:
-        """Note which stored sources the config no longer lists (since ``now``), forget
-        that of those listed again, and delete — with their articles and tombstones —
-        those unlisted for longer than ``grace``; returns the ids deleted."""
-        listed = set(configured)
+    def forget_removed(self, *, now: datetime, grace: timedelta) -> list[str]:
+        """Delete — with their articles and tombstones — the sources the applied config has
+        not listed for longer than ``grace`` (``apply_config`` marks them); the ids deleted."""
         with self._write(None, "forget removed sources") as session:
-            known = session.execute(select(SourceRow.id, SourceRow.unlisted_since)).all()
-            newly = [i for i, since in known if i not in listed and since is None]
-            again = [i for i, since in known if i in listed and since is not None]
-            expired = [i for i, since in known
-                       if i not in listed and since is not None and since < now - grace]
-            for ids, value in ((newly, now), (again, None)):
-                for start in range(0, len(ids), rows.IN_CHUNK):
-                    session.execute(update(SourceRow).where(
-                        SourceRow.id.in_(ids[start:start + rows.IN_CHUNK]))
-                        .values(unlisted_since=value))
+            expired = sorted(session.scalars(select(SourceRow.id).where(
+                SourceRow.unlisted_since < now - grace)))
             for start in range(0, len(expired), rows.IN_CHUNK):
                 chunk = expired[start:start + rows.IN_CHUNK]
                 article_ids = select(ArticleRow.id).where(ArticleRow.source_id.in_(chunk))
@@ -396,7 +424,7 @@ class Store:
                 session.execute(delete(ArticleRow).where(ArticleRow.source_id.in_(chunk)))
                 session.execute(delete(TombstoneRow).where(TombstoneRow.source_id.in_(chunk)))
                 session.execute(delete(SourceRow).where(SourceRow.id.in_(chunk)))
-        return sorted(expired)
+        return expired
 
     def iter_articles(self, source_id: str | None = None) -> Iterator[Article]:
         """Every stored article (of one source, if given), in insertion order.
@@ -452,6 +480,21 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read: {describe(exc)}", source_id=source_id) from exc
 
+
+
+def _add_missing(session: Session, sources: Iterable[Source], now: datetime) -> int:
+    """Insert a row, due ``now``, for each of ``sources`` without one; how many."""
+    wanted = {s.id: s for s in sources}
+    known: set[str] = set()
+    ids = sorted(wanted)
+    for start in range(0, len(ids), rows.IN_CHUNK):
+        known.update(session.scalars(select(SourceRow.id).where(
+            SourceRow.id.in_(ids[start:start + rows.IN_CHUNK]))))
+    fresh = [{"id": i, "url": wanted[i].url, "error_count": 0, "redirect_count": 0,
+              "lease_token": 0, "next_poll_at": now} for i in ids if i not in known]
+    if fresh:
+        session.execute(insert(SourceRow), fresh)
+    return len(fresh)
 
 
 def _upsert(session: Session, source_id: str, batch: dict[str, Article],

@@ -4,7 +4,7 @@ Why: one declared schema serves three readers — the store's queries, Alembic's
 autogenerate (``alembic revision --autogenerate`` diffs the migrations against
 this metadata) and the test that the shipped migrations match it.
 
-Four tables:
+Five tables:
 
 * ``sources`` — one row per polled feed: cache validators, body hash and the
   outcome of the last poll;
@@ -12,7 +12,9 @@ Four tables:
 * ``article_categories`` — an article's categories in order, one row each, so
   per-category queries are plain indexed joins on every backend;
 * ``tombstones`` — (source, key) of articles that retention removed while the portal
-  may still list them, so that a re-poll does not add them back as new.
+  may still list them, so that a re-poll does not add them back as new;
+* ``config_generations`` — each config whose sources were applied to ``sources``; the
+  newest is the one a process's config is compared with.
 
 Datetimes are stored as naive UTC (``UTCDateTime``) and come back aware UTC.
 
@@ -182,3 +184,15 @@ class TombstoneRow(Base):
     )
     key: Mapped[str] = mapped_column(Text, nullable=False)
     removed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ConfigGenerationRow(Base):
+    """One config applied to the sources table (``Store.apply_config``); the newest wins."""
+
+    __tablename__ = "config_generations"
+
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    digest: Mapped[str] = mapped_column(Text, nullable=False)
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    applied_by: Mapped[str] = mapped_column(Text, nullable=False)

@@ -15,8 +15,15 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session, selectinload
 
-from aggregator.records import Article, Lease, SourceState, SourceStatus
-from aggregator.store.models import ArticleRow, CategoryRow, SourceRow
+from aggregator.records import (
+    AppliedConfig,
+    Article,
+    ConfigVersion,
+    Lease,
+    SourceState,
+    SourceStatus,
+)
+from aggregator.store.models import ArticleRow, CategoryRow, ConfigGenerationRow, SourceRow
 
 IN_CHUNK = 500  # keys per IN (...) list when loading a batch's existing rows
 _ARTICLES = ArticleRow.__table__
@@ -166,3 +173,9 @@ def status_query() -> Any:
               .group_by(ArticleRow.source_id).subquery())
     return (select(SourceRow, func.coalesce(counts.c.n, 0))
             .outerjoin(counts, counts.c.source_id == SourceRow.id))
+
+
+def applied_config(row: ConfigGenerationRow) -> AppliedConfig:
+    return AppliedConfig(generation=row.generation,
+                         version=ConfigVersion(digest=row.digest, written_at=row.written_at),
+                         applied_at=row.applied_at, applied_by=row.applied_by)
