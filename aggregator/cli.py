@@ -27,7 +27,7 @@ from aggregator.errors import AggregatorError, ConfigError
 if TYPE_CHECKING:
     from aggregator.config import Settings
     from aggregator.ingest.sandbox import WorkerPool
-    from aggregator.records import PollResult, Source, SourceStatus
+    from aggregator.records import AppliedConfig, PollResult, Source, SourceStatus
     from aggregator.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -314,6 +314,7 @@ def status(ctx: click.Context) -> None:
     settings = _settings(ctx)
     with _open_store(ctx, settings) as store:
         remembered = {s.source_id: s for s in store.statuses()}
+        applied = store.applied_config()
     rows = [("SOURCE", "LAST POLL (UTC)", "RESULT", "ARTICLES", "ERRORS", "NEXT POLL (UTC)",
              "LAST ERROR / WARNING")]
     for source in settings.sources:
@@ -336,6 +337,24 @@ def status(ctx: click.Context) -> None:
     for row in rows:
         cells = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
         click.echo(f"{cells}  {row[-1]}")
+    click.echo(_config_line(settings, applied))
+
+
+def _config_line(settings: Settings, applied: AppliedConfig | None) -> str:
+    """Which config the database holds, and what this file is to it."""
+    from aggregator.ingest.poll import utc_now
+    from aggregator.service import wiring
+
+    if applied is None:
+        return "config: none applied to the database yet (run or prune applies this file)"
+    held = (f"config: generation {applied.generation}, applied by {applied.applied_by} at "
+            f"{_when(applied.applied_at)}")
+    offered = settings.config_version(utc_now())
+    if offered.digest == applied.version.digest:
+        return f"{held}: this file's sources"
+    if wiring.supersedes(offered, applied):
+        return f"{held}; this file is newer: the next start, reload or prune applies it"
+    return f"{held}; this file is OLDER: a worker started with it claims nothing"
 
 
 def _note(state: SourceStatus | None) -> str:
