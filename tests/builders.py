@@ -16,6 +16,9 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
 from aggregator.records import Article, Source
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -74,6 +77,18 @@ def rss_document(*titles: str, link: str = "http://p.test/{index}") -> bytes:
         for i, t in enumerate(titles)
     )
     return rss_items(items, title="P", link=None).encode()
+
+
+def database_rows(database: str, query: str) -> list[tuple[object, ...]]:
+    """The rows ``query`` returns from the database at URL ``database`` (SQLite or
+    PostgreSQL), read on a connection of its own that is closed before returning, so a
+    test can check what a separate process committed without holding a lock on it."""
+    engine = create_engine(database, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(query))]
+    finally:
+        engine.dispose()
 
 
 class LogWatcher:

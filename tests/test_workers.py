@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from builders import LogWatcher, LoopbackPortal
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
+from builders import LogWatcher, LoopbackPortal, database_rows
 
 SOURCES = 30
 INTERVAL = 4.0  # seconds
@@ -80,14 +78,11 @@ def test_workers_share_the_sources_and_the_web_role_serves_their_build(
     for name, times in portal.fetches().items():
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= INTERVAL - 0.5, (name, gaps)
-    engine = create_engine(pg_database, poolclass=NullPool)
-    with engine.connect() as connection:
-        articles = connection.execute(text("SELECT count(*) FROM articles")).scalar()
-        leased = connection.execute(text(
-            "SELECT count(*) FROM sources WHERE leased_until IS NOT NULL")).scalar()
-    engine.dispose()
-    assert articles == SOURCES  # one article per feed, never stored twice
-    assert leased == 0  # a clean stop leaves no lease behind
+    # one article per feed, never stored twice
+    assert database_rows(pg_database, "SELECT count(*) FROM articles") == [(SOURCES,)]
+    # a clean stop leaves no lease behind
+    assert database_rows(pg_database, "SELECT count(*) FROM sources "
+                                      "WHERE leased_until IS NOT NULL") == [(0,)]
 
 
 def test_a_second_poller_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
@@ -104,15 +99,6 @@ def test_a_second_poller_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
     finally:
         stop(first)
         portal.close()
-
-
-def database_rows(database: str, query: str) -> list[tuple[object, ...]]:
-    engine = create_engine(database, poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(text(query))]
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("fault", ["kill", "stop"])
