@@ -124,6 +124,14 @@ class LogWatcher:
                 raise AssertionError(f"no log line matching {pattern!r}; last lines:\n{tail}")
         return found[0]
 
+    def wait_closed(self, timeout: float = 10) -> list[str]:
+        """Every line, once the process closed its stderr (it has exited): for a test that
+        counts what a stopped process logged, none of it still in the pipe."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the process's stderr is still open"
+        with self._changed:
+            return list(self.lines)
+
 
 class LoopbackPortal(ThreadingHTTPServer):
     """A loopback portal: ``/<name>.xml`` is a one-item feed (titled ``<name> 一``).
