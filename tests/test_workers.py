@@ -176,7 +176,7 @@ def test_three_workers_keep_300_sources_on_schedule_for_several_cycles(
     tmp_path: Path, pg_database: str
 ) -> None:
     """The soak: 3 workers and a web role on one PostgreSQL database, 300 feeds of one
-    portal every 20 s, until each was fetched 3 times (about 50 s).
+    portal every 20 s, until each was fetched 3 times (a minute or less).
 
     Checked: each source is fetched once per interval — never two fetches closer than the
     schedule allows (a double claim or an early poll), never an interval skipped, never
@@ -196,14 +196,13 @@ def test_three_workers_keep_300_sources_on_schedule_for_several_cycles(
                           interval=SOAK_INTERVAL, threads=2, host_concurrency=2)
     names = source_ids(SOAK_SOURCES)
     processes: list[subprocess.Popen[str]] = []
-    began = time.monotonic()
     try:
         workers = [start(config, "--role", "worker") for _ in range(SOAK_WORKERS)]
         processes += [process for process, _ in workers]
         web, web_log = start(config, "--role", "web", "--port", "0")
         processes.append(web)
         url = web_log.wait_for(r"listening on (http://[^\s)]+)").group(1)
-        assert portal.wait_until_each_fetched(3, SOAK_SOURCES, timeout=120), \
+        assert portal.wait_until_each_fetched(3, SOAK_SOURCES, timeout=180), \
             "the workers fell behind"
         feed = requests.get(url + "categories/%E5%85%A8%E9%83%A8/rss.xml", timeout=10)  # 全部
     finally:
@@ -226,10 +225,13 @@ def test_three_workers_keep_300_sources_on_schedule_for_several_cycles(
     # 0, an early poll as one under the interval.
     logs = [log.wait_closed() for _, log in workers]
     polls = [[match for line in lines if (match := POLL_LINE.search(line))] for lines in logs]
-    tolerance = max(float(match.group(3)) for logged in polls for match in logged)
+    tolerance = max(float(match.group(3)) for logged in polls for match in logged
+                    if match.group(3))  # a failed poll logs no elapsed (none may fail: b)
     fetches = portal.fetches()
     assert sorted(fetches) == names  # every source polled, and nothing else asked for
-    allowed = 1 + int((ended - began) / (SOAK_INTERVAL - tolerance))
+    # every fetch lies between the portal's first request and the stop
+    window = ended - min(times[0] for times in fetches.values())
+    allowed = 1 + int(window / (SOAK_INTERVAL - tolerance))
     for name, times in fetches.items():
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert min(gaps) >= SOAK_INTERVAL - tolerance, (name, gaps, tolerance)
