@@ -16,6 +16,9 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
 from aggregator.records import Article, Source
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -76,6 +79,18 @@ def rss_document(*titles: str, link: str = "http://p.test/{index}") -> bytes:
     return rss_items(items, title="P", link=None).encode()
 
 
+def database_rows(database: str, query: str) -> list[tuple[object, ...]]:
+    """The rows ``query`` returns from the database at URL ``database`` (SQLite or
+    PostgreSQL), read on a connection of its own that is closed before returning, so a
+    test can check what a separate process committed without holding a lock on it."""
+    engine = create_engine(database, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(query))]
+    finally:
+        engine.dispose()
+
+
 class LogWatcher:
     """Collects a process's stderr lines; waits for a line matching a pattern."""
 
@@ -108,6 +123,14 @@ class LogWatcher:
                 tail = "\n".join(self.lines[-30:])
                 raise AssertionError(f"no log line matching {pattern!r}; last lines:\n{tail}")
         return found[0]
+
+    def wait_closed(self, timeout: float = 10) -> list[str]:
+        """Every line, once the process closed its stderr (it has exited): for a test that
+        counts what a stopped process logged, none of it still in the pipe."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the process's stderr is still open"
+        with self._changed:
+            return list(self.lines)
 
 
 class LoopbackPortal(ThreadingHTTPServer):

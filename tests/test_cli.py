@@ -1,15 +1,22 @@
-"""End to end through the CLI against a loopback portal (pytest-httpserver)."""
+"""End to end through the CLI against a loopback portal (pytest-httpserver).
+
+The tests that check stored rows run on both backends (the ``database`` fixture): an
+SQLite file named relative to the config's folder, and a fresh PostgreSQL database (skipped
+where no server answers); the rows are read through SQLAlchemy (``database_rows``) so
+both variants make the same assertions.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import feedparser
 import pytest
+from builders import database_rows
 from click.testing import CliRunner, Result
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -56,6 +63,26 @@ def etag_handler(body: bytes, content_type: str):  # type: ignore[no-untyped-def
     return handle
 
 
+class Database(NamedTuple):
+    """Where a test's CLI runs keep their rows: the URL its config names, and the
+    (absolute) URL the test reads the rows back at."""
+
+    configured: str
+    url: str
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    """A fresh database of each backend.  SQLite: ``data/aggregator.db``, relative to the
+    config's folder (tmp_path) as a deployment writes it.  PostgreSQL: a database of its
+    own (``pg_database``), so the test skips cleanly where no server answers."""
+    if request.param == "sqlite":
+        return Database("sqlite:///data/aggregator.db",
+                        f"sqlite:///{tmp_path / 'data' / 'aggregator.db'}")
+    url: str = request.getfixturevalue("pg_database")
+    return Database(url, url)
+
+
 @pytest.fixture()
 def portal(httpserver: HTTPServer) -> HTTPServer:
     httpserver.expect_request("/gbk.xml").respond_with_handler(etag_handler(GBK_FEED, "text/xml"))
@@ -72,7 +99,8 @@ def portal(httpserver: HTTPServer) -> HTTPServer:
     return httpserver
 
 
-def write_config(tmp_path: Path, server: HTTPServer) -> Path:
+def write_config(tmp_path: Path, server: HTTPServer,
+                 database: str = "sqlite:///data/aggregator.db") -> Path:
     sources = [
         ("ofweek-news", "高科技行业门户", "/gbk.xml", "[新媒体, 高科技行业门户, 新闻]"),
         ("hk-news", "香港新聞", "/big5.xml", "[新闻]"),
@@ -83,7 +111,7 @@ def write_config(tmp_path: Path, server: HTTPServer) -> Path:
         ("html-page", "HTML", "/page.html", "[新闻]"),
     ]
     lines = [
-        "database_url: sqlite:///data/aggregator.db",
+        f'database_url: "{database}"',
         "output_dir: public",
         "site_url: http://feeds.test/",
         'image_proxy: "https://cors.zfour.workers.dev/?"',
@@ -111,8 +139,11 @@ def summary_line(result: Result, source_id: str) -> str:
     return next(line for line in result.output.splitlines() if line.startswith(source_id + " "))
 
 
-def test_poll_build_export_end_to_end(portal: HTTPServer, tmp_path: Path) -> None:
-    config = write_config(tmp_path, portal)
+def test_poll_build_export_end_to_end(portal: HTTPServer, tmp_path: Path,
+                                      database: Database) -> None:
+    """poll → re-poll (conditional, adds nothing) → build → export → status, through the
+    CLI, on each backend: the same summaries, rows, feeds, posts and status table."""
+    config = write_config(tmp_path, portal, database.configured)
 
     first = run("--config", str(config), "poll")
     assert first.exit_code == 0, first.output
@@ -126,10 +157,8 @@ def test_poll_build_export_end_to_end(portal: HTTPServer, tmp_path: Path) -> Non
     assert "error: not a feed: the server sent an HTML page" in summary_line(first, "html-page")
     assert "polled 7 source(s): 4 ok, 3 failed" in first.output
 
-    database = tmp_path / "data" / "aggregator.db"
-    with sqlite3.connect(database) as db:
-        titles = {row[0] for row in db.execute("SELECT title FROM articles")}
-        count_before = db.execute("SELECT count(*) FROM articles").fetchone()[0]
+    titles = {row[0] for row in database_rows(database.url, "SELECT title FROM articles")}
+    [(count_before,)] = database_rows(database.url, "SELECT count(*) FROM articles")
     assert {"王喆：堃字号企业数字化转型", "係咪真㗎", "没有声明编码的中文标题"} <= titles
 
     # the second poll is conditional and adds nothing
@@ -142,9 +171,9 @@ def test_poll_build_export_end_to_end(portal: HTTPServer, tmp_path: Path) -> Non
     gbk_requests = [r for r, _ in portal.log if r.path == "/gbk.xml"]
     assert gbk_requests[0].headers.get("If-None-Match")
     assert gbk_requests[0].headers.get("If-Modified-Since") == "Fri, 21 May 2021 08:00:00 GMT"
-    with sqlite3.connect(database) as db:
-        assert db.execute("SELECT count(*) FROM articles").fetchone()[0] == count_before
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert database_rows(database.url, "SELECT count(*) FROM articles") == [(count_before,)]
+    if database.url.startswith("sqlite"):  # SQLite's own check of the file (PG has none)
+        assert database_rows(database.url, "PRAGMA integrity_check") == [("ok",)]
 
     built = run("--config", str(config), "build")
     assert built.exit_code == 0, built.output
@@ -237,8 +266,9 @@ def test_demo_command_runs_offline(tmp_path: Path) -> None:
     ) in seed_post
 
 
-def gone_and_dated_config(tmp_path: Path, server: HTTPServer, extra: str = "") -> Path:
-    lines = ["database_url: sqlite:///data/aggregator.db", "output_dir: public",
+def gone_and_dated_config(tmp_path: Path, server: HTTPServer, extra: str = "",
+                          database: str = "sqlite:///data/aggregator.db") -> Path:
+    lines = [f'database_url: "{database}"', "output_dir: public",
              "allow_private_networks: true", extra, "sources:"]
     for source_id, path in (("gone", "/gone.xml"), ("dated", "/dated.xml")):
         lines += [f"  - id: {source_id}", f"    name: {source_id}",
@@ -281,14 +311,17 @@ def test_poll_skips_a_source_a_410_disabled_unless_named(httpserver: HTTPServer,
 
 
 def test_prune_removes_what_retention_says_and_a_repoll_does_not_bring_it_back(
-    httpserver: HTTPServer, tmp_path: Path
+    httpserver: HTTPServer, tmp_path: Path, database: Database
 ) -> None:
+    """Retention keeps the two newest of five, and a re-poll of a feed still listing all
+    five stores none of the removed ones again (tombstones), on each backend."""
     httpserver.expect_request("/gone.xml").respond_with_data("", status=404)
     httpserver.expect_request("/dated.xml").respond_with_data(DATED_FEED, content_type="text/xml")
-    config = gone_and_dated_config(tmp_path, httpserver)
+    config = gone_and_dated_config(tmp_path, httpserver, database=database.configured)
     assert "no retention configured" in run("--config", str(config), "prune").output
 
-    config = gone_and_dated_config(tmp_path, httpserver, "max_articles_per_source: 2")
+    config = gone_and_dated_config(tmp_path, httpserver, "max_articles_per_source: 2",
+                                   database.configured)
     assert "new: 5 new" in summary_line(run("--config", str(config), "poll"), "dated")
     pruned = run("--config", str(config), "prune")
     assert pruned.exit_code == 0, pruned.output
@@ -302,9 +335,8 @@ def test_prune_removes_what_retention_says_and_a_repoll_does_not_bring_it_back(
         DATED_FEED.replace(b"<title>D</title>", b"<title>D2</title>"), content_type="text/xml")
     repoll = summary_line(run("--config", str(config), "poll"), "dated")
     assert "unchanged: 0 new, 0 updated, 2 unchanged, 3 removed by retention" in repoll
-    with sqlite3.connect(tmp_path / "data" / "aggregator.db") as db:
-        titles = sorted(row[0] for row in db.execute("SELECT title FROM articles"))
-    assert titles == ["第0条", "第1条"]
+    assert sorted(database_rows(database.url, "SELECT title FROM articles")) == [
+        ("第0条",), ("第1条",)]
 
 
 def test_poll_summary_says_what_a_parse_found(httpserver: HTTPServer, tmp_path: Path) -> None:
@@ -325,15 +357,19 @@ def test_poll_summary_says_what_a_parse_found(httpserver: HTTPServer, tmp_path: 
     assert "unchanged (nothing to parse)" in summary_line(again, "dated")
 
 
-def test_a_source_removed_from_the_config_leaves_every_output(httpserver: HTTPServer,
-                                                               tmp_path: Path) -> None:
+def test_a_source_removed_from_the_config_leaves_every_output(
+    httpserver: HTTPServer, tmp_path: Path, database: Database
+) -> None:
+    """A source dropped from the config leaves the feeds, OPML, index page and export at
+    the next build, while its rows stay for the grace period, on each backend."""
     feed = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>X'
             b"</title><item><title>%s</title><link>http://x.test/%s</link></item></channel></rss>")
     httpserver.expect_request("/gone.xml").respond_with_data(feed % (b"bye", b"1"),
                                                              content_type="text/xml")
     httpserver.expect_request("/dated.xml").respond_with_data(feed % (b"stay", b"2"),
                                                               content_type="text/xml")
-    config = gone_and_dated_config(tmp_path, httpserver).read_text(encoding="utf-8")
+    config = gone_and_dated_config(tmp_path, httpserver, database=database.configured
+                                   ).read_text(encoding="utf-8")
     config = config.replace("categories: [新闻]", "categories: [新闻, 独有]", 1)  # gone's own
     path = tmp_path / "aggregator.yaml"
     path.write_text(config, encoding="utf-8")
@@ -350,8 +386,8 @@ def test_a_source_removed_from_the_config_leaves_every_output(httpserver: HTTPSe
     assert "独有" not in (public / "feeds.opml").read_text(encoding="utf-8")
     index = (public / "index.html").read_text(encoding="utf-8")
     assert "独有" not in index and "bye" not in index and "stay" in index
-    with sqlite3.connect(tmp_path / "data" / "aggregator.db") as db:  # kept for the grace
-        assert db.execute("SELECT count(*) FROM articles WHERE source_id='gone'").fetchone() == (1,)
+    assert database_rows(database.url, "SELECT count(*) FROM articles "
+                                       "WHERE source_id='gone'") == [(1,)]  # kept for the grace
     exported = run("--config", str(path), "export", "hexo", "--out", str(tmp_path / "hexo"))
     assert "exported 1 post(s)" in exported.output
 
@@ -367,14 +403,16 @@ def test_status_shows_what_the_last_document_was_warned_about(portal: HTTPServer
     assert "HTTP 404" in summary_line(status, "missing")
 
 
-def test_a_charset_guess_is_shown_in_status(httpserver: HTTPServer, tmp_path: Path) -> None:
+def test_a_charset_guess_is_shown_in_status(httpserver: HTTPServer, tmp_path: Path,
+                                            database: Database) -> None:
+    """A document's own big5 declaration wins over an HTTP ISO-8859-1 default: the stored
+    title (read back from each backend) is the right text, and status says why."""
     httpserver.expect_request("/gone.xml").respond_with_data(
         BIG5_FEED, content_type="text/xml; charset=ISO-8859-1")  # an old server's default
     httpserver.expect_request("/dated.xml").respond_with_data(DATED_FEED, content_type="text/xml")
-    config = gone_and_dated_config(tmp_path, httpserver)
+    config = gone_and_dated_config(tmp_path, httpserver, database=database.configured)
     run("--config", str(config), "poll")
-    with sqlite3.connect(tmp_path / "data" / "aggregator.db") as db:
-        (title,) = db.execute("SELECT title FROM articles WHERE source_id='gone'").fetchone()
-    assert title == "係咪真㗎"  # the document's big5 is believed, not the HTTP default
+    assert database_rows(database.url, "SELECT title FROM articles WHERE source_id='gone'") \
+        == [("係咪真㗎",)]  # the document's big5 is believed, not the HTTP default
     line = summary_line(run("--config", str(config), "status"), "gone")
     assert "warning: charset: HTTP said ISO-8859-1, the document says big5" in line
