@@ -8,12 +8,14 @@ the call site or keeps a one-line ``functools.partial`` of the builder.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
 import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -77,6 +79,20 @@ def rss_document(*titles: str, link: str = "http://p.test/{index}") -> bytes:
         for i, t in enumerate(titles)
     )
     return rss_items(items, title="P", link=None).encode()
+
+
+def write_config_file(path: Path, settings: list[str], sources: dict[str, str], *,
+                      written: datetime | None = None) -> Path:
+    """A config file: ``settings`` lines, then ``sources`` (id -> URL, category 新闻); its
+    modification time set to ``written`` when given (configs are compared by it)."""
+    lines = [*settings, "sources:"]
+    for source_id, url in sources.items():
+        lines += [f"  - id: {source_id}", f"    name: {source_id}", f'    url: "{url}"',
+                  "    categories: [新闻]"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if written is not None:
+        os.utime(path, (written.timestamp(), written.timestamp()))
+    return path
 
 
 def database_rows(database: str, query: str) -> list[tuple[object, ...]]:

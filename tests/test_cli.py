@@ -9,6 +9,8 @@ both variants make the same assertions.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -416,3 +418,25 @@ def test_a_charset_guess_is_shown_in_status(httpserver: HTTPServer, tmp_path: Pa
         == [("係咪真㗎",)]  # the document's big5 is believed, not the HTTP default
     line = summary_line(run("--config", str(config), "status"), "gone")
     assert "warning: charset: HTTP said ISO-8859-1, the document says big5" in line
+
+
+def test_status_says_which_config_the_database_holds(portal: HTTPServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path, portal)
+    assert "config: none applied to the database yet" in run(
+        "--config", str(config), "status").output
+    run("--config", str(config), "prune")  # applies the file: generation 1
+    assert re.search(r"config: generation 1, applied by \S+ at [\d: -]+: this file's sources",
+                     run("--config", str(config), "status").output)
+    # an old copy of the file, without one source: older than what the database holds
+    text = config.read_text(encoding="utf-8")
+    old = tmp_path / "old.yaml"
+    old.write_text(text[:text.index("  - id: broken")] + text[text.index("  - id: html-page"):],
+                   encoding="utf-8")
+    os.utime(old, (config.stat().st_mtime - 60,) * 2)
+    assert "this file is OLDER: a worker started with it claims nothing" in run(
+        "--config", str(old), "status").output
+    pruned = run("--config", str(old), "prune")
+    assert "note: the database holds a newer config generation 1" in pruned.output
+    os.utime(old, (config.stat().st_mtime + 60,) * 2)  # the operator's latest edit
+    assert "this file is newer: the next start, reload or prune applies it" in run(
+        "--config", str(old), "status").output

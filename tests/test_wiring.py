@@ -4,11 +4,11 @@ and a real SQLite store."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from builders import write_config_file
 
 from aggregator.config import load_config
 from aggregator.records import ConfigSync
@@ -23,14 +23,9 @@ T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 def config_file(folder: Path, ids: list[str], *, written: datetime, name: str = "a.yaml",
                 extra: str = "") -> Path:
     """A config listing ``ids``, its file last modified at ``written``."""
-    lines = [f"database_url: sqlite:///{folder / 'db.sqlite'}", extra, "sources:"]
-    for source_id in ids:
-        lines += [f"  - id: {source_id}", f"    name: {source_id}",
-                  f"    url: https://{source_id}.example/feed.xml", "    categories: [新闻]"]
-    path = folder / name
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.utime(path, (written.timestamp(), written.timestamp()))
-    return path
+    return write_config_file(folder / name, [f"database_url: sqlite:///{folder / 'db.sqlite'}",
+                                             extra],
+                             {i: f"https://{i}.example/feed.xml" for i in ids}, written=written)
 
 
 def claimable(store: Store) -> list[str]:

@@ -4,13 +4,12 @@ config files, a real loopback portal; the many-process behaviour is in test_work
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from builders import LoopbackPortal
+from builders import LoopbackPortal, write_config_file
 
 from aggregator.config import load_config
 from aggregator.ingest.poll import utc_now
@@ -23,15 +22,11 @@ T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 def config_file(path: Path, portal: LoopbackPortal, ids: list[str], *,
                 written: datetime = T0) -> Path:
-    lines = [f"database_url: sqlite:///{path.parent / 'db.sqlite'}",
-             f"output_dir: {path.parent / 'public'}", "allow_private_networks: true",
-             "parse_workers: 0", "workers: 4", "host_concurrency: 1", "sources:"]
-    for source_id in ids:
-        lines += [f"  - id: {source_id}", f"    name: {source_id}",
-                  f'    url: "{portal.url(source_id + ".xml")}"', "    categories: [新闻]"]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.utime(path, (written.timestamp(), written.timestamp()))
-    return path
+    settings = [f"database_url: sqlite:///{path.parent / 'db.sqlite'}",
+                f"output_dir: {path.parent / 'public'}", "allow_private_networks: true",
+                "parse_workers: 0", "workers: 4", "host_concurrency: 1"]
+    return write_config_file(path, settings, {i: portal.url(f"{i}.xml") for i in ids},
+                             written=written)
 
 
 @pytest.fixture()

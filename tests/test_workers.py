@@ -6,6 +6,7 @@ a minute."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import signal
 import subprocess
@@ -262,3 +263,49 @@ def test_three_workers_keep_300_sources_on_schedule_for_several_cycles(
     # (e) A clean stop leaves no lease behind.
     assert database_rows(pg_database, "SELECT count(*) FROM sources WHERE leased_until IS "
                                       "NOT NULL OR leased_by IS NOT NULL") == [(0,)]
+
+
+def test_a_worker_started_with_a_stale_config_does_not_resurrect_a_removed_source(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """An old copy of the file listed s30; the operator's newer file dropped it.  A worker
+    started from the old copy claims nothing (and says so in /healthz) — s30 is never
+    fetched — until its file is as new; then it polls like its peer."""
+    portal = LoopbackPortal()
+    (tmp_path / "old").mkdir()
+    old = write_config(tmp_path / "old", pg_database, portal, sources=SOURCES + 1)
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    applied = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(old), "prune"],
+                             capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr  # generation 1 lists s30
+    new = write_config(tmp_path, pg_database, portal)
+    processes = []
+    try:
+        current, current_log = start(new, "--role", "worker")
+        processes.append(current)
+        current_log.wait_for(r"applied config generation 2")
+        stale, stale_log = start(old, "--role", "worker", "--port", "0")
+        processes.append(stale)
+        stale_log.wait_for(r"the database holds a newer config generation 2")
+        url = stale_log.wait_for(r"listening on (http://[^\s)]+)").group(1)
+        assert portal.wait_until_each_fetched(2, SOURCES, timeout=60)
+        health = requests.get(url + "healthz", timeout=10).json()
+        assert health["status"] == "degraded"
+        assert "newer config generation 2" in health["config"]["last_error"]["message"]
+        assert not any(re.search(r"source=s\d+ result=", line) for line in stale_log.lines)
+        # the operator's file reaches the stale worker's host: it reloads and takes part
+        mark = len(stale_log.lines)
+        old.write_text(new.read_text(encoding="utf-8"), encoding="utf-8")
+        stale_log.wait_for(r"current config generation 2", after=mark)
+        stale_log.wait_for(r"source=s\d+ result=", after=mark, timeout=30)
+        assert requests.get(url + "healthz", timeout=10).json()["status"] == "ok"
+    finally:
+        codes = stop(*processes)
+        portal.close()
+    assert codes == [0, 0]
+    assert "s30" not in portal.fetches()
+    assert database_rows(pg_database, "SELECT unlisted_since IS NOT NULL, lease_token FROM "
+                                      "sources WHERE id = 's30'") == [(True, 0)]
+    assert database_rows(pg_database, "SELECT count(*), count(DISTINCT source_id) "
+                                      "FROM articles") == [(SOURCES, SOURCES)]
