@@ -14,7 +14,7 @@ from builders import LoopbackPortal, write_config_file
 from aggregator.config import load_config
 from aggregator.ingest.poll import utc_now
 from aggregator.service.metrics import Metrics
-from aggregator.service.worker import HOST_BUSY_RETRY, ClaimWorker
+from aggregator.service.worker import HOST_BUSY_RETRY, INDEX_LOCK, ClaimWorker
 from aggregator.store import Store
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -90,3 +90,27 @@ def test_a_worker_with_an_older_config_claims_nothing_and_says_why(
         stale.stop(timeout=10)
         current.stop(timeout=10)
     assert [name for name, _ in portal.requests] == ["s1"]  # s2 stays removed
+
+
+def test_the_index_page_waits_while_a_peer_builds_it(
+    tmp_path: Path, pg_database: str, portal: LoopbackPortal
+) -> None:
+    """Category feeds build at once; the index page (every category's newest articles) is
+    left pending while another process holds its lock, and built once it is free."""
+    settings = load_config(config_file(tmp_path / "a.yaml", portal, ["s1"]))
+    index = tmp_path / "public" / "index.html"
+    feed = tmp_path / "public" / "categories" / "新闻" / "rss.xml"
+    portal.release.set()
+    with Store.open(pg_database) as store, Store.open(pg_database) as peer:
+        worker = ClaimWorker(settings, store, Metrics(), holder="w1")  # the file's database
+        try:                                                            # is not used
+            assert worker.reload()
+            assert worker.claim_once() == 1 and worker.wait_idle(30)
+            with peer.exclusive([INDEX_LOCK]) as held:
+                assert held == {INDEX_LOCK}
+                worker.build_now()
+                assert feed.exists() and not index.exists()
+            worker.build_now()  # only the index page was pending
+            assert "s1 一" in index.read_text(encoding="utf-8")
+        finally:
+            worker.stop(timeout=10)

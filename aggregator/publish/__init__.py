@@ -46,9 +46,9 @@ class ArticleReader(Protocol):
 
 
 def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source] | None = None,
-          only: Collection[str] | None = None) -> BuildReport:
+          only: Collection[str] | None = None, *, index: bool = True) -> BuildReport:
     """Regenerate the RSS and Atom feeds of every category (or ``only`` these), the OPML
-    index and the index page.
+    index and (unless ``index`` is False) the index page.
 
     With ``sources`` (the configured ones), exactly their categories are published, with
     their articles only: a source removed from the config leaves every output on the next
@@ -66,7 +66,8 @@ def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source]
     selected = [c for c in categories if only is None or c in only]
     articles = {c: reader.latest_articles(c, options.feed_size, ids) for c in selected}
     report = feeds.write_feeds(articles, options, all_categories=categories, only=only)
-
+    if not index:
+        return report
     page = index_page.render_index(categories, reader.latest_articles(None, INDEX_ARTICLES, ids),
                                    options, site_title=options.site_title or "Aggregator")
     if feeds.write_atomic(Path(options.output_dir) / INDEX_FILENAME, page):

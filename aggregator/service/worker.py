@@ -59,6 +59,7 @@ MAINTENANCE_EVERY = timedelta(hours=1)
 UNKNOWN_RETRY = timedelta(minutes=1)
 # A claimed source whose host has all its slots busy in this worker: due again after this.
 HOST_BUSY_RETRY = timedelta(seconds=2)
+INDEX_LOCK = "index:build"  # category locks are "build:<category>"
 CONFIG_CHECK_EVERY = 10.0  # seconds between looks at the database's config generation
 
 
@@ -248,8 +249,11 @@ class ClaimWorker:
                     self._changed_since = time.monotonic()
 
     def _build(self, *, force: bool) -> None:
-        """Build the changed categories once ``build_debounce`` has passed; a category a
-        peer is building right now stays pending for the next round."""
+        """Build the changed categories and the index page once ``build_debounce`` has
+        passed.  A category a peer is building right now stays pending for the next round;
+        so does the index page, which shows every category's newest articles: built from
+        a snapshot read before a peer's, it would overwrite a newer page — the index lock
+        makes index builds one at a time, each reading after the last one wrote."""
         with self._lock:
             settings = self._settings
             due = self._changed_since is not None and (
@@ -259,14 +263,15 @@ class ClaimWorker:
                 return
             pending, self._changed, self._changed_since = self._changed, set(), None
         names = {f"build:{category}": category for category in pending}
-        with self._store.exclusive(names) as held:
-            built = {names[name] for name in held}
-            if built:  # one build of everything this worker may build now
+        with self._store.exclusive([*names, INDEX_LOCK]) as held:
+            built = {names[name] for name in held if name in names}
+            index = INDEX_LOCK in held
+            if built or index:  # one build of everything this worker may build now
                 publish.build(self._store, settings.feed_options(), settings.source_list(),
-                              only=built)
+                              only=built, index=index)
         busy = pending - built
-        if busy:
-            self._metrics.build_lock_busy.inc(len(busy))
+        if busy or not index:  # left for the next round (an empty set: the index only)
+            self._metrics.build_lock_busy.inc(len(busy) + (not index))
             with self._lock:
                 self._changed |= busy
                 self._changed_since = self._changed_since or time.monotonic()
