@@ -37,7 +37,10 @@ from aggregator.records import (
     FeedOptions,
     FetchOptions,
     NormalizeOptions,
+    PageSelectors,
     Source,
+    SourceKind,
+    SourceRules,
 )
 
 # libyaml's safe loader when PyYAML has it (its wheels do): 8x faster on a long source list
@@ -139,8 +142,39 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+class PageConfig(_Model):
+    """``html:`` of a ``kind: html`` source: CSS selectors of its list page."""
+
+    item: str = Field(min_length=1, description="CSS selector: one match = one entry.")
+    title: str = Field(min_length=1, description="Selector of the title inside an item.")
+    link: str = Field(min_length=1, description='Selector of the link, e.g. "a@href".')
+    date: str | None = Field(default=None, description="Selector of the date (optional).")
+    date_format: str | None = Field(default=None, description="strptime format of the date.")
+    timezone: str | None = Field(default=None, description='Zone of dates without one: "+08:00".')
+    summary: str | None = Field(default=None, description="Selector of the summary (HTML).")
+    image: str | None = Field(default=None, description='Selector of the image: "img@src".')
+
+    def to_selectors(self) -> PageSelectors:
+        return PageSelectors(**self.model_dump())
+
+
+class RulesConfig(_Model):
+    """``rules:`` of a source: regexes on title or content."""
+
+    exclude: tuple[str, ...] = Field(default=(), description="Drop matching articles.")
+    include: tuple[str, ...] = Field(default=(), description="If given, keep only matching.")
+    strip_title: str | None = Field(default=None, description="Removed from titles.")
+    categories: dict[str, str] = Field(
+        default_factory=dict, description="Pattern -> an extra category for matches.")
+
+    def to_rules(self) -> SourceRules:
+        return SourceRules(exclude=self.exclude, include=self.include,
+                           strip_title=self.strip_title,
+                           categories=tuple(self.categories.items()))
+
+
 class SourceConfig(_Model):
-    """One portal feed."""
+    """One portal: a feed, or a list page read with CSS selectors (``kind: html``)."""
 
     id: str = Field(
         pattern=_SOURCE_ID, description="Unique id, [a-z0-9-]; used in logs and file names."
@@ -169,6 +203,27 @@ class SourceConfig(_Model):
         description="BCP 47 language of this source's articles (zh-TW, en); default: the "
         "top-level language.",
     )
+
+    kind: SourceKind = Field(default=SourceKind.FEED,
+                             description="feed (RSS, Atom, JSON Feed) or html (a list page).")
+    html: PageConfig | None = Field(default=None,
+                                    description="kind html: CSS selectors of the list page.")
+    full_text: bool = Field(default=False,
+                            description="Fetch each new article's page for its main content.")
+    content_selector: str | None = Field(
+        default=None, description="CSS selector of the content on article pages (full_text).")
+    rules: RulesConfig = Field(default_factory=RulesConfig,
+                               description="Regex rules: exclude, include, strip_title, "
+                                           "categories.")
+
+    @model_validator(mode="after")
+    def _kind_has_its_selectors(self) -> SourceConfig:
+        if self.kind is SourceKind.HTML and self.html is None:
+            raise ValueError("kind html needs an html: block with item, title and link "
+                             "selectors")
+        if self.kind is SourceKind.FEED and self.html is not None:
+            raise ValueError("an html: block needs kind: html")
+        return self
 
     @field_validator("interval", mode="before")
     @classmethod
@@ -225,6 +280,11 @@ class SourceConfig(_Model):
             enabled=self.enabled,
             max_bytes=self.max_bytes,
             language=self.language or default_language,
+            kind=self.kind,
+            page=self.html.to_selectors() if self.html is not None else None,
+            full_text=self.full_text,
+            content_selector=self.content_selector,
+            rules=self.rules.to_rules(),
         )
 
 

@@ -17,9 +17,47 @@ from enum import StrEnum
 from aggregator.rules import as_utc, check_title
 
 
+class SourceKind(StrEnum):
+    """How a source's URL is read: a feed (RSS, Atom, JSON Feed), or a list page without
+    one, read with CSS selectors (``PageSelectors``)."""
+
+    FEED = "feed"
+    HTML = "html"
+
+
+@dataclass(frozen=True, slots=True)
+class PageSelectors:
+    """Where a list page (``kind: html``) keeps its entries: CSS selectors, each inside
+    one ``item`` match; ``"sel@attr"`` takes an attribute instead of the text."""
+
+    item: str
+    title: str
+    link: str
+    date: str | None = None
+    date_format: str | None = None  # strptime format; None: common formats are tried
+    timezone: str | None = None  # "+08:00": the zone of dates that carry none (else UTC)
+    summary: str | None = None  # HTML kept (sanitized like feed content)
+    image: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRules:
+    """Per-source article rules (regexes, compiled and checked when the config loads, run
+    with a time bound): drop matches of ``exclude``, keep only matches of ``include`` (if
+    any), remove ``strip_title`` from titles, and add a category per matching pattern."""
+
+    exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    strip_title: str | None = None
+    categories: tuple[tuple[str, str], ...] = ()  # (pattern, category), in config order
+
+    def __bool__(self) -> bool:
+        return bool(self.exclude or self.include or self.strip_title or self.categories)
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One portal feed an operator listed in the config."""
+    """One portal an operator listed in the config."""
 
     id: str
     name: str
@@ -31,6 +69,11 @@ class Source:
     enabled: bool = True
     max_bytes: int | None = None  # overrides FetchOptions.max_bytes for this source
     language: str | None = None  # BCP 47 tag of its articles (``zh-TW``); None: unknown
+    kind: SourceKind = SourceKind.FEED
+    page: PageSelectors | None = None  # kind HTML: how to read the list page
+    full_text: bool = False  # fetch each new article's page for its main content
+    content_selector: str | None = None  # the content's CSS selector on article pages
+    rules: SourceRules = SourceRules()
 
 
 @dataclass(frozen=True, slots=True)
