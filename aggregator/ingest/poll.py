@@ -223,16 +223,14 @@ def host_of(url: str) -> str:
 def body_fingerprint(content: bytes, source: Source, options: NormalizeOptions) -> str:
     """Identifies "same bytes under the same rules": a match means nothing to re-parse.
 
-    The rules are part of it so that an edited source (categories, encoding) or
-    new normalize options (image proxy) re-process an otherwise unchanged feed.
+    The rules are part of it so that an edited source (categories, encoding, selectors,
+    article rules, full text) or new normalize options (image proxy) re-process an
+    otherwise unchanged feed.
     """
     digest = hashlib.sha256(content)
-    digest.update(
-        b"\0"
-        + repr((source.name, source.categories, source.encoding, source.comments, options)).encode(
-            "utf-8"
-        )
-    )
+    rules = (source.name, source.categories, source.encoding, source.comments, source.kind,
+             source.page, source.rules, source.full_text, source.content_selector, options)
+    digest.update(b"\0" + repr(rules).encode("utf-8"))
     return digest.hexdigest()
 
 
