@@ -78,10 +78,13 @@ def cli(ctx: click.Context, verbose: int, log_format: str) -> None:
 
 def _settings(ctx: click.Context) -> Settings:
     from aggregator.config import load_config, resolve_config_path
+    from aggregator.ingest.scrape import check_page_sources
 
     path = resolve_config_path(ctx.find_root().ensure_object(dict).get("config"))
     try:
-        return load_config(path)
+        settings = load_config(path)
+        check_page_sources(settings.source_list(), str(path))  # html: selectors (cssselect)
+        return settings
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         ctx.exit(EXIT_CONFIG)

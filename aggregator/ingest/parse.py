@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from urllib.parse import urljoin
 
@@ -34,7 +34,7 @@ import feedparser
 import feedparser.mixin
 
 from aggregator.errors import ParseError
-from aggregator.records import FetchResult, ParsedEntry, ParsedFeed, Source
+from aggregator.records import FetchResult, ParsedEntry, ParsedFeed, Source, SourceKind
 from aggregator.rules import strip_xml_illegal, web_url
 
 # Encodings that real servers declare while sending a superset: try the declared
@@ -78,6 +78,12 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._:-]+)[\"']")
 _XML_DECL_TEXT = re.compile(r"^(\s*<\?xml[^>]*?encoding\s*=\s*[\"'])([A-Za-z0-9._:-]+)([\"'])")
 _CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9._:-]+)", re.IGNORECASE)
+_HTML_PRESCAN = 8192  # bytes of an HTML page searched for its <meta charset>
+_HTML_COMMENT = re.compile(rb"<!--.*?-->", re.DOTALL)
+_HTML_META = re.compile(rb"<meta\b([^>]*)>", re.IGNORECASE)
+# charset="gb2312" as an attribute, or "text/html; charset=gbk" inside http-equiv's content
+_META_CHARSET = re.compile(rb"(?<![\w-])charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]+)",
+                           re.IGNORECASE)
 # A DOCTYPE with an internal subset; group 1 keeps "<!DOCTYPE name ..." without the subset.
 _INTERNAL_DTD = re.compile(r"(<!DOCTYPE[^\[>]*)\[.*?\]\s*>", re.IGNORECASE | re.DOTALL)
 # The root element of a feed document, after the prolog, comments and doctype.
@@ -99,7 +105,15 @@ if "id" in _RELATIVE_URI_ELEMENTS:
 
 
 def parse(fetched: FetchResult, source: Source) -> ParsedFeed:
-    """Parse one fetched document, or raise ``ParseError`` naming the source."""
+    """Parse one fetched document, or raise ``ParseError`` naming the source.
+
+    A ``kind: html`` source's document is a list page, read by ``scrape.parse_page``
+    (imported here, not at the top: it builds on this module's decoding and dates).
+    """
+    if source.kind is SourceKind.HTML:
+        from aggregator.ingest.scrape import parse_page
+
+        return parse_page(fetched, source)
     content = fetched.content
     if not content.strip():
         raise ParseError("empty response body", source_id=source.id)
@@ -137,6 +151,19 @@ def charset_from_content_type(content_type: str) -> str | None:
 def declared_xml_encoding(content: bytes) -> str | None:
     match = _XML_DECL.match(content[:1024])
     return match.group(1).decode("ascii") if match else None
+
+
+def declared_html_encoding(content: bytes) -> str | None:
+    """What an HTML page says it is encoded in: ``<meta charset="gb2312">``, ``<meta
+    http-equiv="Content-Type" content="text/html; charset=gbk">``, else an XHTML page's
+    XML declaration.  Read from the first ``_HTML_PRESCAN`` bytes (portals put scripts
+    and styles before their meta), comments ignored; None when it says nothing."""
+    head = _HTML_COMMENT.sub(b"", content[:_HTML_PRESCAN])
+    for meta in _HTML_META.finditer(head):
+        match = _META_CHARSET.search(meta.group(1))
+        if match is not None:
+            return match.group(1).decode("ascii")
+    return declared_xml_encoding(content)
 
 
 # What old web servers send by default whatever the document is: an HTTP charset that
@@ -189,12 +216,13 @@ def decode_feed_bytes(
     declared: str | None = None,
     override: str | None = None,
 ) -> Decoded:
-    """Decode feed bytes to text.
+    """Decode feed (or list page) bytes to text.
 
-    Order: a per-source override; a byte-order mark; the HTTP charset; the XML
-    declaration — each followed by the supersets servers really send (gb2312 →
-    gb18030, big5 → big5hkscs → cp950, iso-8859-1 → windows-1252); then UTF-8; then
-    statistical detection.  One exception: when HTTP names a single-byte default
+    Order: a per-source override; a byte-order mark; the HTTP charset; the document's
+    declaration (``declared``: the XML declaration, or an HTML page's meta charset) —
+    each followed by the supersets servers really send (gb2312 → gb18030, big5 →
+    big5hkscs → cp950, iso-8859-1 → windows-1252); then UTF-8; then statistical
+    detection.  One exception: when HTTP names a single-byte default
     (ISO-8859-1, US-ASCII, windows-1252) and the document declares a multibyte CJK
     encoding, the declaration is tried first.  ``exact`` is False only when no
     decoding worked strictly and undecodable bytes were replaced.
@@ -589,7 +617,7 @@ _NAMED_OFFSET = re.compile(r"(?:GMT|UTC)([+-])(\d{1,2})(?::?(\d\d))?$", re.IGNOR
 _COLON_OFFSET = re.compile(r"([+-]\d\d):(\d\d)$")
 _NUMERIC_ZONE = re.compile(r"[+-](\d\d)(\d\d)")
 _YMD = re.compile(
-    r"(\d{4})\s*[-/年]\s*(\d{1,2})\s*[-/月]\s*(\d{1,2})\s*日?"
+    r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
     r"(?:\s*[(（]?(?:星期|周|週)[一二三四五六日天][)）]?)?"
     r"(?:\s*T?\s*(\d{1,2}):(\d\d)(?::(\d\d)(?:[.,](\d{1,6}))?)?)?"
     r"\s*(Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)?",
@@ -601,12 +629,13 @@ _YMD = re.compile(
 _EARLIEST_DATE = datetime(1970, 1, 2, tzinfo=UTC)
 
 
-def lenient_datetime(raw: Any) -> datetime | None:
+def lenient_datetime(raw: Any, *, zone: tzinfo = UTC) -> datetime | None:
     """A date string as real feeds write it → aware UTC, or None when it cannot be read.
 
     RFC 822/2822 (``email.utils``) after normalizing the spelling, ISO 8601
     (``datetime.fromisoformat``) and year-month-day forms.  A date without a zone is
-    UTC; an unknown zone name is not guessed at (None).  Never invents a date.
+    in ``zone`` (UTC unless the caller knows better, as a list page's ``timezone``);
+    an unknown zone name is not guessed at (None).  Never invents a date.
     """
     if not isinstance(raw, str):
         return None
@@ -618,7 +647,7 @@ def lenient_datetime(raw: Any) -> datetime | None:
         if parsed is None:
             return None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
+            parsed = parsed.replace(tzinfo=zone)
         parsed = parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         return None

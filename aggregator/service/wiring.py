@@ -6,7 +6,8 @@ poll needs — options records and the parse worker pool — so that neither the
 nor the stages build processes or sessions themselves.  One rule each, for the CLI, the
 scheduler and the workers: which config the database holds (``sync_config``: a process
 with an older config file never undoes a newer one), retention with forgetting sources
-the config dropped (``prune``), and live reload (``reload_config``).  It must not poll,
+the config dropped (``prune``), and live reload (``reload_config``, which also checks
+``kind: html`` selectors: a bad one keeps the last good config running).  It must not poll,
 serve or open the store.
 """
 
@@ -23,6 +24,7 @@ from aggregator.config import Settings, load_config
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.ingest.poll import PARSE_AND_NORMALIZE, PollOptions
 from aggregator.ingest.sandbox import Budget, WorkerPool
+from aggregator.ingest.scrape import check_page_sources
 from aggregator.records import AppliedConfig, ConfigSync, ConfigVersion, PollRules
 from aggregator.service.health import ConfigState
 from aggregator.service.metrics import Metrics
@@ -136,6 +138,7 @@ def reload_config(current: Settings, state: ConfigState, metrics: Metrics,
         return False
     try:
         settings = load_config(current.config_path)
+        check_page_sources(settings.source_list(), str(current.config_path))
         apply(settings)
     except AggregatorError as exc:
         keep(state.failed(str(exc), now))
