@@ -14,7 +14,7 @@ from pytest_httpserver import HTTPServer
 from aggregator.errors import ParseError
 from aggregator.ingest.fetch import fetch
 from aggregator.ingest.normalize import normalize
-from aggregator.ingest.parse import decode_document, parse
+from aggregator.ingest.parse import declared_html_encoding, decode_document, parse
 from aggregator.publish.feeds import render_atom, render_rss
 from aggregator.records import FeedOptions, FetchOptions, FetchResult, NormalizeOptions
 
@@ -482,3 +482,24 @@ def test_an_atom_id_is_not_made_into_a_link() -> None:
     bare, web = parse(fetched(doc, "application/atom+xml"), SOURCE).entries
     assert (bare.guid, bare.link) == ("1", None)
     assert (web.guid, web.link) == ("http://portal.test/e/2", "http://portal.test/e/2")
+
+
+# --- HTML pages' declared encoding (kind: html sources decode with the same rules) ------
+
+
+@pytest.mark.parametrize(
+    ("head", "declared"),
+    [
+        (b'<meta charset="gb2312">', "gb2312"),
+        (b"<meta charset=GBK />", "GBK"),
+        (b'<meta http-equiv="Content-Type" content="text/html; charset=big5">', "big5"),
+        (b"<META HTTP-EQUIV=content-type CONTENT='text/html;charset=gb18030'>", "gb18030"),
+        (b'<!-- <meta charset="big5"> --><meta charset="gbk">', "gbk"),  # comments ignored
+        (b'<meta name="keywords" content="x"><title>t</title>', None),
+        (b'<?xml version="1.0" encoding="gb2312"?><html>', "gb2312"),  # XHTML
+        (b"<script>" + b"x" * 6000 + b'</script><meta charset="gbk">', "gbk"),  # after scripts
+    ],
+)
+def test_declared_html_encoding(head: bytes, declared: str | None) -> None:
+    page = head if head.startswith(b"<?xml") else b"<html><head>" + head + b"</head></html>"
+    assert declared_html_encoding(page) == declared

@@ -183,3 +183,20 @@ def test_a_real_json_feed_with_rfc_822_dates_is_dated() -> None:
          datetime(2018, 2, 6, 13, 34, 12, tzinfo=UTC)),
     ]
     assert len(articles) == 3  # the third item has no date: first seen
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2021-05-21 08:30", datetime(2021, 5, 21, 0, 30, tzinfo=UTC)),
+        ("2021.05.21", datetime(2021, 5, 20, 16, 0, tzinfo=UTC)),
+        ("2021年5月21日 08:30", datetime(2021, 5, 21, 0, 30, tzinfo=UTC)),
+        ("2021-05-21 08:30 +09:00", datetime(2021, 5, 20, 23, 30, tzinfo=UTC)),  # its own
+        ("Fri, 21 May 2021 08:30:00 GMT", datetime(2021, 5, 21, 8, 30, tzinfo=UTC)),
+    ],
+)
+def test_a_date_without_a_zone_is_read_in_the_zone_given(raw: str, expected: datetime) -> None:
+    """A list page's ``timezone`` (kind html): zone-less dates are in it, others keep
+    theirs; without it they stay UTC."""
+    assert lenient_datetime(raw, zone=timezone(timedelta(hours=8))) == expected
+    assert lenient_datetime("2021.05.21") == datetime(2021, 5, 21, tzinfo=UTC)
