@@ -99,3 +99,21 @@ def test_a_failed_reload_is_kept_before_it_is_logged(tmp_path: Path,
     assert not ok and len(kept) == 1
     assert kept[0].last_error is not None and "invalid YAML" in kept[0].last_error.message
     assert any("reload failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reload_with_a_bad_html_selector_keeps_the_last_good_config(tmp_path: Path) -> None:
+    """Selectors are checked by intake (cssselect's one home), not by the config module:
+    the reload runs that check too, so a bad one never replaces the running config."""
+    path = config_file(tmp_path, ["a"], written=T0)
+    settings = load_config(path)
+    path.write_text(path.read_text(encoding="utf-8") + (
+        "  - id: list\n    name: L\n    url: https://list.example/news.html\n"
+        "    categories: [新闻]\n    kind: html\n"
+        "    html: {item: 'div.list li[', title: a, link: 'a@href'}\n"), encoding="utf-8")
+    applied: list[object] = []
+    kept: list[ConfigState] = []
+    ok = wiring.reload_config(settings, ConfigState(path, T0), Metrics(), applied.append,
+                              kept.append, T0 + timedelta(minutes=1))
+    assert not ok and applied == []
+    assert kept[0].last_error is not None
+    assert "source 'list': field 'html.item'" in kept[0].last_error.message
