@@ -139,6 +139,23 @@ def declared_xml_encoding(content: bytes) -> str | None:
     return match.group(1).decode("ascii") if match else None
 
 
+# ``<meta charset="gb2312">`` and ``<meta http-equiv="Content-Type" content="…;
+# charset=gbk">`` in the first bytes of an HTML page (HTML says: the first 1024; real
+# portals put a long <title> or comments first, so a little more is read).
+_META_CHARSET = re.compile(
+    rb"<meta\b[^>]*?\bcharset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]+)", re.IGNORECASE)
+_HTML_PREFIX = 4096
+
+
+def declared_html_encoding(content: bytes) -> str | None:
+    """The encoding an HTML page declares in a ``<meta>`` (``charset`` or
+    ``http-equiv`` Content-Type), or an XML declaration (XHTML); None if none."""
+    match = _META_CHARSET.search(content[:_HTML_PREFIX])
+    if match:
+        return match.group(1).decode("ascii")
+    return declared_xml_encoding(content)
+
+
 # What old web servers send by default whatever the document is: an HTTP charset that
 # is one of these says little against a document that declares a multibyte CJK
 # encoding and decodes cleanly in it.
