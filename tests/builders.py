@@ -272,10 +272,11 @@ def portal_article_page(title: str = "我国工业互联网产业规模持续扩
     nav = "".join(f'<li><a href="/{i}/">{name}</a></li>' for i, name in enumerate(
         PORTAL_BOILERPLATE[:7]))
     body: list[str] = []
+    after = dict(zip((0, 1, 3), images, strict=False))  # paragraph index → image
     for index, paragraph in enumerate(paragraphs):
         body.append(f'<p style="text-indent:2em">{paragraph}</p>')
-        if index in (0, 1, 3) and images:
-            body.append(f'<p style="text-align:center">{images[min(len(images) - 1, (0, 1, 3).index(index))]}</p>')
+        if index in after:
+            body.append(f'<p style="text-align:center">{after[index]}</p>')
     related = "".join(f'<li><a href="/tech/2024/05/{n}.html">{PORTAL_BOILERPLATE[9 + n]}</a></li>'
                       for n in range(2))
     comments = "".join(f'<div class="comment-item"><p>{c}</p><span>2024-05-21 11:0{n}</span>'
@@ -284,7 +285,8 @@ def portal_article_page(title: str = "我国工业互联网产业规模持续扩
     return f"""<!DOCTYPE html>
 <html><head><meta charset="{charset}"><title>{title}_科技频道_示例新闻网</title>
 <meta name="keywords" content="工业互联网,数字化转型">
-<script>var _hmt = _hmt || []; (function() {{ var hm = document.createElement("script"); }})();</script>
+<script>var _hmt = _hmt || [];
+(function() {{ var hm = document.createElement("script"); }})();</script>
 <link rel="stylesheet" href="/css/main.css"></head>
 <body>
 <div id="top-nav" class="nav"><ul>{nav}</ul></div>
@@ -306,7 +308,8 @@ def portal_article_page(title: str = "我国工业互联网产业规模持续扩
   <li><a href="/hot/2.html">高温天气持续 多地电网负荷创历史新高</a></li></ol>
  </div>
 </div>
-<div class="footer"><a href="/about">{PORTAL_BOILERPLATE[15]}</a> | <a href="/ad">{PORTAL_BOILERPLATE[16]}</a> |
-<a href="/contact">{PORTAL_BOILERPLATE[17]}</a><p>Copyright &copy; 2024 {PORTAL_BOILERPLATE[18]}</p></div>
+<div class="footer"><a href="/about">{PORTAL_BOILERPLATE[15]}</a> |
+<a href="/ad">{PORTAL_BOILERPLATE[16]}</a> | <a href="/contact">{PORTAL_BOILERPLATE[17]}</a>
+<p>Copyright &copy; 2024 {PORTAL_BOILERPLATE[18]}</p></div>
 <script src="/js/stat.js"></script>
 </body></html>"""
