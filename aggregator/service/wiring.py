@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 def poll_options(settings: Settings) -> PollOptions:
     return PollOptions(fetch=settings.fetch_options(), normalize=settings.normalize_options(),
-                       rules=PollRules(max_backoff=settings.max_backoff))
+                       rules=PollRules(max_backoff=settings.max_backoff),
+                       full_text_max_pages=settings.full_text_max_pages,
+                       full_text_deadline=settings.full_text_deadline.total_seconds())
 
 
 def parse_pool(settings: Settings) -> WorkerPool:
