@@ -8,6 +8,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -490,3 +491,28 @@ def test_full_text_pages_are_extracted_in_the_parse_workers(
     content = stored(store)["one"].content
     assert content.startswith('<div class="article-content">')
     assert plain(content) == " ".join(ARTICLE_PARAGRAPHS)
+
+
+def test_a_new_content_selector_reads_the_listed_pages_again(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    portal = SummaryPortal(httpserver)
+    portal.listed = ["one", "missing"]
+    src = source(httpserver.url_for("/feed"), full_text=True)
+    poll_source(src, None, store, FULL_TEXT, fetch=http)
+    assert stored(store)["one"].content.startswith("<div><div")  # readability's wrapper
+
+    httpserver.clear_log()
+    selected = replace(src, content_selector="div.article-content")
+    again = poll_source(selected, store.source_state(src.id), store, FULL_TEXT, fetch=http)
+
+    assert sorted(portal.pages_asked()) == ["/a/missing.html", "/a/one.html"]
+    assert (again.counts.updated, again.pages_fetched, again.pages_failed) == (2, 2, 1)
+    assert stored(store)["one"].content.startswith('<div class="article-content">')
+
+    httpserver.clear_log()
+    plain_feed = poll_source(replace(src, full_text=False), store.source_state(src.id), store,
+                             FULL_TEXT, fetch=http)
+
+    assert portal.pages_asked() == [] and plain_feed.counts.updated == 2
+    assert stored(store)["one"].content == "摘要one：工业互联网产业规模持续扩大"

@@ -315,7 +315,13 @@ def _full_text(source: Source, articles: list[Article], store: PollStore,
     missing now usually stays missing, and retrying would cost a request every poll.
     Pages beyond the cap or the deadline are stored with the summary under a
     ``PENDING_PAGE`` hash, so a later poll fetches them.  Nothing here fails the poll.
+
+    The hashes are ``full_text_hash``es: a new ``content_selector`` (or turning full text
+    on) makes every listed article "changed", so their pages are fetched again under the
+    new rule, and turning it off brings the feed's content back.
     """
+    articles = [replace(a, content_hash=full_text_hash(a.content_hash, source)) if a.link
+                else a for a in articles]
     linked = {a.key: a.content_hash for a in articles if a.link}
     known = store.known_keys(source.id, linked) if linked else set()
     wanted = [a for a in articles if a.key in linked and a.key not in known]
@@ -349,6 +355,14 @@ def _full_text(source: Source, articles: list[Article], store: PollStore,
                  options.full_text_deadline)
     out = [replaced.get(a.key, a) if a.key in linked else a for a in articles]
     return out, Pages(fetched=fetched, failed=failed, pending=pending)
+
+
+def full_text_hash(content_hash: str, source: Source) -> str:
+    """The content hash of an article of a ``full_text`` source: what the FEED said (the
+    page's content is not in it, so an unchanged entry stays unchanged) and the rule its
+    page is read by."""
+    rule = f"{content_hash}\0full_text\0{source.content_selector or ''}"
+    return hashlib.sha256(rule.encode("utf-8")).hexdigest()
 
 
 def _with_page(article: Article, source: Source, options: PollOptions, remaining: float,
