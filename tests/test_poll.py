@@ -516,3 +516,30 @@ def test_a_new_content_selector_reads_the_listed_pages_again(
 
     assert portal.pages_asked() == [] and plain_feed.counts.updated == 2
     assert stored(store)["one"].content == "摘要one：工业互联网产业规模持续扩大"
+
+
+def test_the_full_text_deadline_bounds_a_poll_whose_pages_hang(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    portal = SummaryPortal(httpserver)
+    hung = threading.Event()
+
+    def hang(_request: object) -> Response:
+        hung.wait(30)  # released when the test ends
+        return Response("迟到", content_type="text/html")
+
+    httpserver.expect_request("/a/slow.html").respond_with_handler(hang)
+    portal.listed = ["slow", "one", "two"]
+    src = source(httpserver.url_for("/feed"), full_text=True)
+    hurried = PollOptions(fetch=OPTIONS.fetch, normalize=NormalizeOptions(),
+                          full_text_deadline=0.5)
+    try:
+        result = poll_source(src, None, store, hurried, fetch=http)
+    finally:
+        hung.set()
+
+    assert result.result is PollOutcome.NEW and result.counts.new == 3
+    assert (result.pages_fetched, result.pages_failed, result.pages_pending) == (1, 1, 2)
+    assert result.elapsed < 5  # the page's own fetch deadline (10 s) was cut to what was left
+    state = store.source_state(src.id)
+    assert state is not None and state.body_hash is None  # parsed again by the next poll
