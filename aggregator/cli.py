@@ -207,6 +207,12 @@ def poll_summary(results: list[PollResult]) -> list[str]:
             detail = f"{r.result.value}: {c.new} new, {c.updated} updated, {c.unchanged} unchanged"
             if c.retired:
                 detail += f", {c.retired} removed by retention"
+            if r.pages_fetched or r.pages_pending:
+                detail += f", {r.pages_fetched - r.pages_failed} full text(s)"
+                if r.pages_failed:
+                    detail += f" ({r.pages_failed} page(s) failed: summary kept)"
+                if r.pages_pending:
+                    detail += f", {r.pages_pending} page(s) left for the next poll"
             if r.rekeyed:
                 detail += f", {r.rekeyed} given a key of their own (they shared one)"
             if not (c.new or c.updated or c.unchanged or c.retired):

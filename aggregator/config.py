@@ -350,6 +350,12 @@ class Settings(_Model):
         default=timedelta(seconds=30), description="Wall-clock bound on one whole fetch."
     )
     max_feed_bytes: int = Field(default=10 * 1024 * 1024, description="Largest feed body accepted.")
+    full_text_max_pages: int = Field(
+        default=20, ge=1, le=1000,
+        description="full_text: article pages one poll of a source fetches at most.")
+    full_text_deadline: timedelta = Field(
+        default=timedelta(minutes=2),
+        description="full_text: how long one poll's article pages may take together.")
     workers: int = Field(default=8, ge=1, le=64, description="Sources polled in parallel.")
     parse_workers: int = Field(
         default=2, ge=0, le=32,
@@ -399,7 +405,8 @@ class Settings(_Model):
 
     @field_validator(
         "connect_timeout", "read_timeout", "fetch_deadline", "max_backoff", "build_debounce",
-        "shutdown_timeout", "parse_timeout", "removed_source_grace", mode="before",
+        "shutdown_timeout", "parse_timeout", "removed_source_grace", "full_text_deadline",
+        mode="before",
     )
     @classmethod
     def _durations(cls, value: object) -> timedelta:

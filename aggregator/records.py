@@ -361,6 +361,11 @@ class PollResult:
     consecutive_errors: int = 0  # after this poll
     parsed: bool = False  # the document was parsed (even if it had no entries)
     rekeyed: int = 0  # entries that shared another's key (e.g. one link) and got their own
+    # full_text: article pages asked for, those that kept the feed's summary (failed),
+    # and new articles whose page waits for a later poll (the per-poll cap or deadline)
+    pages_fetched: int = 0
+    pages_failed: int = 0
+    pages_pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)

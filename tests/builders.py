@@ -227,3 +227,89 @@ class LoopbackPortal(ThreadingHTTPServer):
         self.release.set()
         self.shutdown()
         self.server_close()
+
+
+# -- article pages of a Chinese portal (full_text) --------------------------------------
+
+# What a portal prints around every article: none of it may reach an extracted article.
+PORTAL_BOILERPLATE = (
+    "网站首页", "国内新闻", "国际新闻", "财经频道", "科技频道", "体育频道", "娱乐频道",
+    "当前位置：首页 > 科技 > 正文",
+    "热门排行", "一周热点：多地出台新政支持新能源汽车下乡，购车补贴最高可达一万元",
+    "相关阅读：工业互联网平台建设步伐加快，中小企业数字化转型迎来新机遇",
+    "网友评论", "北京网友：写得很好，希望国家继续加大对基础研究的投入，让更多年轻人安心做科研。",
+    "上海网友：期待这些成果早日走进寻常百姓家，也希望价格能够更加亲民一些，大家都用得起。",
+    "分享到微信朋友圈", "关于我们", "广告服务", "联系我们",
+    "版权所有 示例新闻网 京ICP备12345678号 京公网安备11010502030000号",
+)
+ARTICLE_PARAGRAPHS = (
+    "本报北京5月21日电 记者从工业和信息化部获悉，今年前四个月，我国工业互联网产业规模"
+    "继续保持较快增长，重点平台连接设备数量已超过九千万台（套），服务企业超过二十万家。",
+    "业内专家表示，随着5G、人工智能等新技术与制造业深度融合，越来越多的工厂开始"
+    "利用数据优化生产流程，产品不良率明显下降，能源消耗持续减少，综合效益显著提升。",
+    "据介绍，下一步将加快建设一批具有国际影响力的工业互联网平台，推动中小企业“上云用数赋智”，"
+    "并完善标识解析体系，力争到2025年底实现重点行业全覆盖。",
+    "在长三角、珠三角等制造业集聚区，已有不少企业尝到了数字化转型的甜头。一家汽车零部件"
+    "企业负责人说，引入智能排产系统后，订单交付周期缩短了三分之一。",
+    "专家同时提醒，数字化转型不是简单的设备更新，更需要管理理念和人才结构的同步升级，"
+    "各地应因地制宜，避免一哄而上。",
+)
+
+
+def portal_article_page(title: str = "我国工业互联网产业规模持续扩大",
+                        paragraphs: tuple[str, ...] = ARTICLE_PARAGRAPHS, *,
+                        images: tuple[str, ...] = (
+                            '<img src="/images/grey.gif" data-src="/upload/2024/05/a1.jpg"'
+                            ' alt="">',
+                            '<img src="/images/loading.png" data-original="//img.portal.test'
+                            '/upload/2024/05/a2.jpg">',
+                            '<img data-lazy-src="http://img.portal.test/upload/a3.png">'),
+                        charset: str = "gb2312") -> str:
+    """A portal's article page (text: encode it as ``charset`` says): navigation,
+    breadcrumb, share bar, related links, comments, a sidebar and a footer around
+    ``div.article-content``, which holds the paragraphs and, after the first, second and
+    fourth of them, the lazy-loaded ``images`` (placeholder ``src``, real URL elsewhere)."""
+    nav = "".join(f'<li><a href="/{i}/">{name}</a></li>' for i, name in enumerate(
+        PORTAL_BOILERPLATE[:7]))
+    body: list[str] = []
+    after = dict(zip((0, 1, 3), images, strict=False))  # paragraph index → image
+    for index, paragraph in enumerate(paragraphs):
+        body.append(f'<p style="text-indent:2em">{paragraph}</p>')
+        if index in after:
+            body.append(f'<p style="text-align:center">{after[index]}</p>')
+    related = "".join(f'<li><a href="/tech/2024/05/{n}.html">{PORTAL_BOILERPLATE[9 + n]}</a></li>'
+                      for n in range(2))
+    comments = "".join(f'<div class="comment-item"><p>{c}</p><span>2024-05-21 11:0{n}</span>'
+                       '<a href="#">回复</a> <a href="#">点赞(12)</a></div>'
+                       for n, c in enumerate(PORTAL_BOILERPLATE[12:14]))
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="{charset}"><title>{title}_科技频道_示例新闻网</title>
+<meta name="keywords" content="工业互联网,数字化转型">
+<script>var _hmt = _hmt || [];
+(function() {{ var hm = document.createElement("script"); }})();</script>
+<link rel="stylesheet" href="/css/main.css"></head>
+<body>
+<div id="top-nav" class="nav"><ul>{nav}</ul></div>
+<div class="breadcrumb">{PORTAL_BOILERPLATE[7]}</div>
+<div class="main clearfix">
+ <div class="left">
+  <h1 class="article-title">{title}</h1>
+  <div class="article-info"><span>2024-05-21 10:30</span> <span>来源：示例新闻网</span></div>
+  <div class="article-content" id="content">
+{"".join(body)}
+  </div>
+  <div class="share">{PORTAL_BOILERPLATE[14]} <a href="#">微博</a> <a href="#">QQ空间</a></div>
+  <div class="related"><h3>相关阅读</h3><ul>{related}</ul></div>
+  <div class="comments" id="comments"><h3>{PORTAL_BOILERPLATE[11]}</h3>{comments}</div>
+ </div>
+ <div class="right sidebar">
+  <h3>{PORTAL_BOILERPLATE[8]}</h3>
+  <ol><li><a href="/hot/1.html">{PORTAL_BOILERPLATE[9]}</a></li>
+  <li><a href="/hot/2.html">高温天气持续 多地电网负荷创历史新高</a></li></ol>
+ </div>
+</div>
+<div class="footer"><a href="/about">{PORTAL_BOILERPLATE[15]}</a> |
+<a href="/ad">{PORTAL_BOILERPLATE[16]}</a> | <a href="/contact">{PORTAL_BOILERPLATE[17]}</a>
+<p>Copyright &copy; 2024 {PORTAL_BOILERPLATE[18]}</p></div>
+<script src="/js/stat.js"></script>
+</body></html>"""

@@ -18,7 +18,13 @@ from typing import NamedTuple
 
 import feedparser
 import pytest
-from builders import database_rows
+from builders import (
+    ARTICLE_PARAGRAPHS,
+    PORTAL_BOILERPLATE,
+    database_rows,
+    portal_article_page,
+    rss_items,
+)
 from click.testing import CliRunner, Result
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -440,3 +446,37 @@ def test_status_says_which_config_the_database_holds(portal: HTTPServer, tmp_pat
     os.utime(old, (config.stat().st_mtime + 60,) * 2)  # the operator's latest edit
     assert "this file is newer: the next start, reload or prune applies it" in run(
         "--config", str(old), "status").output
+
+
+def test_full_text_through_poll_and_build(httpserver: HTTPServer, tmp_path: Path) -> None:
+    """A summary-only feed with full_text: the summary line counts the pages, and the
+    built feed carries each article's whole text, none of its page's boilerplate."""
+    items = "".join(
+        f"<item><title>文章{n}</title><link>{httpserver.url_for(f'/a/{n}.html')}</link>"
+        f"<description>摘要{n}</description></item>" for n in ("ok", "missing"))
+    httpserver.expect_request("/summaries.xml").respond_with_data(
+        rss_items(items).encode(), content_type="text/xml")
+    httpserver.expect_request("/a/ok.html").respond_with_data(
+        portal_article_page().encode("gbk"), content_type="text/html")
+    httpserver.expect_request("/a/missing.html").respond_with_data("", status=404)
+    config = tmp_path / "aggregator.yaml"
+    config.write_text("\n".join([
+        'database_url: "sqlite:///data/aggregator.db"', "output_dir: public",
+        "site_url: http://feeds.test/", "allow_private_networks: true", "sources:",
+        "  - id: summaries", "    name: 摘要网",
+        f'    url: "{httpserver.url_for("/summaries.xml")}"',
+        "    categories: [新闻]", "    full_text: true"]) + "\n", encoding="utf-8")
+
+    polled = run("--config", str(config), "poll")
+    run("--config", str(config), "build")
+
+    assert ("new: 2 new, 0 updated, 0 unchanged, 1 full text(s) (1 page(s) failed: summary "
+            "kept)") in summary_line(polled, "summaries")
+    feeds = [feedparser.parse(path.read_bytes()) for path in (tmp_path / "public").rglob("*.xml")
+             if path.name != "feeds.opml"]
+    bodies = {e.title: e.get("content", [{"value": e.get("summary", "")}])[0]["value"]
+              for feed in feeds for e in feed.entries}
+    assert set(bodies) == {"文章ok", "文章missing"}
+    assert all(p in bodies["文章ok"] for p in ARTICLE_PARAGRAPHS)
+    assert [b for b in PORTAL_BOILERPLATE if b in bodies["文章ok"]] == []
+    assert "摘要missing" in bodies["文章missing"]

@@ -3,14 +3,27 @@ portals that misbehave; real SQLite in tmp_path."""
 
 from __future__ import annotations
 
+import html
+import logging
+import re
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from builders import make_source, rss_document
+import pytest
+from builders import (
+    ARTICLE_PARAGRAPHS,
+    PORTAL_BOILERPLATE,
+    make_source,
+    portal_article_page,
+    rss_document,
+    rss_items,
+)
 from pytest_httpserver import HTTPServer
+from werkzeug import Response
 
 from aggregator.errors import FetchError
 from aggregator.ingest.decide import REDIRECT_CONFIRMATIONS
@@ -22,6 +35,7 @@ from aggregator.ingest.poll import (
     poll_source,
     poll_sources,
 )
+from aggregator.ingest.sandbox import Budget, WorkerPool
 from aggregator.records import (
     Article,
     FetchOptions,
@@ -347,3 +361,185 @@ def test_a_poll_whose_lease_was_taken_over_writes_nothing(store: Store) -> None:
     fresh = poll_source(SRC, current.state, store, OPTIONS,
                         fetch=Portal(answer(content=rss_document("一"))), lease=current.lease)
     assert fresh.result is PollOutcome.NEW
+
+
+# -- full text: the pages of a summary-only feed, from a loopback portal ----------------
+
+FULL_TEXT = PollOptions(fetch=OPTIONS.fetch, normalize=NormalizeOptions(
+    image_proxy="https://proxy.test/?"))
+
+
+class SummaryPortal:
+    """A loopback portal whose feed carries only summaries and links to its article pages
+    (GBK, ``<meta charset="gb2312">``, no HTTP charset); ``/a/missing.html`` is a 404."""
+
+    def __init__(self, httpserver: HTTPServer) -> None:
+        self.server = httpserver
+        self.listed: list[str] = []
+        httpserver.expect_request("/feed").respond_with_handler(self._feed)
+        httpserver.expect_request("/a/missing.html").respond_with_data("没有这个页面",
+                                                                       status=404)
+        for name in ("one", "two", "three"):
+            httpserver.expect_request(f"/a/{name}.html").respond_with_data(
+                portal_article_page(title=f"文章{name}").encode("gbk"),
+                content_type="text/html")
+
+    def link(self, name: str) -> str:
+        return self.server.url_for(f"/a/{name}.html")
+
+    def _feed(self, _request: object) -> Response:
+        items = "".join(
+            f"<item><title>文章{name}</title><link>{self.link(name)}</link><guid>{name}</guid>"
+            f"<description>摘要{name}：工业互联网产业规模持续扩大</description></item>"
+            for name in self.listed)
+        return Response(rss_items(items).encode(), content_type="text/xml")
+
+    def pages_asked(self) -> list[str]:
+        return [request.path for request, _ in self.server.log if request.path.startswith("/a/")]
+
+
+def stored(store: Store) -> dict[str, Article]:
+    return {a.key: a for a in store.iter_articles("portal")}
+
+
+def plain(fragment: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+def test_full_text_stores_each_new_page_once_and_a_failing_one_keeps_its_summary(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    portal = SummaryPortal(httpserver)
+    src = source(httpserver.url_for("/feed"), full_text=True)
+    portal.listed = ["one", "missing"]
+
+    with caplog.at_level(logging.INFO, logger="aggregator.ingest.poll"):
+        first = poll_source(src, None, store, FULL_TEXT, fetch=http)
+
+    assert (first.result, first.counts.new) == (PollOutcome.NEW, 2)
+    assert (first.pages_fetched, first.pages_failed, first.pages_pending) == (2, 1, 0)
+    articles = stored(store)
+    one = articles["one"]
+    assert plain(one.content) == " ".join(ARTICLE_PARAGRAPHS)
+    assert [b for b in PORTAL_BOILERPLATE if b in one.content] == []
+    assert re.findall(r'src="([^"]+)"', one.content) == [
+        f"https://proxy.test/?{httpserver.url_for('/upload/2024/05/a1.jpg')}",
+        "https://proxy.test/?http://img.portal.test/upload/2024/05/a2.jpg",
+        "https://proxy.test/?http://img.portal.test/upload/a3.png"]
+    assert one.headimg == f"https://proxy.test/?{httpserver.url_for('/upload/2024/05/a1.jpg')}"
+    assert one.summary == "摘要one：工业互联网产业规模持续扩大"
+    assert articles["missing"].content == "摘要missing：工业互联网产业规模持续扩大"
+    assert (f"source=portal full text of {portal.link('missing')} failed: HTTP 404"
+            in caplog.text)
+    assert "pages=2 pages_failed=1 pages_pending=0" in caplog.text
+
+    portal.listed = ["two", "one", "missing"]  # a new article: the feed's bytes change
+    httpserver.clear_log()
+    second = poll(src, store, http, parse_pool=None)
+
+    assert portal.pages_asked() == ["/a/two.html"]  # neither the stored one nor the 404
+    assert (second.counts.new, second.counts.unchanged, second.pages_fetched) == (1, 2, 1)
+    assert stored(store)["one"].content == one.content  # the summary did not come back
+    assert plain(stored(store)["two"].content) == " ".join(ARTICLE_PARAGRAPHS)
+
+    httpserver.clear_log()
+    third = poll(src, store, http)
+
+    assert portal.pages_asked() == [] and not third.parsed and third.pages_fetched == 0
+
+
+def test_pages_beyond_the_cap_keep_their_summary_until_the_next_poll(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    portal = SummaryPortal(httpserver)
+    portal.listed = ["one", "two", "three"]
+    src = source(httpserver.url_for("/feed"), full_text=True)
+    capped = PollOptions(fetch=OPTIONS.fetch, normalize=NormalizeOptions(),
+                         full_text_max_pages=2)
+
+    first = poll_source(src, None, store, capped, fetch=http)
+
+    assert portal.pages_asked() == ["/a/one.html", "/a/two.html"]
+    assert (first.counts.new, first.pages_fetched, first.pages_pending) == (3, 2, 1)
+    assert stored(store)["three"].content == "摘要three：工业互联网产业规模持续扩大"
+
+    httpserver.clear_log()  # the same feed bytes: parsed again for the page left
+    second = poll_source(src, store.source_state(src.id), store, capped, fetch=http)
+
+    assert portal.pages_asked() == ["/a/three.html"]
+    assert (second.counts.updated, second.counts.unchanged, second.pages_pending) == (1, 2, 0)
+    assert plain(stored(store)["three"].content) == " ".join(ARTICLE_PARAGRAPHS)
+
+    httpserver.clear_log()
+    third = poll_source(src, store.source_state(src.id), store, capped, fetch=http)
+
+    assert not third.parsed and portal.pages_asked() == []
+
+
+def test_full_text_pages_are_extracted_in_the_parse_workers(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    portal = SummaryPortal(httpserver)
+    portal.listed = ["one"]
+    src = source(httpserver.url_for("/feed"), full_text=True,
+                 content_selector="div.article-content")
+
+    with WorkerPool(workers=1, budget=Budget(seconds=30)) as pool:
+        result = poll_source(src, None, store, FULL_TEXT, fetch=http, parse_pool=pool)
+
+    assert (result.pages_fetched, result.pages_failed) == (1, 0)
+    content = stored(store)["one"].content
+    assert content.startswith('<div class="article-content">')
+    assert plain(content) == " ".join(ARTICLE_PARAGRAPHS)
+
+
+def test_a_new_content_selector_reads_the_listed_pages_again(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    portal = SummaryPortal(httpserver)
+    portal.listed = ["one", "missing"]
+    src = source(httpserver.url_for("/feed"), full_text=True)
+    poll_source(src, None, store, FULL_TEXT, fetch=http)
+    assert stored(store)["one"].content.startswith("<div><div")  # readability's wrapper
+
+    httpserver.clear_log()
+    selected = replace(src, content_selector="div.article-content")
+    again = poll_source(selected, store.source_state(src.id), store, FULL_TEXT, fetch=http)
+
+    assert sorted(portal.pages_asked()) == ["/a/missing.html", "/a/one.html"]
+    assert (again.counts.updated, again.pages_fetched, again.pages_failed) == (2, 2, 1)
+    assert stored(store)["one"].content.startswith('<div class="article-content">')
+
+    httpserver.clear_log()
+    plain_feed = poll_source(replace(src, full_text=False), store.source_state(src.id), store,
+                             FULL_TEXT, fetch=http)
+
+    assert portal.pages_asked() == [] and plain_feed.counts.updated == 2
+    assert stored(store)["one"].content == "摘要one：工业互联网产业规模持续扩大"
+
+
+def test_the_full_text_deadline_bounds_a_poll_whose_pages_hang(
+    httpserver: HTTPServer, store: Store, http: HttpFetcher
+) -> None:
+    portal = SummaryPortal(httpserver)
+    hung = threading.Event()
+
+    def hang(_request: object) -> Response:
+        hung.wait(30)  # released when the test ends
+        return Response("迟到", content_type="text/html")
+
+    httpserver.expect_request("/a/slow.html").respond_with_handler(hang)
+    portal.listed = ["slow", "one", "two"]
+    src = source(httpserver.url_for("/feed"), full_text=True)
+    hurried = PollOptions(fetch=OPTIONS.fetch, normalize=NormalizeOptions(),
+                          full_text_deadline=0.5)
+    try:
+        result = poll_source(src, None, store, hurried, fetch=http)
+    finally:
+        hung.set()
+
+    assert result.result is PollOutcome.NEW and result.counts.new == 3
+    assert (result.pages_fetched, result.pages_failed, result.pages_pending) == (1, 1, 2)
+    assert result.elapsed < 5  # the page's own fetch deadline (10 s) was cut to what was left
+    state = store.source_state(src.id)
+    assert state is not None and state.body_hash is None  # parsed again by the next poll

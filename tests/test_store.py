@@ -789,3 +789,17 @@ def test_disabled_and_dropped_sources_are_never_due(store: Store) -> None:
     apply(store, ["gone", "ok"])
     due = store.claim_due("w", limit=10, lease_for=timedelta(minutes=1), now=T0)
     assert [c.lease.source_id for c in due] == ["ok"]
+
+
+def test_known_keys_are_the_unchanged_and_the_removed_ones(store: Store) -> None:
+    save(store, [make_article("same"), make_article("edited"),
+                 make_article("removed", date=T0 - timedelta(days=9))])
+    store.prune(keep_per_source=2)
+    save(store, [make_article("same", source_id="other")], source_id="other")
+
+    asked = {"same": "hash-same", "edited": "hash-edited-2", "removed": "hash-removed",
+             "fresh": "hash-fresh"}
+
+    assert store.known_keys("src", asked) == {"same", "removed"}
+    assert store.known_keys("other", {"edited": "hash-edited"}) == set()
+    assert store.known_keys("src", {}) == set()

@@ -148,6 +148,25 @@ def normalize(
     )
 
 
+def with_content(article: Article, fragment: str, base_url: str,
+                 options: NormalizeOptions) -> Article:
+    """``article`` showing ``fragment`` — the main content of its page at ``base_url``
+    (``full_text``) — instead of what the feed carried: sanitized, made absolute and
+    image-proxied as feed content is; headimg/thumbnail its first image, else the
+    feed's; the summary stays the feed's (an excerpt of the page when the feed had none).
+
+    ``key`` and ``content_hash`` are kept: the hash says what the FEED said, so the next
+    poll of an unchanged entry (normalized from the summary again) matches the stored
+    article and leaves its full text alone.
+    """
+    base = web_url(base_url) or article.link or ""
+    content = sanitize_html(fragment, base, options)
+    headimg = first_image(content) or article.headimg
+    summary = article.summary or excerpt(content, options.summary_length)
+    return replace(article, content=content, summary=summary, headimg=headimg,
+                   thumbnail=headimg)
+
+
 def sanitize_html(fragment: str, base_url: str, options: NormalizeOptions) -> str:
     """Allowlist-sanitize ``fragment``; absolute URLs; proxied, no-referrer images."""
     return _content_cleaner(base_url, options).clean(strip_xml_illegal(fragment)).strip()

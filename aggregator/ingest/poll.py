@@ -9,7 +9,11 @@
    ``ingest.fetch.HttpFetcher``; tests inject others) — a 304 ends the work cheaply;
 3. an unchanged body (same bytes, same rules) ends it too, before any parsing;
 4. parse and normalize every entry into an ``Article``, in a parse worker process
-   (``extract`` under the ``sandbox`` budget) or in this thread;
+   (``extract`` under the ``sandbox`` budget) or in this thread; for a ``full_text``
+   source, the pages of its new (or changed) articles are fetched one after another
+   with the same fetch — inside this poll's host slot, so within the host limit — at
+   most ``full_text_max_pages`` within ``full_text_deadline``, and their main content
+   (``fulltext``, in a parse worker too) replaces the summary;
 5. ``decide.decide``: one pure ``SourceUpdate`` (validators, errors, backoff, next
    poll, redirect, disabling, outcome);
 6. ``store.commit_poll``: the update and the articles in ONE transaction.
@@ -32,9 +36,9 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -64,6 +68,12 @@ log = logging.getLogger(__name__)
 # parse → normalize of one document (``extract.parse_and_normalize``), by name: it runs
 # in the parse workers, and this process imports the parser only when it has no pool.
 PARSE_AND_NORMALIZE = FunctionRef("aggregator.ingest.extract", "parse_and_normalize")
+# an article page → the article with its main content (``full_text`` sources)
+ARTICLE_WITH_FULL_TEXT = FunctionRef("aggregator.ingest.fulltext", "article_with_full_text")
+# The content hash of an article stored with its feed summary because its page was not
+# fetched yet (the per-poll cap or deadline): it never matches what the feed says, so the
+# next parsed poll counts the article as changed and fetches its page.
+PENDING_PAGE = "pending-page:"
 
 Fetch = Callable[[Source, FetchOptions, Validators], FetchResult]
 
@@ -75,13 +85,20 @@ class PollOptions:
     fetch: FetchOptions
     normalize: NormalizeOptions
     rules: PollRules = field(default_factory=PollRules)
+    # full_text sources: article pages one poll fetches at most, and the seconds they
+    # may take together; the articles left wait, with their summary, for the next poll
+    full_text_max_pages: int = 20
+    full_text_deadline: float = 120.0
 
 
 class PollStore(Protocol):
-    """What a poll needs of the store: one read of the states, one commit per poll."""
+    """What a poll needs of the store: one read of the states, one commit per poll (and,
+    for a ``full_text`` source, one read of which articles it already holds)."""
 
     def source_states(self, source_ids: Iterable[str] | None = None) -> dict[str, SourceState]:
         ...
+
+    def known_keys(self, source_id: str, hashes: Mapping[str, str]) -> set[str]: ...
 
     def commit_poll(self, update: SourceUpdate, articles: Sequence[Article] | None = None,
                     lease: Lease | None = None) -> StoreCounts: ...
@@ -114,7 +131,7 @@ def poll_source(
         return PollResult(source_id=configured.id, result=PollOutcome.SKIPPED,
                           error=planned.disabled, consecutive_errors=_errors(remembered))
 
-    attempt, articles, parsed = _attempt(planned, options, fetch, parse_pool, at)
+    attempt, articles, parsed, pages = _attempt(planned, options, fetch, parse_pool, at, store)
     update = decide.decide(configured, remembered, planned, attempt, now=at,
                            rules=options.rules, jitter=jitter())
     try:
@@ -130,7 +147,7 @@ def poll_source(
             fetched=attempt.fetched, error=exc.reason), now=at, rules=options.rules,
             jitter=jitter())
         counts = StoreCounts()
-    result = _result(update, attempt, counts, parsed, time.monotonic() - started)
+    result = _result(update, attempt, counts, parsed, pages, time.monotonic() - started)
     _log(planned.source, update, result)
     return result
 
@@ -238,35 +255,129 @@ def body_fingerprint(content: bytes, source: Source, options: NormalizeOptions) 
 
 
 def _attempt(planned: decide.PollPlan, options: PollOptions, fetch: Fetch,
-             parse_pool: WorkerPool | None,
-             at: datetime) -> tuple[decide.Attempt, list[Article] | None, ParsedFeed | None]:
-    """Fetch, and parse what changed: what happened, the articles and the parsed feed
-    (None and None: nothing was parsed)."""
+             parse_pool: WorkerPool | None, at: datetime, store: PollStore,
+             ) -> tuple[decide.Attempt, list[Article] | None, ParsedFeed | None, Pages]:
+    """Fetch, and parse what changed: what happened, the articles, the parsed feed
+    (None and None: nothing was parsed) and what full text cost."""
     source = planned.source
     fetched: FetchResult | None = None
+    pages = Pages()
     try:
         fetched = fetch(source, options.fetch, planned.validators)
         if fetched.not_modified:
-            return decide.Attempt(fetched=fetched), None, None
-        body_hash = body_fingerprint(fetched.content, source, options.normalize)
+            return decide.Attempt(fetched=fetched), None, None, pages
+        body_hash: str | None = body_fingerprint(fetched.content, source, options.normalize)
         if body_hash == planned.known_body:
-            return decide.Attempt(fetched=fetched, body_hash=body_hash), None, None
+            return decide.Attempt(fetched=fetched, body_hash=body_hash), None, None, pages
         parsed, articles = _extract(fetched, source, options.normalize, at, parse_pool)
         for warning in parsed.warnings:
             log.warning("source=%s %s", source.id, warning)
+        if source.full_text and articles:
+            articles, pages = _full_text(source, articles, store, options, fetch, parse_pool)
+            if pages.pending:
+                # not "this body is done": the next poll must parse it again, even if the
+                # portal would answer 304 or the same bytes, to fetch the pages left
+                fetched, body_hash = replace(fetched, etag=None, last_modified=None), None
         attempt = decide.Attempt(fetched=fetched, body_hash=body_hash, parsed=True,
                                  warnings=parsed.warnings)
-        return attempt, articles, parsed
+        return attempt, articles, parsed, pages
     except FetchError as exc:
         return decide.Attempt(fetched=None, error=exc.reason, status=exc.status,
-                              retry_after=exc.retry_after), None, None
+                              retry_after=exc.retry_after), None, None, pages
     except AggregatorError as exc:
         return decide.Attempt(fetched=None, error=exc.reason,
-                              status=fetched.status if fetched else None), None, None
+                              status=fetched.status if fetched else None), None, None, pages
     except Exception as exc:  # a bug in one source's path must not stop the others
         log.exception("source=%s unexpected error", source.id)
         return decide.Attempt(fetched=None, error=f"internal error: {type(exc).__name__}: {exc}",
-                              status=fetched.status if fetched else None), None, None
+                              status=fetched.status if fetched else None), None, None, pages
+
+
+@dataclass(frozen=True, slots=True)
+class Pages:
+    """What one poll's full text did: pages asked for, failed (the summary stays) and
+    left for a later poll."""
+
+    fetched: int = 0
+    failed: int = 0
+    pending: int = 0
+
+
+def _full_text(source: Source, articles: list[Article], store: PollStore,
+               options: PollOptions, fetch: Fetch,
+               parse_pool: WorkerPool | None) -> tuple[list[Article], Pages]:
+    """The articles with their pages' main content where it could be had.
+
+    Only articles the store does not hold as they are (new, or changed in the feed) have
+    their page fetched: an unchanged article never costs a request again.  A page that
+    fails (HTTP error, timeout, not HTML, no content found) leaves the article with the
+    feed's summary and is NOT retried while its entry is unchanged — a page that is
+    missing now usually stays missing, and retrying would cost a request every poll.
+    Pages beyond the cap or the deadline are stored with the summary under a
+    ``PENDING_PAGE`` hash, so a later poll fetches them.  Nothing here fails the poll.
+
+    The hashes are ``full_text_hash``es: a new ``content_selector`` (or turning full text
+    on) makes every listed article "changed", so their pages are fetched again under the
+    new rule, and turning it off brings the feed's content back.
+    """
+    articles = [replace(a, content_hash=full_text_hash(a.content_hash, source)) if a.link
+                else a for a in articles]
+    linked = {a.key: a.content_hash for a in articles if a.link}
+    known = store.known_keys(source.id, linked) if linked else set()
+    wanted = [a for a in articles if a.key in linked and a.key not in known]
+    if not wanted:
+        return articles, Pages()
+    deadline = time.monotonic() + options.full_text_deadline
+    replaced: dict[str, Article] = {}
+    fetched = failed = 0
+    for article in wanted:
+        remaining = deadline - time.monotonic()
+        if fetched >= options.full_text_max_pages or remaining <= 0:
+            replaced[article.key] = replace(article,
+                                            content_hash=PENDING_PAGE + article.content_hash)
+            continue
+        fetched += 1
+        try:
+            replaced[article.key] = _with_page(article, source, options, remaining, fetch,
+                                               parse_pool)
+        except AggregatorError as exc:
+            failed += 1
+            log.warning("source=%s full text of %s failed: %s", source.id, article.link,
+                        exc.reason)
+        except Exception as exc:  # a bug on one page must not cost the poll
+            failed += 1
+            log.exception("source=%s full text of %s failed: internal error: %s: %s",
+                          source.id, article.link, type(exc).__name__, exc)
+    pending = len(wanted) - fetched
+    if pending:
+        log.info("source=%s full text: %d page(s) left for the next poll (at most %d per "
+                 "poll, %.0fs)", source.id, pending, options.full_text_max_pages,
+                 options.full_text_deadline)
+    out = [replaced.get(a.key, a) if a.key in linked else a for a in articles]
+    return out, Pages(fetched=fetched, failed=failed, pending=pending)
+
+
+def full_text_hash(content_hash: str, source: Source) -> str:
+    """The content hash of an article of a ``full_text`` source: what the FEED said (the
+    page's content is not in it, so an unchanged entry stays unchanged) and the rule its
+    page is read by."""
+    rule = f"{content_hash}\0full_text\0{source.content_selector or ''}"
+    return hashlib.sha256(rule.encode("utf-8")).hexdigest()
+
+
+def _with_page(article: Article, source: Source, options: PollOptions, remaining: float,
+               fetch: Fetch, parse_pool: WorkerPool | None) -> Article:
+    """Fetch the article's page (within what is left of the deadline) and extract it."""
+    assert article.link is not None
+    limits = replace(options.fetch, deadline=min(options.fetch.deadline, remaining))
+    page = fetch(replace(source, url=article.link), limits, Validators())
+    work = (article, page, source, options.normalize)
+    if parse_pool is None:
+        return ARTICLE_WITH_FULL_TEXT(*work)  # type: ignore[no-any-return]
+    try:
+        return parse_pool.call(ARTICLE_WITH_FULL_TEXT, *work)  # type: ignore[no-any-return]
+    except SandboxError as exc:
+        raise ParseError(exc.reason, source_id=source.id) from exc
 
 
 def _extract(fetched: FetchResult, source: Source, options: NormalizeOptions, at: datetime,
@@ -283,7 +394,7 @@ def _extract(fetched: FetchResult, source: Source, options: NormalizeOptions, at
 
 
 def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
-            parsed: ParsedFeed | None, elapsed: float) -> PollResult:
+            parsed: ParsedFeed | None, pages: Pages, elapsed: float) -> PollResult:
     state = update.state
     fetched = attempt.fetched
     return PollResult(
@@ -302,6 +413,9 @@ def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
         consecutive_errors=state.error_count,
         parsed=parsed is not None and update.result is None,
         rekeyed=parsed.rekeyed if parsed else 0,
+        pages_fetched=pages.fetched,
+        pages_failed=pages.failed,
+        pages_pending=pages.pending,
     )
 
 
@@ -320,8 +434,13 @@ def _log(polled: Source, update: SourceUpdate, result: PollResult) -> None:
                     state.next_poll_at.isoformat() if state.next_poll_at else "never")
         return
     c = result.counts
-    log.info("source=%s result=%s new=%d updated=%d unchanged=%d elapsed=%.3fs",
-             polled.id, result.result.value, c.new, c.updated, c.unchanged, result.elapsed)
+    pages = ""
+    if result.pages_fetched or result.pages_pending:
+        pages = (f" pages={result.pages_fetched} pages_failed={result.pages_failed}"
+                 f" pages_pending={result.pages_pending}")
+    log.info("source=%s result=%s new=%d updated=%d unchanged=%d%s elapsed=%.3fs",
+             polled.id, result.result.value, c.new, c.updated, c.unchanged, pages,
+             result.elapsed)
 
 
 def _errors(state: SourceState | None) -> int:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from aggregator.config import Settings, load_config
 from aggregator.errors import AggregatorError, StoreError
-from aggregator.ingest.poll import PARSE_AND_NORMALIZE, PollOptions
+from aggregator.ingest.poll import ARTICLE_WITH_FULL_TEXT, PARSE_AND_NORMALIZE, PollOptions
 from aggregator.ingest.sandbox import Budget, WorkerPool
 from aggregator.ingest.scrape import check_page_sources
 from aggregator.records import AppliedConfig, ConfigSync, ConfigVersion, PollRules
@@ -35,15 +35,21 @@ log = logging.getLogger(__name__)
 
 def poll_options(settings: Settings) -> PollOptions:
     return PollOptions(fetch=settings.fetch_options(), normalize=settings.normalize_options(),
-                       rules=PollRules(max_backoff=settings.max_backoff))
+                       rules=PollRules(max_backoff=settings.max_backoff),
+                       full_text_max_pages=settings.full_text_max_pages,
+                       full_text_deadline=settings.full_text_deadline.total_seconds())
 
 
 def parse_pool(settings: Settings) -> WorkerPool:
     """A (not yet started) pool of parse workers with the settings' budget."""
     budget = Budget(seconds=settings.parse_timeout.total_seconds(),
                     memory_bytes=settings.parse_memory)
-    return WorkerPool(workers=settings.parse_workers, budget=budget,
-                      preload=(PARSE_AND_NORMALIZE.module,))  # what the workers run
+    # what the workers run; the extractor only when a source wants full text (it is
+    # imported on first use otherwise, e.g. after a reload adds such a source)
+    preload = (PARSE_AND_NORMALIZE.module,)
+    if any(source.full_text for source in settings.sources):
+        preload += (ARTICLE_WITH_FULL_TEXT.module,)
+    return WorkerPool(workers=settings.parse_workers, budget=budget, preload=preload)
 
 
 SYNC_ATTEMPTS = 5  # peers applying configs at the same instant: compare again, then give up

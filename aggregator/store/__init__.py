@@ -28,7 +28,7 @@ about feeds, articles' content or polling policy: it stores what it is given.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -196,6 +196,23 @@ class Store:
             rows.apply_state(row, state)
             row.last_result = (update.result or PollOutcome.of_counts(counts)).value
         return counts
+
+    def known_keys(self, source_id: str, hashes: Mapping[str, str]) -> set[str]:
+        """Which of these article keys (key → content hash) need nothing new: stored with
+        that same hash, or removed by retention while the portal still lists them.  The
+        others are new or changed (a full-text poll fetches their pages).  One read."""
+        keys = sorted(hashes)
+        if not keys:
+            return set()
+        with self._read(source_id) as session:
+            stored = rows.stored_hashes(session, source_id, keys)
+            known = {key for key, (_, digest) in stored.items() if digest == hashes[key]}
+            for start in range(0, len(keys), rows.IN_CHUNK):
+                known.update(key for key in session.scalars(select(TombstoneRow.key).where(
+                    TombstoneRow.source_id == source_id,
+                    TombstoneRow.key.in_(keys[start:start + rows.IN_CHUNK])))
+                    if key not in stored)
+        return known
 
     def add_sources(self, sources: Iterable[Source], *, now: datetime) -> int:
         """Give every source without a row one, due ``now``, so a claim finds it; returns
