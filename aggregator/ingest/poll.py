@@ -302,6 +302,7 @@ def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
         consecutive_errors=state.error_count,
         parsed=parsed is not None and update.result is None,
         rekeyed=parsed.rekeyed if parsed else 0,
+        filtered=parsed.filtered if parsed else 0,
     )
 
 
@@ -320,8 +321,9 @@ def _log(polled: Source, update: SourceUpdate, result: PollResult) -> None:
                     state.next_poll_at.isoformat() if state.next_poll_at else "never")
         return
     c = result.counts
-    log.info("source=%s result=%s new=%d updated=%d unchanged=%d elapsed=%.3fs",
-             polled.id, result.result.value, c.new, c.updated, c.unchanged, result.elapsed)
+    log.info("source=%s result=%s new=%d updated=%d unchanged=%d filtered=%d elapsed=%.3fs",
+             polled.id, result.result.value, c.new, c.updated, c.unchanged, result.filtered,
+             result.elapsed)
 
 
 def _errors(state: SourceState | None) -> int:
