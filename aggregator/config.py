@@ -184,9 +184,12 @@ class RulesConfig(_Model):
     def _category_names(cls, value: dict[str, str]) -> dict[str, str]:
         names = {pattern: category.strip() for pattern, category in value.items()}
         for pattern, category in names.items():
-            if not category:
-                raise _InvalidRule(f"categories[{pattern!r}]", "category name is empty")
-            printable(category)
+            try:
+                if not category:
+                    raise ValueError("category name is empty")
+                printable(category)
+            except ValueError as exc:
+                raise _InvalidRule(f"categories[{pattern!r}]", str(exc)) from None
         return names
 
     @model_validator(mode="after")

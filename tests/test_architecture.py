@@ -1,9 +1,9 @@
 """The tree shows the roles, and imports flow one way.
 
 records ← intake (ingest) / storage (store) / publishing (publish) ← service ← cli, with
-``rules``, ``errors``, ``regexes`` and ``httpsemantics`` at the bottom; and every outside library has
-one home.  Read from the source with ``ast`` (imports inside functions included), so a
-shortcut taken anywhere fails here.
+``rules``, ``errors``, ``regexes`` and ``httpsemantics`` at the bottom; and every outside
+library has one home.  Read from the source with ``ast`` (imports inside functions
+included), so a shortcut taken anywhere fails here.
 """
 
 from __future__ import annotations

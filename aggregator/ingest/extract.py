@@ -5,8 +5,8 @@ The CPU-bound middle of a poll.  ``poll`` sends it to a ``sandbox.WorkerPool``
 under its time and memory budget and in parallel with other sources, while the main
 process only fetches and stores.  Without a pool the poll calls it in-process.
 
-The source's article rules (``filters``) run here too, between normalizing and making
-the keys distinct: what they drop never reaches the store.
+The source's article rules (``filters``) run here too, once every article has its key:
+what they drop never reaches the store, and what they change keeps the key it had.
 
 This module must import nothing but those stages: the fork server preloads it, and
 every worker shares what it imports (no SQLAlchemy, requests or feedgen here).
@@ -33,9 +33,10 @@ def parse_and_normalize(fetched: FetchResult, source: Source, options: Normalize
     Raises ``ParseError`` naming the source, as ``parse`` does.
     """
     parsed = parse(fetched, source)
-    filtered = apply_rules(
-        [normalize(entry, source, options, seen_at=seen_at) for entry in parsed.entries],
-        source)
-    articles, rekeyed = distinct_keys(filtered.articles)
+    articles, rekeyed = distinct_keys(
+        [normalize(entry, source, options, seen_at=seen_at) for entry in parsed.entries])
+    # The rules after the keys: an article's key must not depend on them (an edited rule,
+    # or a sibling it drops, would otherwise rekey it into a new, duplicate article).
+    filtered = apply_rules(articles, source)
     return replace(parsed, entries=(), rekeyed=rekeyed, filtered=filtered.dropped,
-                   warnings=parsed.warnings + filtered.warnings), articles
+                   warnings=parsed.warnings + filtered.warnings), filtered.articles

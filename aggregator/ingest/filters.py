@@ -1,8 +1,9 @@
 """A source's article rules (``rules:`` in the config): which articles are kept, what
 their titles lose and which categories they gain.
 
-Run by ``extract`` in the parse worker, on the normalized articles of one document,
-before their keys are made distinct.  The rules, in the order they apply:
+Run by ``extract`` in the parse worker, on the normalized articles of one document once
+each has its own key (``normalize.distinct_keys``): the rules never change a key, so
+editing a rule updates articles instead of adding them again.  The rules, in the order they apply:
 
 - ``exclude``: an article whose title or plain-text content matches any pattern is
   dropped;
