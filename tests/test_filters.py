@@ -5,6 +5,7 @@ against a loopback feed, the stored articles and the built feeds."""
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +45,7 @@ def article(title: str, content: str = "<p>正文</p>", source: Source | None = 
             **entry: str) -> Article:
     """The article normalize makes of an entry with this title and content."""
     parsed = ParsedEntry(title=title, content=content, summary=content,
-                         link=entry.get("link", f"http://portal.test/{abs(hash(title))}"))
+                         link=entry.get("link", f"http://portal.test/{zlib.crc32(title.encode())}"))
     return normalize(parsed, source or make_source(), OPTIONS, seen_at=SEEN)
 
 
