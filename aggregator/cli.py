@@ -114,13 +114,18 @@ def _open_store(ctx: click.Context, settings: Settings, *,
 @config_option
 @click.pass_context
 def check_config(ctx: click.Context) -> None:
-    """Validate the config file and summarize it."""
+    """Validate the config file (every rule's regex compiles) and summarize it."""
     settings = _settings(ctx)
-    enabled = [s for s in settings.sources if s.enabled]
-    categories = list(dict.fromkeys(c for s in settings.sources for c in s.categories))
+    sources = settings.source_list()
+    enabled = [s for s in sources if s.enabled]
+    categories = list(dict.fromkeys(c for s in sources for c in s.all_categories))
+    ruled = [s for s in sources if s.rules]
     click.echo(f"{settings.config_path}: OK")
-    click.echo(f"  sources: {len(settings.sources)} ({len(enabled)} enabled)")
+    click.echo(f"  sources: {len(sources)} ({len(enabled)} enabled)")
     click.echo(f"  categories: {', '.join(categories) or '-'}")
+    if ruled:
+        patterns = sum(len(s.rules.patterns()) for s in ruled)
+        click.echo(f"  rules: {len(ruled)} source(s), {patterns} regex(es) compiled")
     click.echo(f"  database: {settings.database_url}")
     click.echo(f"  output: {settings.output_dir} (served at {settings.site_url})")
 
@@ -215,7 +220,9 @@ def poll_summary(results: list[PollResult]) -> list[str]:
                     detail += f", {r.pages_pending} page(s) left for the next poll"
             if r.rekeyed:
                 detail += f", {r.rekeyed} given a key of their own (they shared one)"
-            if not (c.new or c.updated or c.unchanged or c.retired):
+            if r.filtered:
+                detail += f", {r.filtered} filtered by rules"
+            if not (c.new or c.updated or c.unchanged or c.retired or r.filtered):
                 detail += " (the document has no entries)"
         if r.warnings:
             detail += f" [{len(r.warnings)} warning(s): {r.warnings[0]}]"

@@ -42,6 +42,7 @@ from aggregator.records import (
     SourceKind,
     SourceRules,
 )
+from aggregator.regexes import check_pattern
 
 # libyaml's safe loader when PyYAML has it (its wheels do): 8x faster on a long source list
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -159,13 +160,46 @@ class PageConfig(_Model):
 
 
 class RulesConfig(_Model):
-    """``rules:`` of a source: regexes on title or content."""
+    """``rules:`` of a source: regexes on the title or the plain-text content (see
+    ``ingest.filters``).  Every pattern is compiled here, when the config loads: a bad
+    one is a ``ConfigError`` naming the source and the rule (``rules.exclude[1]``).
+    Patterns are kept exactly as written (no whitespace stripped: it is part of a regex).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
     exclude: tuple[str, ...] = Field(default=(), description="Drop matching articles.")
     include: tuple[str, ...] = Field(default=(), description="If given, keep only matching.")
     strip_title: str | None = Field(default=None, description="Removed from titles.")
     categories: dict[str, str] = Field(
         default_factory=dict, description="Pattern -> an extra category for matches.")
+
+    @field_validator("exclude", "include", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value  # exclude: 广告
+
+    @field_validator("categories")
+    @classmethod
+    def _category_names(cls, value: dict[str, str]) -> dict[str, str]:
+        names = {pattern: category.strip() for pattern, category in value.items()}
+        for pattern, category in names.items():
+            try:
+                if not category:
+                    raise ValueError("category name is empty")
+                printable(category)
+            except ValueError as exc:
+                raise _InvalidRule(f"categories[{pattern!r}]", str(exc)) from None
+        return names
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> RulesConfig:
+        for name, pattern in self.to_rules().patterns():
+            try:
+                check_pattern(pattern)
+            except ValueError as exc:
+                raise _InvalidRule(name, str(exc)) from None
+        return self
 
     def to_rules(self) -> SourceRules:
         return SourceRules(exclude=self.exclude, include=self.include,
@@ -495,7 +529,7 @@ class Settings(_Model):
         (a source without a language of its own has the top-level one)."""
         languages: dict[str, set[str | None]] = {}
         for source in self.sources:
-            for category in source.categories:
+            for category in source.to_source().all_categories:
                 languages.setdefault(category, set()).add(source.language or self.language)
         return {c: next(iter(tags)) if len(tags) == 1 else None
                 for c, tags in languages.items()}
@@ -548,6 +582,15 @@ def printable(text: str) -> str:
         if unicodedata.category(char) in ("Cc", "Cs") or char in "\ufffe\uffff":
             raise ValueError(f"{text!r} contains the control character {char!r}")
     return text
+
+
+class _InvalidRule(ValueError):
+    """A pattern of a source's ``rules:`` that cannot be used; ``rule`` names it as the
+    config spells it (``exclude[1]``), so the error's field is ``rules.exclude[1]``."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        self.rule = rule
+        super().__init__(message)
 
 
 class _DuplicateId(ValueError):
@@ -632,6 +675,8 @@ def _problem(error: Any, raw: dict[str, Any]) -> tuple[str, str | None, str | No
         has_id = isinstance(entry, dict) and entry.get("id")
         source_id = str(entry["id"]) if has_id else f"#{index + 1}"  # type: ignore[index]
         loc = loc[2:]
+    if isinstance(ctx_error, _InvalidRule):  # raised in the rules block: loc ends there
+        loc = [*loc[: loc.index("rules") + 1], ctx_error.rule] if "rules" in loc else loc
     field = ".".join(str(part) for part in loc) or None
     message = {"extra_forbidden": "unknown key", "missing": "required key is missing"}.get(
         error["type"], error["msg"]

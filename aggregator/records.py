@@ -54,6 +54,17 @@ class SourceRules:
     def __bool__(self) -> bool:
         return bool(self.exclude or self.include or self.strip_title or self.categories)
 
+    def patterns(self) -> list[tuple[str, str]]:
+        """(name, pattern) of every pattern, named as the config spells them
+        (``exclude[1]``, ``categories['人工智能|AI']``, ``strip_title``): config errors
+        and timeout warnings name a rule the same way."""
+        return [
+            *((f"exclude[{i}]", p) for i, p in enumerate(self.exclude)),
+            *((f"include[{i}]", p) for i, p in enumerate(self.include)),
+            *((f"categories[{p!r}]", p) for p, _category in self.categories),
+            *((("strip_title", self.strip_title),) if self.strip_title is not None else ()),
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -74,6 +85,14 @@ class Source:
     full_text: bool = False  # fetch each new article's page for its main content
     content_selector: str | None = None  # the content's CSS selector on article pages
     rules: SourceRules = SourceRules()
+
+    @property
+    def all_categories(self) -> tuple[str, ...]:
+        """Every category this source's articles can be filed under: its own, then those
+        its rules add (``rules.categories``), in order, each once.  What is built after
+        its polls and published for it."""
+        extra = (category for _pattern, category in self.rules.categories)
+        return tuple(dict.fromkeys((*self.categories, *extra)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +178,7 @@ class ParsedFeed:
     entries: tuple[ParsedEntry, ...] = ()
     warnings: tuple[str, ...] = ()  # non-fatal problems (bozo feeds that still had entries)
     rekeyed: int = 0  # entries that shared another's key and got one of their own
+    filtered: int = 0  # articles the source's rules dropped (exclude / include)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +386,7 @@ class PollResult:
     pages_fetched: int = 0
     pages_failed: int = 0
     pages_pending: int = 0
+    filtered: int = 0  # articles the source's rules dropped (not stored)
 
 
 @dataclass(frozen=True, slots=True)

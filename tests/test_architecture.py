@@ -1,9 +1,9 @@
 """The tree shows the roles, and imports flow one way.
 
 records ← intake (ingest) / storage (store) / publishing (publish) ← service ← cli, with
-``rules``, ``errors`` and ``httpsemantics`` at the bottom; and every outside library has
-one home.  Read from the source with ``ast`` (imports inside functions included), so a
-shortcut taken anywhere fails here.
+``rules``, ``errors``, ``regexes`` and ``httpsemantics`` at the bottom; and every outside
+library has one home.  Read from the source with ``ast`` (imports inside functions
+included), so a shortcut taken anywhere fails here.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aggregator"
-BOTTOM = {"aggregator.records", "aggregator.rules", "aggregator.errors"}
+BOTTOM = {"aggregator.records", "aggregator.rules", "aggregator.errors", "aggregator.regexes"}
 
 # What each part may import from the project (besides itself and BOTTOM).
 ALLOWED = {
     "aggregator.rules": set(),
     "aggregator.errors": set(),
+    "aggregator.regexes": set(),
     "aggregator.httpsemantics": set(),
     "aggregator.records": {"aggregator.rules"},
     "aggregator.config": set(),
@@ -42,6 +43,7 @@ HOMES = {
     "urllib3": ("aggregator.ingest.fetch",),
     "feedparser": ("aggregator.ingest.parse",),
     "nh3": ("aggregator.ingest.normalize",),
+    "regex": ("aggregator.regexes",),
     "sqlalchemy": ("aggregator.store",),
     "alembic": ("aggregator.store",),
     "feedgen": ("aggregator.publish.feeds",),

@@ -255,6 +255,25 @@ def test_check_config_reports_bad_field_without_traceback(tmp_path: Path) -> Non
     assert ok.returncode == 0 and "OK" in ok.stdout
 
 
+def test_check_config_reports_a_bad_rule_and_counts_the_good_ones(tmp_path: Path) -> None:
+    config = tmp_path / "aggregator.yaml"
+    config.write_text(
+        "sources:\n  - id: good\n    name: G\n    url: http://a.test/\n"
+        "    categories: [x]\n    rules:\n      exclude: [广告, \"(推广\"]\n"
+        "      categories: {\"AI\": 人工智能}\n",
+        encoding="utf-8",
+    )
+    bad = run("--config", str(config), "check-config")
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert ("source 'good': field 'rules.exclude[1]': invalid regex '(推广': missing )"
+            in bad.output)
+    config.write_text(config.read_text().replace('"(推广"', "推广"), encoding="utf-8")
+    ok = run("--config", str(config), "check-config")
+    assert ok.exit_code == 0, ok.output
+    assert "categories: x, 人工智能" in ok.output
+    assert "rules: 1 source(s), 3 regex(es) compiled" in ok.output
+
+
 def test_demo_command_runs_offline(tmp_path: Path) -> None:
     result = run("demo", "--workdir", str(tmp_path / "demo"))
     assert result.exit_code == 0, result.output

@@ -15,6 +15,7 @@ from aggregator.config import (
     resolve_config_path,
 )
 from aggregator.errors import ConfigError
+from aggregator.records import SourceRules
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -254,3 +255,49 @@ def test_default_user_agent_names_a_real_homepage(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config("homepage_url: not a url\n", tmp_path / "a.yaml")
     assert caught.value.field == "homepage_url"
+
+
+RULES = """\
+    rules:
+      exclude: ["广告", " 推广 "]
+      include: 工业互联网
+      strip_title: "^【[^】]*】\\\\s*"
+      categories:
+        "人工智能|AI": " 人工智能 "
+        "芯片": 硬件
+"""
+
+
+def test_rules_are_read_in_config_order_and_patterns_kept_as_written(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, VALID + RULES))
+    juejin = settings.source_list()[1]
+    assert juejin.rules == SourceRules(
+        exclude=("广告", " 推广 "), include=("工业互联网",), strip_title=r"^【[^】]*】\s*",
+        categories=(("人工智能|AI", "人工智能"), ("芯片", "硬件")))
+    assert juejin.all_categories == ("编程", "人工智能", "硬件")
+    assert settings.category_languages()["硬件"] == "zh-CN"
+    assert not settings.source_list()[0].rules
+
+
+@pytest.mark.parametrize(
+    ("rules", "field", "words"),
+    [
+        ('exclude: ["广告", "(a"]', "rules.exclude[1]", "invalid regex '(a': missing )"),
+        ('include: ["ok", ""]', "rules.include[1]", "empty regex"),
+        ('strip_title: "[【"', "rules.strip_title", "invalid regex '[【'"),
+        ('categories: {"AI|(": 人工智能}', "rules.categories['AI|(']", "invalid regex"),
+        ('categories: {"AI": "  "}', "rules.categories['AI']", "category name is empty"),
+        ("categories: {AI: \"a\\x01\"}", "rules.categories['AI']", "control character"),
+        ("exclude: [\"x{2,1}\"]", "rules.exclude[0]", "invalid regex"),
+        ("exlude: [x]", "rules.exlude", "unknown key"),
+    ],
+)
+def test_a_bad_rule_names_the_source_and_the_rule(
+    tmp_path: Path, rules: str, field: str, words: str
+) -> None:
+    path = write(tmp_path, VALID + f"    rules:\n      {rules}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert (caught.value.source_id, caught.value.field) == ("juejin", field)
+    assert f"source 'juejin': field {field!r}: " in str(caught.value)
+    assert words in str(caught.value)

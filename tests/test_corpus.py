@@ -19,6 +19,7 @@ import pytest
 from lxml import etree
 
 from aggregator.errors import ParseError
+from aggregator.ingest.extract import parse_and_normalize
 from aggregator.ingest.normalize import normalize
 from aggregator.ingest.parse import parse
 from aggregator.ingest.poll import PollOptions, poll_source
@@ -31,6 +32,7 @@ from aggregator.records import (
     NormalizeOptions,
     PollOutcome,
     Source,
+    SourceRules,
     Validators,
 )
 from aggregator.store import Store
@@ -167,3 +169,49 @@ def test_corpus_dates_are_read_from_the_documents() -> None:
     print(f"\ncorpus: {dated} of {entries} entries dated from their document")
     assert entries == 1320
     assert dated >= 135
+
+
+# Rules an operator might write, and two that stress the engine: patterns that match
+# nearly everything, and nested quantifiers (which would backtrack in the standard re).
+CORPUS_RULES = {
+    "labels": SourceRules(
+        exclude=(r"(?i)\bsponsor", "广告"),
+        strip_title=r"^\s*(?:\[[^\]]*\]|【[^】]*】)\s*|(?i)\s*-\s*example$",
+        categories=((r"(?i)python|rust|atom", "code"), (r"\p{Han}", "中文"))),
+    "greedy": SourceRules(include=(r"(?i)e",), strip_title=r"\w+"),
+    "nested": SourceRules(exclude=(r"(\w+\s?)+$",), categories=((r"(.*a){12}", "x"),)),
+}
+
+
+@pytest.mark.parametrize("name", list(CORPUS_RULES))
+def test_rules_run_over_every_corpus_document(name: str) -> None:
+    """Every document the suites hold, parsed with and without the rules: the rules only
+    drop articles, retitle and recategorize them, and never end a document."""
+    rules = CORPUS_RULES[name]
+    plain = Source(id="corpus", name="Corpus", url="http://corpus.test/", categories=("c",))
+    ruled = Source(id="corpus", name="Corpus", url="http://corpus.test/", categories=("c",),
+                   rules=rules)
+    documents = kept = dropped = changed = 0
+    for path in corpus_files(*MAY_REFUSE):
+        try:
+            _feed, reference = parse_and_normalize(fetched_from_file(path), plain,
+                                                   OPTIONS.normalize, SEEN)
+        except ParseError:
+            continue
+        feed, articles = parse_and_normalize(fetched_from_file(path), ruled, OPTIONS.normalize,
+                                             SEEN)
+        documents += 1
+        assert len(articles) + feed.filtered == len(reference), path
+        by_key = {a.key: a for a in reference}
+        for article in articles:
+            before = by_key[article.key]
+            assert article.categories[:1] == ("c",), path
+            assert len(set(article.categories)) == len(article.categories), path
+            assert (article.content, article.link) == (before.content, before.link), path
+            changed += article != before
+        kept += len(articles)
+        dropped += feed.filtered
+    print(f"\ncorpus rules {name}: {documents} documents, {kept} kept, {dropped} dropped, "
+          f"{changed} retitled or recategorized")
+    assert documents > 2000 and kept and changed
+    assert dropped or name == "labels"

@@ -113,20 +113,10 @@ def normalize(
         or options.default_image
     )
     author = clean_text(entry.author or "") or source.name
-    fields = {
-        "title": title,
-        "link": link,
-        "author": author,
-        "date": date.isoformat() if date_from_feed else None,
-        "categories": list(source.categories),
-        "content": content,
-        "summary": summary,
-        "headimg": headimg,
-        "comments": source.comments,
-    }
-    content_hash = hashlib.sha256(
-        json.dumps(fields, ensure_ascii=False, sort_keys=True).encode("utf-8")
-    ).hexdigest()
+    content_hash = _content_hash(
+        title=title, link=link, author=author, date=date, date_from_feed=date_from_feed,
+        categories=source.categories, content=content, summary=summary, headimg=headimg,
+        comments=source.comments)
     return Article(
         source_id=source.id,
         key=article_key(guid, link, title, content),
@@ -165,6 +155,41 @@ def with_content(article: Article, fragment: str, base_url: str,
     summary = article.summary or excerpt(content, options.summary_length)
     return replace(article, content=content, summary=summary, headimg=headimg,
                    thumbnail=headimg)
+
+
+def revised(article: Article, *, title: str, categories: tuple[str, ...]) -> Article:
+    """``article`` with another title and categories (what a source's rules made of it),
+    its ``content_hash`` computed again over what it now shows.
+
+    Why the hash: it is how the store tells a changed article; a title that a new
+    ``strip_title`` shortened must update the stored one.  The key stays: it is the
+    entry's identity, and editing a rule must not turn every article into a new one.
+    """
+    return replace(article, title=title, categories=categories, content_hash=_content_hash(
+        title=title, link=article.link, author=article.author, date=article.date,
+        date_from_feed=article.date_from_feed, categories=categories,
+        content=article.content, summary=article.summary, headimg=article.headimg,
+        comments=article.comments))
+
+
+def _content_hash(*, title: str, link: str | None, author: str, date: datetime,
+                  date_from_feed: bool, categories: Sequence[str], content: str, summary: str,
+                  headimg: str | None, comments: bool) -> str:
+    """What an article shows, hashed: equal hashes mean nothing to update."""
+    fields = {
+        "title": title,
+        "link": link,
+        "author": author,
+        "date": date.isoformat() if date_from_feed else None,
+        "categories": list(categories),
+        "content": content,
+        "summary": summary,
+        "headimg": headimg,
+        "comments": comments,
+    }
+    return hashlib.sha256(
+        json.dumps(fields, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    ).hexdigest()
 
 
 def sanitize_html(fragment: str, base_url: str, options: NormalizeOptions) -> str:
@@ -243,15 +268,17 @@ def excerpt(fragment: str, length: int) -> str:
     # at its very end (a tag or entity cut in half): a prefix that yields comfortably
     # more text than needed gives the same excerpt as the whole fragment, for less.
     prefix = fragment[: _EXCERPT_SOURCE_FACTOR * length]
-    text = _plain_text(prefix)
+    text = plain_text(prefix)
     if len(prefix) < len(fragment) and len(text) < length + _EXCERPT_CUT_MARGIN:
-        text = _plain_text(fragment)
+        text = plain_text(fragment)
     if len(text) <= length:
         return text
     return text[: length - 1].rstrip() + "…"
 
 
-def _plain_text(fragment: str) -> str:
+def plain_text(fragment: str) -> str:
+    """The text of an HTML fragment (scripts and styles dropped, entities decoded,
+    whitespace collapsed): what a reader sees of it."""
     return clean_text(html.unescape(_TEXT_CLEANER.clean(strip_xml_illegal(fragment))))
 
 

@@ -416,6 +416,7 @@ def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
         pages_fetched=pages.fetched,
         pages_failed=pages.failed,
         pages_pending=pages.pending,
+        filtered=parsed.filtered if parsed else 0,
     )
 
 
@@ -438,8 +439,9 @@ def _log(polled: Source, update: SourceUpdate, result: PollResult) -> None:
     if result.pages_fetched or result.pages_pending:
         pages = (f" pages={result.pages_fetched} pages_failed={result.pages_failed}"
                  f" pages_pending={result.pages_pending}")
-    log.info("source=%s result=%s new=%d updated=%d unchanged=%d%s elapsed=%.3fs",
-             polled.id, result.result.value, c.new, c.updated, c.unchanged, pages,
+    log.info("source=%s result=%s new=%d updated=%d unchanged=%d filtered=%d%s elapsed=%.3fs",
+             polled.id, result.result.value, c.new, c.updated, c.unchanged, result.filtered,
+             pages,
              result.elapsed)
 
 

@@ -62,7 +62,7 @@ def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source]
     if sources is None:
         categories = sorted(reader.categories())
     else:
-        categories = sorted({c for s in sources for c in s.categories})
+        categories = sorted({c for s in sources for c in s.all_categories})
     selected = [c for c in categories if only is None or c in only]
     articles = {c: reader.latest_articles(c, options.feed_size, ids) for c in selected}
     report = feeds.write_feeds(articles, options, all_categories=categories, only=only)

@@ -172,8 +172,8 @@ class Scheduler:
             self._schedule(source_id, when)
             log.info("source=%s %s; first poll at %s", source_id,
                      "rescheduled" if source_id in old else "scheduled", when.isoformat())
-        if old and {c for s in old.values() for c in s.categories} != {
-                c for s in wanted.values() for c in s.categories}:
+        if old and {c for s in old.values() for c in s.all_categories} != {
+                c for s in wanted.values() for c in s.all_categories}:
             self._request_build(None)  # the set of categories changed: rebuild the index
 
     # -- polls ---------------------------------------------------------------------------
@@ -237,7 +237,7 @@ class Scheduler:
         poll's own decision."""
         self._metrics.record_poll(result)
         if result.counts.new or result.counts.updated:
-            self._request_build(set(source.categories))
+            self._request_build(set(source.all_categories))
         if result.next_poll_at is None:
             self._unschedule(source.id)  # disabled (410) until the URL is edited
         else:
