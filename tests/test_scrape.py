@@ -351,3 +351,14 @@ def test_poll_and_build_publish_the_list_pages_as_a_category_feed(
     assert first.content[0].value == "制造业数字化转型进入<b>深水区</b>，专家认为……"
     assert first.description == "制造业数字化转型进入深水区，专家认为……"
     assert first.author == "高科技行业门户"
+
+
+def test_a_bad_content_selector_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "aggregator.yaml"
+    config.write_text("sources:\n  - id: news\n    name: News\n    url: https://news.test/rss\n"
+                      "    categories: [新闻]\n    full_text: true\n"
+                      '    content_selector: "div.article["\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        check_page_sources(load_config(config).source_list(), str(config))
+    assert (raised.value.source_id, raised.value.field) == ("news", "content_selector")
+    assert "invalid CSS selector 'div.article['" in raised.value.reason

@@ -117,10 +117,17 @@ class _Selector:
 
 def check_page_sources(sources: Iterable[Source], path: str | None = None) -> None:
     """Raise ``ConfigError`` naming the source and the field (``html.item``…) for the
-    first ``kind: html`` source whose selectors, ``date_format`` or ``timezone`` cannot be
-    used.  The CLI and the daemon's reload call this after loading the config: the config
-    module is data only and does not import cssselect (this module is its one home)."""
+    first source whose ``content_selector`` or (``kind: html``) selectors, ``date_format``
+    or ``timezone`` cannot be used.  The CLI and the daemon's reload call this after
+    loading the config: the config module is data only and does not import cssselect
+    (this module is its one home)."""
     for source in sources:
+        if source.content_selector is not None:  # full_text's, on article pages: plain CSS
+            try:
+                _compile("item", source.content_selector)
+            except _BadSetting as exc:
+                raise ConfigError(exc.reason, path=path, source_id=source.id,
+                                  field="content_selector") from None
         if source.kind is not SourceKind.HTML or source.page is None:
             continue
         try:
