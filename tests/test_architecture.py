@@ -30,8 +30,12 @@ ALLOWED = {
     "aggregator.demo": {"aggregator.httpsemantics"},
     "aggregator.service": {"aggregator.config", "aggregator.ingest", "aggregator.store",
                            "aggregator.publish", "aggregator.httpsemantics"},
+    "aggregator.configfile": {"aggregator.config"},
     "aggregator.cli": {"aggregator.config", "aggregator.ingest", "aggregator.store",
-                       "aggregator.publish", "aggregator.service", "aggregator.demo"},
+                       "aggregator.publish", "aggregator.service", "aggregator.demo",
+                       "aggregator.cli_sources"},
+    "aggregator.cli_sources": {"aggregator.cli", "aggregator.config", "aggregator.configfile",
+                               "aggregator.ingest", "aggregator.store", "aggregator.publish"},
     "aggregator.__main__": {"aggregator.cli"},
     "aggregator": set(),
 }
@@ -45,14 +49,16 @@ HOMES = {
     "sqlalchemy": ("aggregator.store",),
     "alembic": ("aggregator.store",),
     "feedgen": ("aggregator.publish.feeds",),
-    "lxml": ("aggregator.publish.opml",),
+    "lxml": ("aggregator.publish.opml", "aggregator.ingest.discover",
+             "aggregator.ingest.subscriptions"),
+    "ruamel": ("aggregator.configfile",),
     "apscheduler": ("aggregator.service.scheduler",),
     "waitress": ("aggregator.service.http.server",),
     "prometheus_client": ("aggregator.service.metrics",),
     "watchfiles": ("aggregator.service.process",),
     "pydantic": ("aggregator.config",),
     "yaml": ("aggregator.config",),
-    "click": ("aggregator.cli",),
+    "click": ("aggregator.cli", "aggregator.cli_sources"),
 }
 
 

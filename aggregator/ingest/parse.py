@@ -139,6 +139,17 @@ def declared_xml_encoding(content: bytes) -> str | None:
     return match.group(1).decode("ascii") if match else None
 
 
+# ``<meta charset="gb2312">`` or ``<meta http-equiv="Content-Type" content="...; charset=gbk">``
+_META_CHARSET = re.compile(
+    rb"<meta\b[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]+)", re.IGNORECASE)
+
+
+def declared_html_encoding(content: bytes) -> str | None:
+    """The charset an HTML page declares in a ``<meta>`` of its first 4 KB, if any."""
+    match = _META_CHARSET.search(content[:4096])
+    return match.group(1).decode("ascii") if match else None
+
+
 # What old web servers send by default whatever the document is: an HTTP charset that
 # is one of these says little against a document that declares a multibyte CJK
 # encoding and decodes cleanly in it.
