@@ -209,16 +209,16 @@ def _edited(text: str, file: Path, entries: Sequence[NewSource]) -> str:
         separated, dedented = False, None
     else:
         separated = _entries_separated(text, sources)
-        dedented = _take_dedented_tail(sources, _dash_column(text, sources))
+        dash = _dash_column(text, sources)
+        _keep_end_comments_with_last_entry(sources, dash)
+        dedented = _take_dedented_tail(sources, dash)
     for entry in entries:
         last = _trailing_comment(sources[-1]) if separated else None
         sources.append(_entry_map(entry))
         if separated and (last is None or not last.value.endswith("\n\n")):
             sources.yaml_set_comment_before_after_key(len(sources) - 1, before="\n")
     if dedented:
-        last_map = sources[-1]
-        token = CommentToken(dedented, CommentMark(0))
-        last_map.ca.items[list(last_map)[-1]] = [None, None, token, None]
+        _attach_trailing(sources[-1], dedented)
     out = io.StringIO()
     yaml.dump(document, out)
     return out.getvalue()
@@ -293,6 +293,49 @@ def _trailing_comment(node: Any) -> CommentToken | None:
             return None
 
 
+def _keep_end_comments_with_last_entry(sources: CommentedSeq, dash: int) -> None:
+    """After a flow-style value (``categories: [...]``) ruamel keeps the comments that
+    follow the last entry at the end of the whole list, where they would end up after
+    the new entries; those indented as the entry (about it) go back onto it."""
+    end = getattr(sources.ca, "end", None) or []
+    lead = 0
+    while lead < len(end) and end[lead].start_mark.column >= dash:
+        lead += 1
+    if not lead:
+        return
+    text = "".join(" " * token.start_mark.column + token.value for token in end[:lead])
+    del end[:lead]
+    kept = text.rstrip("\n") + "\n"
+    if end:  # the blank lines before a comment about the rest of the file stay before it
+        end[0].value = "\n" * (len(text) - len(kept)) + end[0].value
+    _attach_trailing(sources[-1], "\n" + kept)
+
+
+def _attach_trailing(node: Any, text: str) -> None:
+    """Put ``text`` (starting with the end of the line) after the last value in ``node``."""
+    token = CommentToken(text, CommentMark(0))
+    while True:
+        if isinstance(node, CommentedMap):
+            key = list(node)[-1]
+            if _is_block(node[key]):
+                node = node[key]
+                continue
+            node.ca.items[key] = [None, None, token, None]
+            return
+        if isinstance(node, CommentedSeq):
+            if _is_block(node[-1]):
+                node = node[-1]
+                continue
+            node.ca.items[len(node) - 1] = [token, None]
+            return
+        return
+
+
+def _is_block(value: Any) -> bool:
+    return isinstance(value, CommentedMap | CommentedSeq) and bool(value) \
+        and not value.fa.flow_style()
+
+
 def _take_dedented_tail(sources: CommentedSeq, dash: int) -> str | None:
     """Cut the comments after the last entry that are left of its dash (a comment about
     the rest of the file, not about that entry) off it, and return them with the blank
@@ -304,11 +347,10 @@ def _take_dedented_tail(sources: CommentedSeq, dash: int) -> str | None:
     for index in range(1, len(lines)):
         stripped = lines[index].lstrip(" ")
         if stripped.startswith("#") and len(lines[index]) - len(stripped) < dash:
-            head = lines[:index]
-            blanks = len(head) - len([x for x in head if x.strip()]) - 1
-            keep = "".join(head)
-            token.value = keep
-            return "\n" + "\n" * max(blanks, 0) + "".join(lines[index:])
+            rest = "".join(lines[1:index])  # lines[0] ends the entry's last line
+            kept = rest.rstrip("\n") + ("\n" if rest.strip() else "")
+            token.value = lines[0] + kept
+            return "\n" * (1 + len(rest) - len(kept)) + "".join(lines[index:])
     return None
 
 
