@@ -53,7 +53,7 @@ def add_command(ctx: click.Context, url: str, source_id: str | None, name: str |
     The source is appended to the config file, whose comments and order are kept.
     """
     from aggregator.config import parse_duration
-    from aggregator.configfile import NewSource, same_url
+    from aggregator.configfile import NewSource, duplicate_of
     from aggregator.errors import FetchError, ParseError
     from aggregator.ingest.discover import find_feed
     from aggregator.ingest.fetch import HttpFetcher
@@ -64,11 +64,10 @@ def add_command(ctx: click.Context, url: str, source_id: str | None, name: str |
             parse_duration(interval)
         except ValueError as exc:
             _refuse(ctx, f"--interval: {exc}")
-    if source_id is not None and any(s.id == source_id for s in settings.sources):
-        _refuse(ctx, f"a source with id {source_id!r} exists already")
-    for existing in settings.sources:
-        if same_url(str(existing.url)) == same_url(url):
-            _refuse(ctx, f"source {existing.id!r} has this URL already ({url})")
+    duplicate = duplicate_of(settings, NewSource(url=url, name="-", categories=(),
+                                                 id=source_id))
+    if duplicate:
+        _refuse(ctx, duplicate)  # before any fetch
     fetcher = HttpFetcher()
     try:
         found = find_feed(url, fetcher, settings.fetch_options())

@@ -42,7 +42,7 @@ from aggregator.errors import ConfigError
 from aggregator.records import Source
 
 __all__ = ["Appended", "DuplicateSource", "NewSource", "Skipped", "append_sources",
-           "derive_id", "same_url"]
+           "derive_id", "duplicate_of", "same_url"]
 
 _ID_LENGTH = 64
 # leading host labels that say nothing about the portal
@@ -172,6 +172,13 @@ def append_sources(path: str | os.PathLike[str], entries: Sequence[NewSource], *
         _replace(file, new_text)
     added = tuple(s for s in settings.source_list({e.id for e in accepted if e.id}))
     return Appended(added, tuple(skipped), settings)
+
+
+def duplicate_of(settings: Settings, entry: NewSource) -> str | None:
+    """Why the config refuses ``entry`` as a duplicate (its id or URL), None if it does
+    not: what ``append_sources`` checks, for a caller to check before any fetch."""
+    return _duplicate(entry, {s.id for s in settings.sources},
+                      {same_url(str(s.url)): s.id for s in settings.sources})
 
 
 def _duplicate(entry: NewSource, ids: set[str], urls: dict[str, str]) -> str | None:
