@@ -101,6 +101,8 @@ def import_command(ctx: click.Context, opml_file: Path, categories: tuple[str, .
     Folders become categories; feeds the config has already (same URL or id) are
     skipped and listed.  One write for all.
     """
+    import re
+
     from aggregator.config import SOURCE_ID_PATTERN
     from aggregator.configfile import NewSource
     from aggregator.errors import ParseError
@@ -111,8 +113,6 @@ def import_command(ctx: click.Context, opml_file: Path, categories: tuple[str, .
         listed = read_opml(opml_file.read_bytes())
     except (ParseError, OSError) as exc:
         _refuse(ctx, f"{opml_file}: {exc}")
-    import re
-
     entries = [
         NewSource(
             url=sub.url,
