@@ -85,7 +85,8 @@ def add_command(ctx: click.Context, url: str, source_id: str | None, name: str |
     for source in appended.added:
         click.echo(f"added {source.id}: {source.name} <{source.url}> in "
                    f"{', '.join(source.categories)}, every {_interval(source.interval)} "
-                   f"({found.entries} entries now) to {settings.config_path}")
+                   f"({found.entries} entr{'y' if found.entries == 1 else 'ies'} now) to "
+                   f"{settings.config_path}")
 
 
 @sources_group.command("import")

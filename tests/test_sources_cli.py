@@ -69,7 +69,7 @@ def test_add_finds_the_feed_a_page_links_and_appends_it_keeping_the_file(
         "    interval: 45m\n")
     assert f"its feed: {feed_url}" in result.output
     assert "added localhost: 高科技行业门户" in result.output
-    assert "(1 entries now)" in result.output
+    assert "(1 entry now)" in result.output
 
 
 def test_add_takes_the_given_id_and_name_and_a_default_category(
