@@ -57,6 +57,7 @@ def add_command(ctx: click.Context, url: str, source_id: str | None, name: str |
     from aggregator.errors import FetchError, ParseError
     from aggregator.ingest.discover import find_feed
     from aggregator.ingest.fetch import HttpFetcher
+    from aggregator.service.wiring import parse_pool
 
     settings = _settings(ctx)
     if interval is not None:
@@ -70,7 +71,8 @@ def add_command(ctx: click.Context, url: str, source_id: str | None, name: str |
         _refuse(ctx, duplicate)  # before any fetch
     fetcher = HttpFetcher()
     try:
-        found = find_feed(url, fetcher, settings.fetch_options())
+        with parse_pool(settings) as pool:  # the parse budget of polls holds here too
+            found = find_feed(url, fetcher, settings.fetch_options(), pool)
     except (FetchError, ParseError) as exc:
         click.echo(f"cannot add {url}: {exc.reason}", err=True)
         ctx.exit(EXIT_FAILURE)

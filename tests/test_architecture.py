@@ -35,7 +35,8 @@ ALLOWED = {
                        "aggregator.publish", "aggregator.service", "aggregator.demo",
                        "aggregator.cli_sources"},
     "aggregator.cli_sources": {"aggregator.cli", "aggregator.config", "aggregator.configfile",
-                               "aggregator.ingest", "aggregator.store", "aggregator.publish"},
+                               "aggregator.ingest", "aggregator.store", "aggregator.publish",
+                               "aggregator.service"},
     "aggregator.__main__": {"aggregator.cli"},
     "aggregator": set(),
 }

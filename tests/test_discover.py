@@ -10,6 +10,7 @@ from pytest_httpserver import HTTPServer
 from aggregator.errors import FetchError, ParseError
 from aggregator.ingest.discover import feed_links, find_feed, looks_like_html
 from aggregator.ingest.fetch import HttpFetcher
+from aggregator.ingest.sandbox import Budget, WorkerPool
 from aggregator.records import FetchOptions, FetchResult
 
 LOOPBACK = FetchOptions(allow_private_networks=True, deadline=10.0)
@@ -123,3 +124,23 @@ def test_feeds_served_as_html_are_not_taken_for_pages() -> None:
     assert looks_like_html(b"\xef\xbb\xbf  <!DOCTYPE html><html>")
     assert looks_like_html(b"<HTML><head>")
     assert not looks_like_html(GBK_FEED)
+
+
+def test_feeds_are_parsed_in_a_worker_within_the_parse_budget(httpserver: HTTPServer,
+                                                              http: HttpFetcher) -> None:
+    httpserver.expect_request("/rss.xml").respond_with_data(GBK_FEED, content_type="text/xml")
+
+    with WorkerPool(workers=1, budget=Budget(seconds=20)) as pool:
+        found = find_feed(httpserver.url_for("/rss.xml"), http, LOOPBACK, pool)
+        assert pool.pids()  # a worker parsed it
+
+    assert found.title == "OFweek 高科技行业门户"
+
+
+def test_a_parse_that_exceeds_its_budget_is_a_parse_error(httpserver: HTTPServer,
+                                                        http: HttpFetcher) -> None:
+    httpserver.expect_request("/rss.xml").respond_with_data(GBK_FEED, content_type="text/xml")
+
+    with WorkerPool(workers=1, budget=Budget(seconds=20, memory_bytes=1)) as pool, \
+            pytest.raises(ParseError, match="parse failed"):
+        find_feed(httpserver.url_for("/rss.xml"), http, LOOPBACK, pool)

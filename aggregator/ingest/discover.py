@@ -4,7 +4,8 @@ Why: people copy a portal's home page, not its feed.  ``find_feed`` fetches the 
 through the injected fetch (so the SSRF guard, deadline and size limits hold), takes it
 as the feed if it parses, and otherwise reads the page's ``<link rel="alternate">``
 elements of an RSS, Atom or JSON Feed type, trying each in document order until one
-parses with the project's ``parse``.  A page is decoded with the feeds' encoding rules
+parses with the project's ``parse`` (in a parse worker, under the parse budget, when
+given a pool).  A page is decoded with the feeds' encoding rules
 (HTTP charset, ``<meta charset>``, GBK for gb2312...).
 
 This module must NOT write the config, touch the store or follow anything but the
@@ -27,6 +28,7 @@ from aggregator.ingest.parse import (
     decode_feed_bytes,
     parse,
 )
+from aggregator.ingest.sandbox import SandboxError, WorkerPool
 from aggregator.records import FetchOptions, FetchResult, Source, Validators
 from aggregator.rules import web_url
 
@@ -104,8 +106,10 @@ def feed_links(fetched: FetchResult) -> list[FeedLink]:
     return found
 
 
-def find_feed(url: str, fetch: Fetch, options: FetchOptions) -> FoundFeed:
-    """Fetch ``url``; the feed it is, or the first feed its page links that parses.
+def find_feed(url: str, fetch: Fetch, options: FetchOptions,
+              pool: WorkerPool | None = None) -> FoundFeed:
+    """Fetch ``url``; the feed it is, or the first feed its page links that parses
+    (parsed in ``pool``'s workers, within its budget; without a pool, in this process).
 
     Raises ``FetchError`` when the URL cannot be fetched, ``ParseError`` when it is
     neither a feed nor a page linking a readable one (the message says which links
@@ -114,7 +118,7 @@ def find_feed(url: str, fetch: Fetch, options: FetchOptions) -> FoundFeed:
     probe = Source(id=PROBE_ID, name=PROBE_ID, url=url, categories=("-",))
     fetched = fetch(probe, options, Validators())
     if not looks_like_html(fetched.content):
-        return _found(url, fetched, probe, page=None)
+        return _found(url, fetched, probe, pool, page=None)
     links = feed_links(fetched)
     if not links:
         raise ParseError(
@@ -125,15 +129,18 @@ def find_feed(url: str, fetch: Fetch, options: FetchOptions) -> FoundFeed:
         candidate = replace(probe, url=link.url)
         try:
             return _found(link.url, fetch(candidate, options, Validators()), candidate,
-                          page=fetched.url, title=link.title)
+                          pool, page=fetched.url, title=link.title)
         except (FetchError, ParseError) as exc:
             failures.append(f"{link.url}: {exc.reason}")
     raise ParseError("the page links no feed that can be read: " + "; ".join(failures),
                      source_id=PROBE_ID)
 
 
-def _found(url: str, fetched: FetchResult, source: Source, *, page: str | None,
-           title: str | None = None) -> FoundFeed:
-    parsed = parse(fetched, source)
+def _found(url: str, fetched: FetchResult, source: Source, pool: WorkerPool | None, *,
+           page: str | None, title: str | None = None) -> FoundFeed:
+    try:
+        parsed = parse(fetched, source) if pool is None else pool.call(parse, fetched, source)
+    except SandboxError as exc:
+        raise ParseError(f"parse failed: {exc.reason}", source_id=source.id) from exc
     return FoundFeed(url=url, title=parsed.title or title, link=parsed.link, page=page,
                      entries=len(parsed.entries))
