@@ -503,3 +503,7 @@ def demo(ctx: click.Context, workdir: Path) -> None:
 
 def main() -> None:
     cli(prog_name="aggregator")
+
+
+# ``aggregator sources ...`` lives in a module of its own, which attaches itself to ``cli``.
+import aggregator.cli_sources  # noqa: E402, F401

@@ -52,6 +52,7 @@ CONFIG_ENV_VAR = "AGGREGATOR_CONFIG"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SOURCE_ID = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+SOURCE_ID_PATTERN = _SOURCE_ID  # what a source id looks like (configfile derives ids)
 # The shape of a BCP 47 (RFC 5646) language tag: language[-extlang][-script][-region]
 # [-variant]*[-extension]*[-privateuse]; the subtags' case is normalized after matching.
 _LANGUAGE_TAG = re.compile(

@@ -95,6 +95,12 @@ class Source:
         return tuple(dict.fromkeys((*self.categories, *extra)))
 
 
+# The namespace of the attributes ``aggregator sources export`` adds to OPML outlines
+# (``aggregator:id``, ``aggregator:interval``) so that importing the export gives the
+# same sources back; other readers ignore them.
+SOURCES_OPML_NAMESPACE = "urn:aggregator:opml"
+
+
 @dataclass(frozen=True, slots=True)
 class FetchOptions:
     """How the fetch stage talks to portals."""

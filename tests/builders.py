@@ -81,6 +81,12 @@ def rss_document(*titles: str, link: str = "http://p.test/{index}") -> bytes:
     return rss_items(items, title="P", link=None).encode()
 
 
+def opml_export(reader: str) -> bytes:
+    """A small OPML export as ``reader`` (miniflux, freshrss, feedly, newsboat) writes
+    one, from tests/fixtures/opml/."""
+    return (Path(__file__).resolve().parent / "fixtures" / "opml" / f"{reader}.opml").read_bytes()
+
+
 def write_config_file(path: Path, settings: list[str], sources: dict[str, str], *,
                       written: datetime | None = None) -> Path:
     """A config file: ``settings`` lines, then ``sources`` (id -> URL, category 新闻); its

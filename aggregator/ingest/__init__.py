@@ -11,7 +11,10 @@ Owns everything between a portal and the store:
   the ``sandbox`` budget (worker processes with a time and memory limit);
 - ``decide``: the poll's pure decisions (plan before the fetch, ``SourceUpdate``
   after it); ``poll``: the sequence plan → fetch → parse → normalize → decide →
-  commit for one source, and many sources on a thread pool with per-host limits.
+  commit for one source, and many sources on a thread pool with per-host limits;
+- for the operator's ``aggregator sources`` commands: ``discover`` (a page's
+  ``<link rel="alternate">`` feeds, test-parsed) and ``subscriptions`` (other readers'
+  OPML lists in).
 
 Intake must NOT import the store, publishing or the service: the store comes in as
 a small protocol (``poll.PollStore``), fetch is injected, and settings arrive as the

@@ -1,8 +1,10 @@
-"""The OPML 2.0 index of every generated feed (``feeds.opml``).
+"""OPML 2.0: the index of every generated feed (``feeds.opml``), and the config's
+sources for other readers (``aggregator sources export``).
 
-Why: feed readers import one file to subscribe to every category (newsboat, rss2email).
-Its bytes depend only on the categories and the site, never on the time.  This module
-must NOT write files or decide which categories exist.
+Why: feed readers import one file to subscribe to every category (newsboat, rss2email),
+and operators move their subscriptions between readers.  The bytes depend only on the
+categories, the sources and the site, never on the time.  This module must NOT write
+files or decide which categories or sources exist.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 
 from lxml import etree
 
 from aggregator.publish.paths import category_paths, public_url, site_name, site_root
-from aggregator.records import FeedOptions
+from aggregator.records import SOURCES_OPML_NAMESPACE, FeedOptions, Source, SourceKind
 from aggregator.rules import strip_xml_illegal
 
-__all__ = ["outline_titles", "render_opml"]
+__all__ = ["outline_titles", "render_opml", "render_sources_opml"]
 
 # What rss2email (``r2e opmlimport``) replaces with "-" when it names a feed by its title.
 _READER_NAME = re.compile(r"[^\w.-]+")
@@ -85,3 +88,45 @@ def render_opml(categories: Sequence[str], options: FeedOptions) -> bytes:
                 },
             )
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def render_sources_opml(sources: Sequence[Source], title: str) -> bytes:
+    """The feed sources as OPML 2.0, one folder outline per first category (in the order
+    the sources come), each feed an ``outline type="rss"`` with ``text``, ``title``,
+    ``xmlUrl``, every category in ``category`` (comma-separated) and its id and interval
+    as ``aggregator:`` attributes.  ``kind: html`` sources are not feeds another reader
+    could read, and are left out."""
+    nsmap = {"aggregator": SOURCES_OPML_NAMESPACE}
+    root = etree.Element("opml", {"version": "2.0"}, nsmap=nsmap)
+    head = etree.SubElement(root, "head")
+    etree.SubElement(head, "title").text = strip_xml_illegal(title)
+    body = etree.SubElement(root, "body")
+    folders: dict[str, etree._Element] = {}
+    for source in sources:
+        if source.kind is not SourceKind.FEED:
+            continue
+        folder_name = strip_xml_illegal(source.categories[0])
+        folder = folders.get(folder_name)
+        if folder is None:
+            folder = folders[folder_name] = etree.SubElement(
+                body, "outline", {"text": folder_name, "title": folder_name})
+        name = strip_xml_illegal(source.name)
+        etree.SubElement(folder, "outline", {
+            "type": "rss",
+            "text": name,
+            "title": name,
+            "xmlUrl": strip_xml_illegal(source.url),
+            "category": ",".join(strip_xml_illegal(c) for c in source.categories),
+            f"{{{SOURCES_OPML_NAMESPACE}}}id": source.id,
+            f"{{{SOURCES_OPML_NAMESPACE}}}interval": duration_text(source.interval),
+        })
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def duration_text(value: timedelta) -> str:
+    """A duration the way the config writes it: ``1d``, ``2h``, ``30m``, ``90s``."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
@@ -58,6 +59,7 @@ from aggregator.store.engine import (
     MIGRATIONS_DIR,
     WRITE,
     describe,
+    in_memory,
     lock_schema,
     prepare,
 )
@@ -88,6 +90,21 @@ class Store:
         self._display_url = display_url
 
     # -- lifecycle -----------------------------------------------------------
+
+    @staticmethod
+    def exists(database_url: str) -> bool:
+        """Whether there is a database to read without creating one: an SQLite file that
+        is there (an in-memory one never is); a server's database is taken to exist (its
+        server says otherwise when it is opened)."""
+        try:
+            url = make_url(database_url)
+        except (SQLAlchemyError, ValueError):
+            return False
+        if url.get_backend_name() != "sqlite":
+            return True
+        database = url.database or ""
+        return (not in_memory(url) and not database.startswith("file:")
+                and Path(database).is_file())
 
     @classmethod
     def open(cls, database_url: str, *, migrate_in_child: bool = False,
