@@ -21,6 +21,14 @@ of their entries are new, the oldest ones drop off, ``ETag``/``Last-Modified`` c
 The changed sources are drawn from the first three categories only, so a build after the
 change has a known set of affected categories.  ``/tiny/<id>.xml`` serves small 5-entry
 feeds for the daemon memory test.
+
+Options for farms too large to hold in memory (``bench/steady.py``; the defaults above are
+what ``run.py`` relies on, byte for byte): ``entry_bytes`` (the HTML body size of an entry),
+``all_validators`` (every source sends ``ETag`` + ``Last-Modified`` and answers 304) and
+``version_at`` (source index -> its version now: changes driven by a clock instead of
+``change``).  With ``version_at`` nothing is cached: a 200 renders its document, and the
+validators come from (seed, source, version), so a 304 renders nothing.  ``FarmServer``'s
+``on_request(index, status)`` sees every feed request (to time them).
 """
 
 from __future__ import annotations
@@ -28,8 +36,10 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
@@ -40,6 +50,7 @@ CATEGORIES = ("科技", "财经", "体育", "娱乐", "汽车", "房产", "教�
 CHANGED_CATEGORIES = 3  # changed sources are drawn from this many categories
 BASE_TIME = datetime(2025, 1, 1, tzinfo=UTC)
 ENTRY_SPACING = timedelta(minutes=10)
+ENTRY_BYTES = (2048, 4096)  # an entry's HTML body, by default
 TINY_ENTRIES = 5
 GBK_ONLY = "镕喆昇珺堃"  # in GBK, not in GB2312: "declared gb2312, sent GBK"
 LATIN_TEXT = (
@@ -91,12 +102,24 @@ class Rendered:
     last_modified_at: datetime
 
 
+@dataclass(frozen=True)
+class Stamp:
+    """A document's validators without its body (what a conditional request needs)."""
+
+    etag: str
+    last_modified: str
+    last_modified_at: datetime
+
+
 @dataclass
 class Farm:
     sources: int
     entries: int
     seed: int = 1
     hosts: int = 10
+    entry_bytes: tuple[int, int] = ENTRY_BYTES
+    all_validators: bool = False
+    version_at: Callable[[int], int] | None = None
     specs: list[SourceSpec] = field(init=False)
     versions: list[int] = field(init=False)
     _cache: dict[tuple[int, int], Rendered] = field(init=False, default_factory=dict)
@@ -122,7 +145,8 @@ class Farm:
                 content_type = f"text/xml; charset={encoding}"
             self.specs.append(SourceSpec(
                 index=i, id=f"s{i:04d}", name=f"门户{i:04d} Portal", category=cats[i],
-                host_index=i % self.hosts, validators=i % 2 == 0, encoding=encoding,
+                host_index=i % self.hosts, validators=self.all_validators or i % 2 == 0,
+                encoding=encoding,
                 atom=atom, content_type=content_type))
         self.versions = [0] * self.sources
 
@@ -154,9 +178,35 @@ class Farm:
 
     # --- rendering --------------------------------------------------------------
 
-    def render(self, index: int) -> Rendered:
+    def version(self, index: int) -> int:
+        """The version source ``index`` serves now."""
+        if self.version_at is not None:
+            return self.version_at(index)
         with self._lock:
-            version = self.versions[index]
+            return self.versions[index]
+
+    def stamp(self, index: int, version: int) -> Rendered | Stamp:
+        """The validators of one version of a source (rendering it only when cached)."""
+        if self.version_at is None:
+            return self.render(index, version)
+        spec = self.specs[index]
+        digest = hashlib.sha1(f"{self.seed}:{spec.id}:{version}:{self.entries}:"
+                              f"{self.entry_bytes}".encode()).hexdigest()[:20]
+        modified = self._date(spec, self._newest(version)) + timedelta(minutes=1)
+        return Stamp(etag=f'"{digest}"', last_modified=format_datetime(modified, usegmt=True),
+                     last_modified_at=modified)
+
+    def render(self, index: int, version: int | None = None) -> Rendered:
+        """Source ``index``'s document (its current version unless ``version`` is given)."""
+        if version is None:
+            version = self.version(index)
+        if self.version_at is not None:  # not cached; validators from the version alone
+            rendered = self._render(self.specs[index], version)
+            stamp = self.stamp(index, version)
+            rendered.etag, rendered.last_modified = stamp.etag, stamp.last_modified
+            rendered.last_modified_at = stamp.last_modified_at
+            return rendered
+        with self._lock:
             cached = self._cache.get((index, version))
         if cached is None:
             cached = self._render(self.specs[index], version)
@@ -181,10 +231,14 @@ class Farm:
     def total_bytes(self) -> int:
         return sum(len(self.render(i).body) for i in range(self.sources))
 
+    def _newest(self, version: int) -> int:
+        return version * self.new_per_change + self.entries - 1
+
     def _render(self, spec: SourceSpec, version: int) -> Rendered:
         first = version * self.new_per_change
-        newest = first + self.entries - 1
-        return self._document(spec, range(newest, first - 1, -1), newest, body_bytes=(2048, 4096))
+        newest = self._newest(version)
+        return self._document(spec, range(newest, first - 1, -1), newest,
+                              body_bytes=self.entry_bytes)
 
     def _document(self, spec: SourceSpec, numbers: range, newest: int,
                   body_bytes: tuple[int, int]) -> Rendered:
@@ -292,12 +346,18 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client gone (killed)
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class FarmServer:
     """Serves a ``Farm`` on ``farm.hosts`` loopback addresses; counts traffic per phase."""
 
-    def __init__(self, farm: Farm, port: int = DEFAULT_PORT) -> None:
+    def __init__(self, farm: Farm, port: int = DEFAULT_PORT,
+                 on_request: Callable[[int, int], None] | None = None) -> None:
         self.farm = farm
+        self.on_request = on_request  # (source index, status) of every feed request
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -360,7 +420,7 @@ class FarmServer:
         self.close()
 
 
-def _not_modified(handler: BaseHTTPRequestHandler, rendered: Rendered) -> bool:
+def _not_modified(handler: BaseHTTPRequestHandler, rendered: Rendered | Stamp) -> bool:
     inm = handler.headers.get("If-None-Match")
     if inm is not None:
         tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
@@ -385,7 +445,7 @@ def _handler_for(owner: FarmServer) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             spec = by_path.get(path)
             if spec is not None:
-                self._answer(farm.render(spec.index), spec.validators, spec.content_type)
+                self._feed(spec)
             elif path.startswith("/tiny/t") and path.endswith(".xml"):
                 try:
                     index = int(path[len("/tiny/t"):-len(".xml")])
@@ -399,15 +459,33 @@ def _handler_for(owner: FarmServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._plain(404, b"not found")
 
+        def _feed(self, spec: SourceSpec) -> None:
+            version = farm.version(spec.index)
+            stamp = farm.stamp(spec.index, version)
+            fresh = spec.validators and _not_modified(self, stamp)
+            if owner.on_request is not None:
+                owner.on_request(spec.index, 304 if fresh else 200)
+            if fresh:
+                self._not_modified(stamp)
+            else:
+                self._body(farm.render(spec.index, version), spec.validators, spec.content_type)
+
         def _answer(self, rendered: Rendered, validators: bool, content_type: str) -> None:
-            owner.count("requests")
             if validators and _not_modified(self, rendered):
-                owner.count("304")
-                self.send_response(304)
-                self.send_header("ETag", rendered.etag)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
+                self._not_modified(rendered)
+            else:
+                self._body(rendered, validators, content_type)
+
+        def _not_modified(self, stamp: Rendered | Stamp) -> None:
+            owner.count("requests")
+            owner.count("304")
+            self.send_response(304)
+            self.send_header("ETag", stamp.etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _body(self, rendered: Rendered, validators: bool, content_type: str) -> None:
+            owner.count("requests")
             owner.count("200")
             owner.count("bytes", len(rendered.body))
             self.send_response(200)
