@@ -701,6 +701,17 @@ def apply(store: Store, ids: Sequence[str], *, now: datetime = T0) -> AppliedCon
                               after=newest.generation if newest else 0, holder="w1", now=now)
 
 
+def test_latest_articles_of_a_config_of_more_sources_than_bind_parameters(store: Store) -> None:
+    """70,000 configured sources: more than PostgreSQL's 65,535 parameters per query."""
+    save(store, [make_article("k1", date=T0)])
+    save(store, [make_article("k2", source_id="other", date=T0 + timedelta(days=1))],
+         source_id="other")
+    configured = {"src", *(f"s{n:05d}" for n in range(70_000))}
+    assert [a.key for a in store.latest_articles("news", 10, configured)] == ["k1"]
+    assert [a.key for a in store.latest_articles(None, 10, configured | {"other"})] == [
+        "k2", "k1"]
+
+
 def test_a_source_the_config_dropped_is_forgotten_after_the_grace_period(store: Store) -> None:
     save(store, [make_article("k1")])
     save(store, [make_article("k1", source_id="gone")], source_id="gone")

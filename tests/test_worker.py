@@ -114,3 +114,24 @@ def test_the_index_page_waits_while_a_peer_builds_it(
             assert "s1 一" in index.read_text(encoding="utf-8")
         finally:
             worker.stop(timeout=10)
+
+
+def test_a_failed_build_keeps_its_categories_pending(
+    tmp_path: Path, store: Store, portal: LoopbackPortal, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_config(config_file(tmp_path / "a.yaml", portal, ["s1"]))
+    public = tmp_path / "public"
+    public.write_text("in the way", encoding="utf-8")  # the output folder cannot be made
+    portal.release.set()
+    worker = ClaimWorker(settings, store, Metrics(), holder="w1")
+    try:
+        assert worker.reload()
+        assert worker.claim_once() == 1 and worker.wait_idle(30)
+        worker.build_now()
+        assert "build of 新闻 failed" in caplog.text
+        public.unlink()
+        worker.build_now()  # the next round builds what the failed one could not
+        feed = public / "categories" / "新闻" / "rss.xml"
+        assert "s1 一" in feed.read_text(encoding="utf-8")
+    finally:
+        worker.stop(timeout=10)

@@ -75,7 +75,8 @@ class ClaimWorker:
                  holder: str | None = None, now: Callable[[], datetime] = utc_now,
                  rng: random.Random | None = None) -> None:
         self._settings = settings
-        self._sources = _enabled(settings)
+        self._source_list = settings.source_list()
+        self._sources = {s.id: s for s in self._source_list if s.enabled}
         self._store = store
         self._metrics = metrics
         self._holder = holder or wiring.holder_name()
@@ -157,9 +158,10 @@ class ClaimWorker:
             log.error("%s", stale.message)
         else:
             log.info("%s", synced.describe(settings))
-        sources = _enabled(settings)
+        source_list = settings.source_list()  # once per config: 100,000 records cost
+        sources = {s.id: s for s in source_list if s.enabled}
         with self._lock:
-            self._settings, self._sources = settings, sources
+            self._settings, self._sources, self._source_list = settings, sources, source_list
             self._generation, self._stale = synced.applied.generation, stale
 
     def claim_once(self) -> int:
@@ -255,7 +257,7 @@ class ClaimWorker:
         a snapshot read before a peer's, it would overwrite a newer page — the index lock
         makes index builds one at a time, each reading after the last one wrote."""
         with self._lock:
-            settings = self._settings
+            settings, source_list = self._settings, self._source_list
             due = self._changed_since is not None and (
                 force or time.monotonic() - self._changed_since
                 >= settings.build_debounce.total_seconds())
@@ -263,20 +265,30 @@ class ClaimWorker:
                 return
             pending, self._changed, self._changed_since = self._changed, set(), None
         names = {f"build:{category}": category for category in pending}
-        with self._store.exclusive([*names, INDEX_LOCK]) as held:
-            built = {names[name] for name in held if name in names}
-            index = INDEX_LOCK in held
-            if built or index:  # one build of everything this worker may build now
-                publish.build(self._store, settings.feed_options(), settings.source_list(),
-                              only=built, index=index)
+        try:
+            with self._store.exclusive([*names, INDEX_LOCK]) as held:
+                built = {names[name] for name in held if name in names}
+                index = INDEX_LOCK in held
+                if built or index:  # one build of everything this worker may build now
+                    with self._metrics.build_seconds.time():
+                        publish.build(self._store, settings.feed_options(), source_list,
+                                      only=built, index=index)
+        except (AggregatorError, OSError) as exc:  # the categories stay pending: next round
+            log.error("build of %s failed: %s", ", ".join(sorted(pending)) or "the index",
+                      exc)
+            self._requeue(pending)
+            return
         busy = pending - built
         if busy or not index:  # left for the next round (an empty set: the index only)
             self._metrics.build_lock_busy.inc(len(busy) + (not index))
-            with self._lock:
-                self._changed |= busy
-                self._changed_since = self._changed_since or time.monotonic()
+            self._requeue(busy)
         if built:
             log.info("built %s", ", ".join(sorted(built)))
+
+    def _requeue(self, categories: set[str]) -> None:
+        with self._lock:
+            self._changed |= categories
+            self._changed_since = self._changed_since or time.monotonic()
 
     def _maintain(self) -> None:
         """Retention and forgetting removed sources, hourly, by one worker of all: whoever
@@ -309,6 +321,3 @@ class ClaimWorker:
         elif not self.reload():  # the file does not load: compare the config that runs
             self._apply(self._settings)
 
-
-def _enabled(settings: Settings) -> dict[str, Source]:
-    return {s.id: s for s in settings.source_list() if s.enabled}
