@@ -4,7 +4,8 @@ Every stage takes and returns these frozen dataclasses, never ORM rows, HTTP
 responses or feedparser dicts, so a stage can be tested with values alone and
 swapped without its neighbours noticing.  It imports no outside library and from the
 project only ``aggregator.rules`` (the invariants an ``Article`` enforces when it is
-made): with ``rules`` and ``errors`` it is the bottom of the import graph.
+made) and ``aggregator.stories`` (the keys that say which articles are one story): with
+those and ``errors`` it is the bottom of the import graph.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from aggregator.rules import as_utc, check_title
+from aggregator.stories import fingerprint, link_key, plain_text, title_digest
 
 
 class SourceKind(StrEnum):
@@ -201,6 +203,25 @@ class Article:
         object.__setattr__(self, "first_seen", as_utc(self.first_seen))
         object.__setattr__(self, "updated_at", as_utc(self.updated_at))
         check_title(self.title)
+
+    # The keys ``stories.same_story`` compares, derived from the fields (never stored in
+    # the record, so a ``dataclasses.replace`` cannot leave them stale); the store keeps
+    # them in indexed columns to find an article's story among other sources' articles.
+
+    @property
+    def story_link(self) -> str | None:
+        """A digest of the canonical link (``stories.link_key``); None without a link."""
+        return link_key(self.link)
+
+    @property
+    def story_title(self) -> str | None:
+        """A digest of the folded title (``stories.title_digest``)."""
+        return title_digest(self.title)
+
+    @property
+    def story_print(self) -> str | None:
+        """The SimHash of the content's text, else of the summary (``stories.fingerprint``)."""
+        return fingerprint(plain_text(self.content or "") or self.summary or "")
 
 
 @dataclass(frozen=True, slots=True)
