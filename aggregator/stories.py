@@ -152,7 +152,7 @@ def fingerprint(text: str) -> str | None:
         for position, column in enumerate(zip(*bits, strict=True)):
             weights[position] += count * (2 * column.count("1") - len(column))
     value = 0
-    for position, weight in enumerate(weights):  # position 0 is the most significant bit
+    for weight in weights:  # the first column is the most significant bit
         value = value << 1 | (weight > 0)
     return f"{value:016x}"
 

@@ -39,7 +39,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from aggregator.errors import LeaseLost, StoreError
-from aggregator.stories import same_story
 from aggregator.records import (
     AppliedConfig,
     Article,
@@ -70,6 +69,7 @@ from aggregator.store.models import (
     SourceRow,
     TombstoneRow,
 )
+from aggregator.stories import same_story
 
 __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Store", "make_engine"]
 
