@@ -107,10 +107,16 @@ def canonical_link(url: str) -> str:
 
 def link_key(url: str | None) -> str | None:
     """What the store indexes a link by: a digest of its canonical form (canonical links
-    can outgrow an index entry); None without a link."""
+    can outgrow an index entry); None without a link, and None for a site's front page
+    (no path, no query): feeds that link every entry to their home page would otherwise
+    make all their articles one story."""
     if not url or not url.strip():
         return None
-    return hashlib.sha256(canonical_link(url).encode("utf-8")).hexdigest()[:32]
+    canonical = canonical_link(url)
+    parts = urlsplit(canonical)
+    if parts.scheme == "https" and parts.path in ("", "/") and not parts.query:
+        return None
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
 def title_key(title: str) -> str:
