@@ -61,7 +61,8 @@ ALSO_B = ('<p class="also-reported">也见于：<a href="https://b.test/2.html?u
 
 def test_one_story_is_one_item_in_every_category_of_its_sources(tmp_path: Path) -> None:
     with Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}") as store:
-        first, second = reported("a", "1", 0), reported("b", "2", 1, title="【独家】国务院部署推动工业互联网发展")
+        first = reported("a", "1", 0)
+        second = reported("b", "2", 1, title="【独家】国务院部署推动工业互联网发展")
         alone = reported("c", "3", 2, title="别的新闻", link="https://c.test/3.html",
                          content="<p>" + "完全不同的另一篇报道，关于本市的暴雨预警。" * 3 + "</p>")
         commit(store, first, second, alone)
