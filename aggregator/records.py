@@ -256,6 +256,9 @@ class StoreCounts:
     unchanged: int = 0
     retired: int = 0  # entries the feed still lists that retention removed (not re-added)
     collided: int = 0  # entries left out because an earlier entry had the same key
+    # Categories of OTHER sources' articles whose stories new articles joined: their feeds
+    # show the story too (union categories, "also reported by"), so they need a build.
+    story_categories: tuple[str, ...] = ()
 
 
 class PollOutcome(StrEnum):

@@ -816,8 +816,10 @@ def test_one_link_is_one_story_across_sources(store: Store) -> None:
                           title="甲", content="<p>甲</p>")
     second = story_article("b", "9", link="https://NEWS.test/1.html?spm=x#c",
                            title="乙", content="<p>乙</p>", first_seen=T0 + timedelta(hours=1))
-    save(store, [first], source_id="a")
-    save(store, [second], source_id="b")
+    assert save(store, [first], source_id="a").story_categories == ()
+    # the commit says which categories now show more (the story's, "a"'s included)
+    assert save(store, [second], source_id="b") == StoreCounts(
+        new=1, story_categories=("a-news", "b-news"))
     assert members_of(store, second) == members_of(store, first) == [("a", "1"), ("b", "9")]
     # the members come back whole: categories included
     [(_, b)] = [(m.source_id, m) for m in store.story_members([first])[("a", "1")][1:]]

@@ -548,13 +548,15 @@ def _upsert(session: Session, source_id: str, batch: dict[str, Article],
     fresh = [a for key, a in batch.items() if key not in stored and key not in stones]
     changed = {stored[key][0]: a for key, a in batch.items()
                if key in stored and stored[key][1] != a.content_hash}
-    rows.insert_articles(session, fresh, _stories_of(session, source_id, fresh))
+    joined = _stories_of(session, source_id, fresh)
+    rows.insert_articles(session, fresh, joined)
     for row in rows.rows_by_id(session, list(changed)):
         rows.update_row(row, changed[row.id])
     retired = sum(1 for key in batch if key in stones and key not in stored)
     unchanged = len(batch) - len(fresh) - len(changed) - retired
     return StoreCounts(new=len(fresh), updated=len(changed), unchanged=unchanged,
-                       retired=retired, collided=collided)
+                       retired=retired, collided=collided,
+                       story_categories=_categories_of(session, set(joined.values())))
 
 
 def _stories_of(session: Session, source_id: str, fresh: Sequence[Article]) -> dict[str, int]:
@@ -600,3 +602,15 @@ def _stories_of(session: Session, source_id: str, fresh: Sequence[Article]) -> d
                 joined[article.key] = candidate.story_id
                 break
     return joined
+
+
+def _categories_of(session: Session, story_ids: set[int]) -> tuple[str, ...]:
+    """The distinct categories of these stories' articles, sorted."""
+    found: set[str] = set()
+    ids = sorted(story_ids)
+    for start in range(0, len(ids), rows.IN_CHUNK):
+        found.update(session.scalars(
+            select(CategoryRow.category).distinct()
+            .join(ArticleRow, ArticleRow.id == CategoryRow.article_id)
+            .where(ArticleRow.story_id.in_(ids[start:start + rows.IN_CHUNK]))))
+    return tuple(sorted(found))
