@@ -204,24 +204,43 @@ class Article:
         object.__setattr__(self, "updated_at", as_utc(self.updated_at))
         check_title(self.title)
 
-    # The keys ``stories.same_story`` compares, derived from the fields (never stored in
-    # the record, so a ``dataclasses.replace`` cannot leave them stale); the store keeps
-    # them in indexed columns to find an article's story among other sources' articles.
+    # The keys ``stories.same_story`` compares, derived from the fields on first use and
+    # kept (not an init field: ``dataclasses.replace`` makes a record that derives its own,
+    # never a stale copy; pickled with the record, so what a parse worker derived reaches
+    # the store with it); the store keeps them in indexed columns.
+    _story_keys: tuple[str | None, str | None, str | None] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    def with_story_keys(self) -> Article:
+        """This record, its story keys derived now if they were not: the normalize stage
+        calls it, so a parse worker pays for the SimHash, not the store's transaction."""
+        if self._story_keys is None:
+            text = plain_text(self.content or "") or self.summary or ""
+            keys = (link_key(self.link), title_digest(self.title), fingerprint(text))
+            object.__setattr__(self, "_story_keys", keys)
+        return self
+
+    @property
+    def story_keys(self) -> tuple[str | None, str | None, str | None]:
+        """(``story_link``, ``story_title``, ``story_print``), derived once."""
+        keys = self.with_story_keys()._story_keys
+        assert keys is not None
+        return keys
 
     @property
     def story_link(self) -> str | None:
         """A digest of the canonical link (``stories.link_key``); None without a link."""
-        return link_key(self.link)
+        return self.story_keys[0]
 
     @property
     def story_title(self) -> str | None:
         """A digest of the folded title (``stories.title_digest``)."""
-        return title_digest(self.title)
+        return self.story_keys[1]
 
     @property
     def story_print(self) -> str | None:
         """The SimHash of the content's text, else of the summary (``stories.fingerprint``)."""
-        return fingerprint(plain_text(self.content or "") or self.summary or "")
+        return self.story_keys[2]
 
 
 @dataclass(frozen=True, slots=True)

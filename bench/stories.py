@@ -25,6 +25,7 @@ import argparse
 import random
 import re
 import sys
+import time
 from collections import Counter, defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ from aggregator.ingest.normalize import normalize  # noqa: E402
 from aggregator.ingest.parse import parse  # noqa: E402
 from aggregator.records import Article, FetchResult, NormalizeOptions, Source  # noqa: E402
 from aggregator.store import STORY_WINDOW  # noqa: E402
-from aggregator.stories import distance, plain_text, same_story  # noqa: E402
+from aggregator.stories import distance, fingerprint, plain_text, same_story  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 SUITES = ("feed-rs", "feedparser")
@@ -167,6 +168,12 @@ def main() -> None:
     articles = [a for number, path in enumerate(paths) for a in articles_of(path, number)]
     printed = sum(1 for a in articles if a.story_print)
     print(f"{len(paths)} documents, {len(articles)} articles, {printed} with a fingerprint")
+    text = plain_text("".join(a.content for a in articles))[:3000]
+    started = time.perf_counter()
+    for _ in range(200):
+        fingerprint(text)
+    print(f"SimHash of {len(text)} characters of corpus text: "
+          f"{(time.perf_counter() - started) / 200 * 1000:.2f} ms")
 
     pairs = false_positives(articles)
     print(f"\npairs of different documents called one story: {len(pairs)}"

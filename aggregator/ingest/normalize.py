@@ -145,7 +145,7 @@ def normalize(
         first_seen=seen_at,
         updated_at=seen_at,
         content_hash=content_hash,
-    )
+    ).with_story_keys()  # here, in the parse worker (pickled with the record)
 
 
 def sanitize_html(fragment: str, base_url: str, options: NormalizeOptions) -> str:

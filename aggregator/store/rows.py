@@ -30,7 +30,7 @@ _ARTICLES = ArticleRow.__table__
 _CATEGORIES = CategoryRow.__table__
 # An Article's fields stored in the articles table (categories have a table of their own),
 # and those a changed article replaces (not its identity, first_seen or date).
-ARTICLE_COLUMNS = tuple(f.name for f in fields(Article) if f.name != "categories")
+ARTICLE_COLUMNS = tuple(f.name for f in fields(Article) if f.init and f.name != "categories")
 _REPLACED_COLUMNS = tuple(name for name in ARTICLE_COLUMNS if name not in (
     "source_id", "key", "first_seen", "date", "date_from_feed"))
 # The story keys an Article derives (properties, not fields): written with the article,
