@@ -191,6 +191,12 @@ def main() -> None:
     print("fingerprint distance between unrelated articles (first 400), by 4 bits:",
           dict(sorted(distances.items())))
 
+    linked = [a for a in articles if a.story_link]
+    rng = random.Random(13)
+    by_link = sum(1 for a in linked
+                  if replace(a, link=perturbed_link(a.link, rng)).story_link == a.story_link)
+    print(f"articles with a story link: {len(linked)}; copies with tracking parameters, the "
+          f"other scheme and a fragment found by the link alone: {by_link}/{len(linked)}")
     for own_link in (False, True):
         for longer in (None, False, True):
             detected, total, missed = detection(articles, own_link=own_link, longer=longer)
