@@ -12,6 +12,12 @@ Guarantees:
   nothing of it remains and a ``StoreError`` naming the source is raised.  A poll
   reads the source's state once (``source_state`` / ``source_states``) and writes
   once.
+* Each new article gets its story at commit: the story of another source's stored
+  article that ``stories.same_story`` matches on the keys the article derived (candidates
+  found by the indexed link and title keys; titles only within ``STORY_WINDOW``), else a
+  story of its own (its own id); on PostgreSQL the keys are advisory-locked for the
+  transaction so concurrent commits of one story cannot make two.  ``story_members``
+  reads a story's articles back; a story's id never changes once assigned.
 * Articles retention removed are remembered as tombstones while the portal still
   lists them, so a re-poll does not bring them back.
 * Datetimes go in and come out timezone-aware UTC on every backend; naive
