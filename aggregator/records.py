@@ -4,7 +4,8 @@ Every stage takes and returns these frozen dataclasses, never ORM rows, HTTP
 responses or feedparser dicts, so a stage can be tested with values alone and
 swapped without its neighbours noticing.  It imports no outside library and from the
 project only ``aggregator.rules`` (the invariants an ``Article`` enforces when it is
-made): with ``rules`` and ``errors`` it is the bottom of the import graph.
+made) and ``aggregator.stories`` (the keys that say which articles are one story): with
+those and ``errors`` it is the bottom of the import graph.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from aggregator.rules import as_utc, check_title
+from aggregator.stories import fingerprint, link_key, plain_text, title_digest
 
 
 class SourceKind(StrEnum):
@@ -228,6 +230,44 @@ class Article:
         object.__setattr__(self, "updated_at", as_utc(self.updated_at))
         check_title(self.title)
 
+    # The keys ``stories.same_story`` compares, derived from the fields on first use and
+    # kept (not an init field: ``dataclasses.replace`` makes a record that derives its own,
+    # never a stale copy; pickled with the record, so what a parse worker derived reaches
+    # the store with it); the store keeps them in indexed columns.
+    _story_keys: tuple[str | None, str | None, str | None] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    def with_story_keys(self) -> Article:
+        """This record, its story keys derived now if they were not: the normalize stage
+        calls it, so a parse worker pays for the SimHash, not the store's transaction."""
+        if self._story_keys is None:
+            text = plain_text(self.content or "") or self.summary or ""
+            keys = (link_key(self.link), title_digest(self.title), fingerprint(text))
+            object.__setattr__(self, "_story_keys", keys)
+        return self
+
+    @property
+    def story_keys(self) -> tuple[str | None, str | None, str | None]:
+        """(``story_link``, ``story_title``, ``story_print``), derived once."""
+        keys = self.with_story_keys()._story_keys
+        assert keys is not None
+        return keys
+
+    @property
+    def story_link(self) -> str | None:
+        """A digest of the canonical link (``stories.link_key``); None without a link."""
+        return self.story_keys[0]
+
+    @property
+    def story_title(self) -> str | None:
+        """A digest of the folded title (``stories.title_digest``)."""
+        return self.story_keys[1]
+
+    @property
+    def story_print(self) -> str | None:
+        """The SimHash of the content's text, else of the summary (``stories.fingerprint``)."""
+        return self.story_keys[2]
+
 
 @dataclass(frozen=True, slots=True)
 class FeedOptions:
@@ -261,6 +301,9 @@ class StoreCounts:
     unchanged: int = 0
     retired: int = 0  # entries the feed still lists that retention removed (not re-added)
     collided: int = 0  # entries left out because an earlier entry had the same key
+    # Categories of OTHER sources' articles whose stories new articles joined: their feeds
+    # show the story too (union categories, "also reported by"), so they need a build.
+    story_categories: tuple[str, ...] = ()
 
 
 class PollOutcome(StrEnum):

@@ -198,7 +198,10 @@ def test_poll_build_export_end_to_end(portal: HTTPServer, tmp_path: Path,
     exported = run("--config", str(config), "export", "hexo", "--out", str(out))
     assert exported.exit_code == 0, exported.output
     posts = sorted(out.glob("*.md"))
-    assert len(posts) == count_before
+    # "truncated" carries the GBK feed's two stories (the same links): published once each
+    truncated = database_rows(database.url,
+                              "SELECT count(*) FROM articles WHERE source_id = 'truncated'")
+    assert truncated == [(2,)] and len(posts) == count_before - 2
     again = run("--config", str(config), "export", "hexo", "--out", str(out))
     assert (
         sorted(out.glob("*.md")) == posts and f"0 post(s), {len(posts)} unchanged" in again.output
@@ -207,6 +210,8 @@ def test_poll_build_export_end_to_end(portal: HTTPServer, tmp_path: Path,
         p.read_text(encoding="utf-8") for p in posts if "王喆" in p.read_text(encoding="utf-8")
     )
     assert "author: 高科技行业门户\n" in ofweek_post
+    assert ('<p class="also-reported">也见于：<a href="http://www.ofweek.com/news/1.html">'
+            "Truncated</a></p>") in ofweek_post
     assert (
         "headimg: 'https://cors.zfour.workers.dev/?http://images.ofweek.com/1.jpg'" in ofweek_post
     )

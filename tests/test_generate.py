@@ -566,6 +566,9 @@ class MemoryReader:
     def iter_articles(self, source_id: str | None = None) -> Any:
         return iter(a for a in self.articles if source_id in (None, a.source_id))
 
+    def story_members(self, articles: Any, source_ids: Any = None) -> dict[Any, Any]:
+        return {}  # every article is a story of its own
+
 
 def test_config_languages_reach_the_built_feeds_and_page(
     tmp_path: Path, atom_schema: etree.RelaxNG

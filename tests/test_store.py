@@ -814,3 +814,117 @@ def test_known_keys_are_the_unchanged_and_the_removed_ones(store: Store) -> None
     assert store.known_keys("src", asked) == {"same", "removed"}
     assert store.known_keys("other", {"edited": "hash-edited"}) == set()
     assert store.known_keys("src", {}) == set()
+
+# -- stories -------------------------------------------------------------------------
+
+STORY_TEXT = ("<p>新华社北京5月21日电 国务院总理今天主持召开国务院常务会议，部署进一步推动工业"
+              "互联网发展，促进制造业数字化转型。会议指出，工业互联网是新一代信息技术与制造业"
+              "深度融合的产物，要加快网络、平台和安全体系建设。</p>")
+
+
+def story_article(source_id: str, key: str, **fields: object) -> Article:
+    values: dict[str, object] = {"source_id": source_id, "link": f"https://{source_id}.test/{key}",
+                                 "title": "国务院部署推动工业互联网发展", "content": STORY_TEXT,
+                                 "categories": (f"{source_id}-news",)}
+    values.update(fields)
+    return make_article(key, **values)  # type: ignore[arg-type]
+
+
+def members_of(store: Store, article: Article) -> list[tuple[str, str]]:
+    found = store.story_members([article])
+    return [(a.source_id, a.key) for a in found[(article.source_id, article.key)]]
+
+
+def test_one_link_is_one_story_across_sources(store: Store) -> None:
+    first = story_article("a", "1", link="http://news.test/1.html?utm_source=rss",
+                          title="甲", content="<p>甲</p>")
+    second = story_article("b", "9", link="https://NEWS.test/1.html?spm=x#c",
+                           title="乙", content="<p>乙</p>", first_seen=T0 + timedelta(hours=1))
+    assert save(store, [first], source_id="a").story_categories == ()
+    # the commit says which categories now show more (the story's, "a"'s included)
+    assert save(store, [second], source_id="b") == StoreCounts(
+        new=1, story_categories=("a-news", "b-news"))
+    assert members_of(store, second) == members_of(store, first) == [("a", "1"), ("b", "9")]
+    # the members come back whole: categories included
+    [(_, b)] = [(m.source_id, m) for m in store.story_members([first])[("a", "1")][1:]]
+    assert b.categories == ("b-news",) and b.title == "乙"
+
+
+def test_a_near_identical_title_and_text_is_one_story(store: Store) -> None:
+    save(store, [story_article("a", "1")], source_id="a")
+    noisy = story_article("b", "7", title="【独家】国务院：部署推动“工业互联网”发展",
+                          content=STORY_TEXT.replace("</p>", "另据报道，配套措施将出台。</p>"),
+                          date=T0 + timedelta(days=2), first_seen=T0 + timedelta(days=2))
+    save(store, [noisy], source_id="b")
+    assert members_of(store, noisy) == [("a", "1"), ("b", "7")]
+
+
+@pytest.mark.parametrize("other", [
+    {"title": "国务院部署推动消费互联网发展"},  # another title
+    {"content": "<p>" + "另一篇完全不同的报道，讲述本市暴雨预警和交通管制的情况。" * 3 + "</p>"},
+    {"date": T0 + timedelta(days=4)},  # the same title and text, days later: a new report
+], ids=["title", "text", "window"])
+def test_different_stories_stay_apart(store: Store, other: dict[str, object]) -> None:
+    save(store, [story_article("a", "1")], source_id="a")
+    apart = story_article("b", "2", **other)
+    save(store, [apart], source_id="b")
+    assert members_of(store, apart) == [("b", "2")]
+
+
+def test_articles_of_one_source_are_never_merged(store: Store) -> None:
+    save(store, [story_article("a", "1"), story_article("a", "2", link="https://a.test/1")],
+         source_id="a")
+    assert members_of(store, story_article("a", "2")) == [("a", "2")]
+
+
+def test_story_members_are_filtered_by_source_and_survive_the_representative(
+        store: Store) -> None:
+    save(store, [story_article("a", "1", link="https://news.test/1.html")], source_id="a")
+    later = T0 + timedelta(hours=1)
+    b = story_article("b", "2", link="https://news.test/1.html", first_seen=later,
+                      date=later, updated_at=later)
+    save(store, [b], source_id="b")
+    assert store.story_members([b], source_ids={"b"}) == {("b", "2"): (b,)}
+    assert store.story_members([b], source_ids=set()) == {}
+    # retention removes the representative: the story keeps its other member, and a
+    # third portal reporting it later still joins it
+    assert store.prune(older_than=T0 + timedelta(minutes=1), now=later) == {"a": 1}
+    c = story_article("c", "3", link="https://news.test/1.html?from=timeline",
+                      first_seen=later + timedelta(hours=1))
+    save(store, [c], source_id="c")
+    assert members_of(store, c) == [("b", "2"), ("c", "3")]
+
+
+def test_a_changed_article_keeps_its_story_and_new_keys(store: Store) -> None:
+    save(store, [story_article("a", "1")], source_id="a")
+    b = story_article("b", "2")
+    save(store, [b], source_id="b")
+    edited = replace(b, title="改过的标题", content_hash="changed")
+    assert save(store, [edited], source_id="b", body_hash="body-2").updated == 1
+    assert members_of(store, edited) == [("a", "1"), ("b", "2")]
+    # the stored keys follow the edit: a fourth article with the new title finds it
+    d = story_article("d", "4", title="改过的标题", link="https://d.test/4")
+    save(store, [d], source_id="d")
+    assert members_of(store, d) == [("a", "1"), ("b", "2"), ("d", "4")]
+
+
+def test_upgraded_articles_are_stories_of_their_own(database_url: str) -> None:
+    migrate_with_alembic(database_url, "0005")
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO sources (id, url, error_count, redirect_count,"
+                                    " lease_token) VALUES ('old', 'https://old.test/', 0, 0, 0)"))
+            connection.execute(text(
+                "INSERT INTO articles (source_id, key, link, title, author, date, "
+                "date_from_feed, content, summary, comments, first_seen, updated_at, "
+                "content_hash) VALUES ('old', 'k', 'https://news.test/1.html', 't', 'a', "
+                ":t, true, '', '', false, :t, :t, 'h')"), {"t": T0.replace(tzinfo=None)})
+    finally:
+        engine.dispose()
+    with Store.open(database_url) as store:  # upgrades to 0006
+        new = story_article("new", "n", link="https://news.test/1.html")
+        save(store, [new], source_id="new")
+        [old] = list(store.iter_articles("old"))
+        assert members_of(store, old) == [("old", "k")]  # no keys: never merged
+        assert members_of(store, new) == [("new", "n")]

@@ -3,6 +3,7 @@ closes.  Skipped where no server answers on 127.0.0.1:5432 (``.ci/run`` starts o
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import text
@@ -153,3 +154,41 @@ def test_exclusive_names_are_held_by_one_process_at_a_time(pg_database: str) -> 
                 assert other == {"build:b"}  # a busy name is left out, not waited for
         with second.exclusive(["build:a"]) as again:
             assert again == {"build:a"}  # released at the end of the block
+
+
+def test_two_workers_committing_one_story_at_once_make_one_story(pg_database: str) -> None:
+    """Each round, two sources' polls commit the same story at the same moment (from two
+    threads, each with its own connection): the advisory lock on the story's keys queues
+    the second, which then finds the first's article — never two stories."""
+    from builders import T0, make_article
+
+    from aggregator.records import SourceState, SourceUpdate
+
+    rounds = 15
+    with Store.open(pg_database, connections=4) as store:
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def commit(source_id: str, number: int) -> None:
+            article = make_article(f"{source_id}-{number}", source_id=source_id,
+                                   link=f"https://news.test/{number}.html?from={source_id}",
+                                   title=f"同一条新闻 {number}", first_seen=T0)
+            state = SourceState(source_id=source_id, url=f"https://{source_id}.test/feed")
+            try:
+                barrier.wait(timeout=30)
+                store.commit_poll(SourceUpdate(state=state, result=None), [article])
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        for number in range(rounds):
+            threads = [threading.Thread(target=commit, args=(s, number)) for s in ("a", "b")]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert not errors, errors
+        articles = list(store.iter_articles())
+        members = store.story_members(articles)
+    assert len(articles) == 2 * rounds
+    assert all(len(found) == 2 for found in members.values()), members
+    assert len({found[0].key for found in members.values()}) == rounds

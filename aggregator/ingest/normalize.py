@@ -135,7 +135,7 @@ def normalize(
         first_seen=seen_at,
         updated_at=seen_at,
         content_hash=content_hash,
-    )
+    ).with_story_keys()  # here, in the parse worker (pickled with the record)
 
 
 def with_content(article: Article, fragment: str, base_url: str,

@@ -7,7 +7,9 @@ index (``feeds``, the only importer of feedgen; ``opml``), the index page for pe
 needs from the config (languages per category, source names, descriptions) arrives in
 ``FeedOptions``, which ``config.Settings.feed_options()`` fills.  ``build`` is the one
 entry point that turns what is stored into the published tree and returns one
-``BuildReport``; ``export_hexo`` writes the posts.
+``BuildReport``; ``export_hexo`` writes the posts.  Both publish each story once
+(``stories``): the articles several sources carry of one story become one article, listed
+in every category of any of them.
 
 Publishing trusts the ``Article`` records it is given (their invariants are enforced
 once, when an Article is made) and reads them through the small ``ArticleReader``
@@ -18,7 +20,7 @@ The writers (feedgen, lxml) load only when a build or an export runs.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["INDEX_ARTICLES", "ArticleReader", "build", "export_hexo"]
 
 INDEX_ARTICLES = 30  # latest articles on the index page
+EXPORT_CHUNK = 500  # articles whose stories one read looks up during a Hexo export
 
 
 class ArticleReader(Protocol):
@@ -43,6 +46,10 @@ class ArticleReader(Protocol):
                         source_ids: Collection[str] | None = None) -> list[Article]: ...
 
     def iter_articles(self, source_id: str | None = None) -> Iterator[Article]: ...
+
+    def story_members(self, articles: Iterable[Article],
+                      source_ids: Collection[str] | None = None
+                      ) -> Mapping[tuple[str, str], Sequence[Article]]: ...
 
 
 def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source] | None = None,
@@ -64,11 +71,17 @@ def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source]
     else:
         categories = sorted({c for s in sources for c in s.all_categories})
     selected = [c for c in categories if only is None or c in only]
-    articles = {c: reader.latest_articles(c, options.feed_size, ids) for c in selected}
+    listed = {c: reader.latest_articles(c, options.feed_size, ids) for c in selected}
+    latest = reader.latest_articles(None, INDEX_ARTICLES, ids) if index else []
+    members = reader.story_members([a for found in (*listed.values(), latest) for a in found],
+                                   ids)
+    articles = {c: _stories(found, members, options, options.feed_size)
+                for c, found in listed.items()}
     report = feeds.write_feeds(articles, options, all_categories=categories, only=only)
     if not index:
         return report
-    page = index_page.render_index(categories, reader.latest_articles(None, INDEX_ARTICLES, ids),
+    page = index_page.render_index(categories,
+                                   _stories(latest, members, options, INDEX_ARTICLES),
                                    options, site_title=options.site_title or "Aggregator")
     if feeds.write_atomic(Path(options.output_dir) / INDEX_FILENAME, page):
         return replace(report, written=(*report.written, INDEX_FILENAME))
@@ -77,9 +90,45 @@ def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source]
 
 def export_hexo(reader: ArticleReader, out_dir: Path,
                 sources: Sequence[Source] | None = None) -> ExportReport:
-    """Write every stored article (of these sources, if given) as a Hexo post."""
+    """Write every stored story (of these sources, if given) as one Hexo post: its
+    representative's, with the union of categories and the "also reported by" paragraph."""
     from aggregator.publish import hexo
 
     ids = None if sources is None else {s.id for s in sources}
-    return hexo.write_posts((a for a in reader.iter_articles() if ids is None
-                             or a.source_id in ids), out_dir)
+    names = {s.id: s.name for s in sources or ()}
+    return hexo.write_posts(_all_stories(reader, ids, names), out_dir)
+
+
+def _all_stories(reader: ArticleReader, ids: set[str] | None,
+                 names: Mapping[str, str]) -> Iterator[Article]:
+    """Every stored story of these sources once, read in chunks of ``EXPORT_CHUNK``."""
+    from aggregator.publish.stories import merge_stories
+
+    seen: set[tuple[str, str]] = set()
+    chunk: list[Article] = []
+    for article in reader.iter_articles():
+        if ids is None or article.source_id in ids:
+            chunk.append(article)
+        if len(chunk) >= EXPORT_CHUNK:
+            yield from _unseen(merge_stories(chunk, reader.story_members(chunk, ids), names),
+                               seen)
+            chunk = []
+    if chunk:
+        yield from _unseen(merge_stories(chunk, reader.story_members(chunk, ids), names), seen)
+
+
+def _unseen(stories: list[Article], seen: set[tuple[str, str]]) -> Iterator[Article]:
+    for story in stories:
+        if (story.source_id, story.key) not in seen:
+            seen.add((story.source_id, story.key))
+            yield story
+
+
+def _stories(articles: Sequence[Article], members: Mapping[tuple[str, str], Sequence[Article]],
+             options: FeedOptions, limit: int) -> list[Article]:
+    """One article per story, the representatives' newest first, at most ``limit``."""
+    from aggregator.publish.stories import merge_stories
+
+    merged = merge_stories(articles, members, options.source_names)
+    merged.sort(key=lambda a: (-a.date.timestamp(), a.key, a.source_id))
+    return merged[:limit]

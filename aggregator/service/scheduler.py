@@ -237,7 +237,8 @@ class Scheduler:
         poll's own decision."""
         self._metrics.record_poll(result)
         if result.counts.new or result.counts.updated:
-            self._request_build(set(source.all_categories))
+            # and the categories of stories its new articles joined (other sources' feeds)
+            self._request_build({*source.all_categories, *result.counts.story_categories})
         if result.next_poll_at is None:
             self._unschedule(source.id)  # disabled (410) until the URL is edited
         else:

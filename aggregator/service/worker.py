@@ -227,7 +227,8 @@ class ClaimWorker:
                                      wiring.poll_options(settings), fetch=self._fetch,
                                      parse_pool=self._parse_pool, lease=claim.lease,
                                      now=self._now, jitter=self._rng.random)
-                self._after(source.all_categories, result)
+                # and the categories of stories its new articles joined (others' feeds)
+                self._after((*source.all_categories, *result.counts.story_categories), result)
             except Exception:  # a bug in one poll must not stop the worker
                 log.exception("source=%s poll failed", source.id)
             finally:

@@ -12,6 +12,12 @@ Guarantees:
   nothing of it remains and a ``StoreError`` naming the source is raised.  A poll
   reads the source's state once (``source_state`` / ``source_states``) and writes
   once.
+* Each new article gets its story at commit: the story of another source's stored
+  article that ``stories.same_story`` matches on the keys the article derived (candidates
+  found by the indexed link and title keys; titles only within ``STORY_WINDOW``), else a
+  story of its own (its own id); on PostgreSQL the keys are advisory-locked for the
+  transaction so concurrent commits of one story cannot make two.  ``story_members``
+  reads a story's articles back; a story's id never changes once assigned.
 * Articles retention removed are remembered as tombstones while the portal still
   lists them, so a re-poll does not bring them back.
 * Datetimes go in and come out timezone-aware UTC on every backend; naive
@@ -35,10 +41,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, text, true, update
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, text, true, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from aggregator.errors import LeaseLost, StoreError
 from aggregator.records import (
@@ -72,11 +78,15 @@ from aggregator.store.models import (
     SourceRow,
     TombstoneRow,
 )
+from aggregator.stories import same_story
 
 __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Store", "make_engine"]
 
 _ITER_CHUNK = 500  # articles per read transaction in iter_articles
 _FEW_IDS = 1000  # above: filter articles by the sources not wanted (``_of_sources``)
+# How far apart two articles' dates may be for a matching title and text to make them one
+# story (a link match needs no window): a story is news for days, a title recurs for years.
+STORY_WINDOW = timedelta(days=3)
 
 
 class Store:
@@ -447,6 +457,39 @@ class Store:
                 query = query.where(_of_sources(session, set(source_ids)))
             return [rows.article(row) for row in session.scalars(query)]
 
+    def story_members(self, articles: Iterable[Article],
+                      source_ids: Collection[str] | None = None
+                      ) -> dict[tuple[str, str], tuple[Article, ...]]:
+        """(source_id, key) of each of ``articles`` → every stored article of its story
+        (itself included) of these sources (None: of all), earliest ``first_seen`` first,
+        ties by source id and key; one query per chunk of articles.  An article no longer
+        stored maps to nothing."""
+        wanted: dict[str, list[str]] = {}
+        for article in articles:
+            wanted.setdefault(article.source_id, []).append(article.key)
+        pairs = sorted((s, k) for s, keys in wanted.items() for k in set(keys))
+        if not pairs or (source_ids is not None and not source_ids):
+            return {}
+        listed, member = aliased(ArticleRow), aliased(ArticleRow)
+        found: dict[tuple[str, str], list[Article]] = {}
+        with self._read() as session:
+            for start in range(0, len(pairs), rows.IN_CHUNK):
+                grouped: dict[str, list[str]] = {}
+                for source_id, key in pairs[start:start + rows.IN_CHUNK]:
+                    grouped.setdefault(source_id, []).append(key)
+                query = (select(listed.source_id, listed.key, member)
+                         .join(member, member.story_id == listed.story_id)
+                         .where(or_(*(and_(listed.source_id == s, listed.key.in_(keys))
+                                      for s, keys in grouped.items())))
+                         .options(selectinload(member.categories)))
+                if source_ids is not None:
+                    query = query.where(_of_sources(session, set(source_ids), member.source_id))
+                for source_id, key, row in session.execute(query):
+                    found.setdefault((source_id, key), []).append(rows.article(row))
+        return {identity: tuple(sorted(members, key=lambda a: (a.first_seen, a.source_id,
+                                                                a.key)))
+                for identity, members in found.items()}
+
     def forget_removed(self, *, now: datetime, grace: timedelta) -> list[str]:
         """Delete — with their articles and tombstones — the sources the applied config has
         not listed for longer than ``grace`` (``apply_config`` marks them); the ids deleted."""
@@ -518,15 +561,15 @@ class Store:
 
 
 
-def _of_sources(session: Session, wanted: set[str]) -> Any:
-    """``articles.source_id`` among ``wanted``, as the shorter list of bind parameters:
+def _of_sources(session: Session, wanted: set[str], column: Any = ArticleRow.source_id) -> Any:
+    """``column`` (an article's source id) among ``wanted``, as a short list of parameters:
     the ids themselves, or — for a config of many sources — the (few) stored sources NOT
     wanted.  A drivers' limit (65,535 parameters on PostgreSQL) must not fail the build of
     a 100,000-source config, and 100,000 parameters per category cost more than the query."""
     if len(wanted) <= _FEW_IDS:
-        return ArticleRow.source_id.in_(sorted(wanted))
+        return column.in_(sorted(wanted))
     unwanted = set(session.scalars(select(SourceRow.id))) - wanted
-    return ArticleRow.source_id.not_in(sorted(unwanted)) if unwanted else true()
+    return column.not_in(sorted(unwanted)) if unwanted else true()
 
 
 def _add_missing(session: Session, sources: Iterable[Source], now: datetime) -> int:
@@ -558,10 +601,69 @@ def _upsert(session: Session, source_id: str, batch: dict[str, Article],
     fresh = [a for key, a in batch.items() if key not in stored and key not in stones]
     changed = {stored[key][0]: a for key, a in batch.items()
                if key in stored and stored[key][1] != a.content_hash}
-    rows.insert_articles(session, fresh)
+    joined = _stories_of(session, source_id, fresh)
+    rows.insert_articles(session, fresh, joined)
     for row in rows.rows_by_id(session, list(changed)):
         rows.update_row(row, changed[row.id])
     retired = sum(1 for key in batch if key in stones and key not in stored)
     unchanged = len(batch) - len(fresh) - len(changed) - retired
     return StoreCounts(new=len(fresh), updated=len(changed), unchanged=unchanged,
-                       retired=retired, collided=collided)
+                       retired=retired, collided=collided,
+                       story_categories=_categories_of(session, set(joined.values())))
+
+
+def _stories_of(session: Session, source_id: str, fresh: Sequence[Article]) -> dict[str, int]:
+    """key → story id, for each of a source's new articles that is a story another
+    source's stored article already tells (``stories.same_story`` on their stored keys;
+    titles only within ``STORY_WINDOW`` of the date); the others start stories of their own.
+
+    On PostgreSQL the keys are locked first (transaction advisory locks, in one order), so
+    two workers committing the same story at once queue and the second finds the first's
+    article; SQLite's write lock serializes commits already.
+    """
+    links = {a.story_link for a in fresh} - {None}
+    titles = {a.story_title for a in fresh if a.story_print is not None} - {None}
+    if not links and not titles:
+        return {}
+    if session.get_bind().dialect.name == "postgresql":
+        for lock in sorted({int(key[:15], 16) for key in links | titles}):
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
+    earliest = min(a.date for a in fresh) - STORY_WINDOW
+    latest = max(a.date for a in fresh) + STORY_WINDOW
+    columns = (ArticleRow.story_id, ArticleRow.story_link, ArticleRow.story_title,
+               ArticleRow.story_print, ArticleRow.date, ArticleRow.first_seen,
+               ArticleRow.source_id)
+    candidates = set()
+    for keys, column in ((sorted(links), ArticleRow.story_link),
+                         (sorted(titles), ArticleRow.story_title)):
+        for start in range(0, len(keys), rows.IN_CHUNK):
+            matched = column.in_(keys[start:start + rows.IN_CHUNK])
+            if column is ArticleRow.story_title:
+                matched = and_(matched, ArticleRow.date.between(earliest, latest))
+            candidates.update(session.execute(select(*columns).where(
+                ArticleRow.source_id != source_id, ArticleRow.story_id.is_not(None), matched)))
+    ordered = sorted(candidates, key=lambda c: (c.first_seen, c.source_id, c.story_id))
+    joined: dict[str, int] = {}
+    for article in fresh:
+        link, title, printed = article.story_link, article.story_title, article.story_print
+        for candidate in ordered:
+            same_link = link is not None and candidate.story_link == link
+            if not same_link and abs(candidate.date - article.date) > STORY_WINDOW:
+                continue
+            if same_story(link, title, printed, candidate.story_link, candidate.story_title,
+                          candidate.story_print):
+                joined[article.key] = candidate.story_id
+                break
+    return joined
+
+
+def _categories_of(session: Session, story_ids: set[int]) -> tuple[str, ...]:
+    """The distinct categories of these stories' articles, sorted."""
+    found: set[str] = set()
+    ids = sorted(story_ids)
+    for start in range(0, len(ids), rows.IN_CHUNK):
+        found.update(session.scalars(
+            select(CategoryRow.category).distinct()
+            .join(ArticleRow, ArticleRow.id == CategoryRow.article_id)
+            .where(ArticleRow.story_id.in_(ids[start:start + rows.IN_CHUNK]))))
+    return tuple(sorted(found))

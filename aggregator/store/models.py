@@ -126,6 +126,9 @@ class ArticleRow(Base):
     __table_args__ = (
         UniqueConstraint("source_id", "key"),
         Index("ix_articles_date", "date"),
+        Index("ix_articles_story_link", "story_link"),
+        Index("ix_articles_story_title", "story_title"),
+        Index("ix_articles_story_id", "story_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -147,6 +150,14 @@ class ArticleRow(Base):
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     content_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    # One story, many portals (migration 0006): the keys ``stories.same_story`` compares
+    # (``Article.story_link`` / ``story_title`` / ``story_print``) and the story the store
+    # assigned: the id of the story's first stored article.  Rows stored before 0006 have
+    # no keys (never matched) and are each their own story.
+    story_link: Mapped[str | None] = mapped_column(Text)
+    story_title: Mapped[str | None] = mapped_column(Text)
+    story_print: Mapped[str | None] = mapped_column(Text)
+    story_id: Mapped[int | None] = mapped_column(Integer)
 
     # Loaded explicitly (selectinload) by the read paths; lazy elsewhere, so that
     # checking a batch's existing rows does not fetch categories it never needs.

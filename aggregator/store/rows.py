@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from aggregator.records import (
@@ -30,9 +30,12 @@ _ARTICLES = ArticleRow.__table__
 _CATEGORIES = CategoryRow.__table__
 # An Article's fields stored in the articles table (categories have a table of their own),
 # and those a changed article replaces (not its identity, first_seen or date).
-ARTICLE_COLUMNS = tuple(f.name for f in fields(Article) if f.name != "categories")
+ARTICLE_COLUMNS = tuple(f.name for f in fields(Article) if f.init and f.name != "categories")
 _REPLACED_COLUMNS = tuple(name for name in ARTICLE_COLUMNS if name not in (
     "source_id", "key", "first_seen", "date", "date_from_feed"))
+# The story keys an Article derives (properties, not fields): written with the article,
+# replaced when it changes; its story_id is assigned once, when it is first stored.
+STORY_KEYS = ("story_link", "story_title", "story_print")
 # The state columns a poll writes whole (SourceState's fields but the id).
 STATE_FIELDS = tuple(f.name for f in fields(SourceState) if f.name != "source_id")
 
@@ -70,10 +73,16 @@ def rows_by_id(session: Session, ids: list[int]) -> list[ArticleRow]:
     return rows
 
 
-def insert_articles(session: Session, articles: list[Article]) -> None:
-    """Bulk INSERT (executemany, RETURNING the new ids), then their categories."""
+def insert_articles(session: Session, articles: list[Article],
+                    stories: dict[str, int] | None = None) -> None:
+    """Bulk INSERT (executemany, RETURNING the new ids), then their categories.
+
+    ``stories``: key → the story an article joins; the others start their own (their
+    story id is their own id).
+    """
     if not articles:
         return
+    joined = stories or {}
     ids: dict[str, int] = {}
     for start in range(0, len(articles), IN_CHUNK):
         chunk = articles[start:start + IN_CHUNK]
@@ -82,8 +91,13 @@ def insert_articles(session: Session, articles: list[Article]) -> None:
             # order: with sort_by_parameter_order SQLite would get one INSERT per row.
             # Core tables, not the ORM classes: the ORM's bulk path costs 2x per row.
             insert(_ARTICLES).returning(_ARTICLES.c.key, _ARTICLES.c.id),
-            [row_values(a) for a in chunk])
+            [{**row_values(a), "story_id": joined.get(a.key)} for a in chunk])
         ids.update((key, row_id) for key, row_id in returned)
+    founders = [ids[a.key] for a in articles if a.key not in joined]
+    for start in range(0, len(founders), IN_CHUNK):
+        session.execute(update(_ARTICLES).where(
+            _ARTICLES.c.id.in_(founders[start:start + IN_CHUNK]))
+            .values(story_id=_ARTICLES.c.id))
     categories = [{"article_id": ids[a.key], "position": position, "category": category}
                   for a in articles for position, category in enumerate(a.categories)]
     if categories:
@@ -91,7 +105,7 @@ def insert_articles(session: Session, articles: list[Article]) -> None:
 
 
 def row_values(article: Article) -> dict[str, Any]:
-    return {name: getattr(article, name) for name in ARTICLE_COLUMNS}
+    return {name: getattr(article, name) for name in (*ARTICLE_COLUMNS, *STORY_KEYS)}
 
 
 def lock_source(session: Session, source_id: str, url: str,
@@ -126,7 +140,7 @@ def update_row(row: ArticleRow, article: Article) -> None:
 
 def copy_fields(row: ArticleRow, article: Article) -> None:
     """Everything but identity, first_seen and date (which have their own rules)."""
-    for name in _REPLACED_COLUMNS:
+    for name in (*_REPLACED_COLUMNS, *STORY_KEYS):
         setattr(row, name, getattr(article, name))
     current = row.categories
     for position, category in enumerate(article.categories):
