@@ -710,6 +710,8 @@ def test_latest_articles_of_a_config_of_more_sources_than_bind_parameters(store:
     assert [a.key for a in store.latest_articles("news", 10, configured)] == ["k1"]
     assert [a.key for a in store.latest_articles(None, 10, configured | {"other"})] == [
         "k2", "k1"]
+    [listed] = store.latest_articles("news", 10, configured)
+    assert [a.key for a in store.story_members([listed], configured)[("src", "k1")]] == ["k1"]
 
 
 def test_a_source_the_config_dropped_is_forgotten_after_the_grace_period(store: Store) -> None:
