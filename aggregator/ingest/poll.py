@@ -371,26 +371,28 @@ def _with_page(article: Article, source: Source, options: PollOptions, remaining
     assert article.link is not None
     limits = replace(options.fetch, deadline=min(options.fetch.deadline, remaining))
     page = fetch(replace(source, url=article.link), limits, Validators())
-    work = (article, page, source, options.normalize)
-    if parse_pool is None:
-        return ARTICLE_WITH_FULL_TEXT(*work)  # type: ignore[no-any-return]
-    try:
-        return parse_pool.call(ARTICLE_WITH_FULL_TEXT, *work)  # type: ignore[no-any-return]
-    except SandboxError as exc:
-        raise ParseError(exc.reason, source_id=source.id) from exc
+    return _in_worker(ARTICLE_WITH_FULL_TEXT, parse_pool, source.id,  # type: ignore[no-any-return]
+                      article, page, source, options.normalize)
 
 
 def _extract(fetched: FetchResult, source: Source, options: NormalizeOptions, at: datetime,
              parse_pool: WorkerPool | None) -> tuple[ParsedFeed, list[Article]]:
     """Parse, then normalize every entry into an Article: in a worker process when there
     is a pool, under its budget."""
-    work = (fetched, source, options, at)
+    return _in_worker(PARSE_AND_NORMALIZE, parse_pool, source.id,  # type: ignore[no-any-return]
+                      fetched, source, options, at)
+
+
+def _in_worker(function: FunctionRef, parse_pool: WorkerPool | None, source_id: str,
+               *args: object) -> object:
+    """``function(*args)`` in a parse worker under its budget, or here without a pool; a
+    call over budget (or a lost worker) is that source's ``ParseError``."""
     if parse_pool is None:
-        return PARSE_AND_NORMALIZE(*work)  # type: ignore[no-any-return]
+        return function(*args)
     try:
-        return parse_pool.call(PARSE_AND_NORMALIZE, *work)  # type: ignore[no-any-return]
+        return parse_pool.call(function, *args)
     except SandboxError as exc:
-        raise ParseError(exc.reason, source_id=source.id) from exc
+        raise ParseError(exc.reason, source_id=source_id) from exc
 
 
 def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
