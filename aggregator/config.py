@@ -33,6 +33,7 @@ from pydantic import (
 from aggregator import __version__
 from aggregator.errors import ConfigError
 from aggregator.records import (
+    BuiltinImageProxy,
     ConfigVersion,
     FeedOptions,
     FetchOptions,
@@ -48,6 +49,8 @@ from aggregator.regexes import check_pattern
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DEFAULT_CONFIG_PATH = Path("config/aggregator.yaml")
 CONFIG_ENV_VAR = "AGGREGATOR_CONFIG"
+IMAGE_SECRET_ENV_VAR = "AGGREGATOR_IMAGE_SECRET"
+BUILTIN_IMAGE_PROXY = "builtin"  # ``image_proxy: builtin``: our own signed /img/ endpoint
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -358,13 +361,25 @@ class Settings(_Model):
         "User-Agent); default: site_url unless it is a local address.",
     )
     image_proxy: str | None = Field(
-        default=None, description="Prefix routed in front of image URLs; empty = no rewriting."
+        default=None,
+        description="Prefix routed in front of image URLs, or 'builtin' for the signed "
+        "/img/ endpoint this service serves; empty = no rewriting.",
+    )
+    image_proxy_secret: str | None = Field(
+        default=None, repr=False,
+        description=f"Key that signs builtin image proxy URLs; default: ${IMAGE_SECRET_ENV_VAR}.",
     )
     image_proxy_scope: Literal["http", "all"] = Field(
         default="http", description="Route only http:// images through the proxy, or all."
     )
-    default_image: str | None = Field(
-        default=None, description="headimg/thumbnail when an article has no image."
+    default_image: str | list[str] | None = Field(
+        default=None,
+        description="headimg/thumbnail when an article has no image; a list: each "
+        "article takes one of them, always the same.",
+    )
+    hub_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="WebSub hub: feeds link it and it is pinged after a build changed them.",
     )
     allow_private_networks: bool = Field(
         default=False, description="Allow sources on loopback/private addresses (demo, tests)."
@@ -459,9 +474,16 @@ class Settings(_Model):
     def _size(cls, value: object) -> int:
         return parse_size(value)
 
-    @field_validator("image_proxy", "default_image")
+    @field_validator("image_proxy", "image_proxy_secret")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("default_image")
+    @classmethod
+    def _default_images(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            return [image for image in value if image] or None
         return value or None
 
     @field_validator("language")
@@ -491,6 +513,17 @@ class Settings(_Model):
         if not self.user_agent:
             # frozen model: set the derived default once, while it is being validated
             object.__setattr__(self, "user_agent", default_user_agent(self.homepage()))
+        return self
+
+    @model_validator(mode="after")
+    def _image_proxy_secret(self) -> Settings:
+        if self.image_proxy != BUILTIN_IMAGE_PROXY:
+            return self
+        secret = self.image_proxy_secret or os.environ.get(IMAGE_SECRET_ENV_VAR)
+        if not secret:
+            raise ValueError(f"image_proxy: builtin needs a signing key: set "
+                             f"image_proxy_secret or ${IMAGE_SECRET_ENV_VAR}")
+        object.__setattr__(self, "image_proxy_secret", secret)
         return self
 
     @model_validator(mode="after")
@@ -546,12 +579,22 @@ class Settings(_Model):
         )
 
     def normalize_options(self) -> NormalizeOptions:
+        builtin = self.image_proxy == BUILTIN_IMAGE_PROXY
+        images = self.default_image
         return NormalizeOptions(
-            image_proxy=self.image_proxy,
+            image_proxy=None if builtin else self.image_proxy,
             image_proxy_scope=self.image_proxy_scope,
-            default_image=self.default_image,
+            builtin_image_proxy=self.builtin_image_proxy() if builtin else None,
+            default_images=tuple([images] if isinstance(images, str) else images or ()),
             summary_length=self.summary_length,
         )
+
+    def builtin_image_proxy(self) -> BuiltinImageProxy | None:
+        """Our own image endpoint's address and key, when ``image_proxy: builtin``."""
+        if self.image_proxy != BUILTIN_IMAGE_PROXY or not self.image_proxy_secret:
+            return None
+        return BuiltinImageProxy(site_url=str(self.site_url),
+                                 secret=self.image_proxy_secret.encode("utf-8"))
 
     def feed_options(self) -> FeedOptions:
         return FeedOptions(
@@ -565,6 +608,7 @@ class Settings(_Model):
             source_names={s.id: s.name for s in self.sources},
             feed_description=self.feed_description,
             site_description=self.site_description,
+            hub_url=str(self.hub_url) if self.hub_url else None,
         )
 
 

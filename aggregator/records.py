@@ -195,8 +195,21 @@ class NormalizeOptions:
 
     image_proxy: str | None = None  # prefix, e.g. "https://cors.zfour.workers.dev/?"
     image_proxy_scope: str = "http"  # "http": only http:// images; "all": https too
-    default_image: str | None = None
+    # ``image_proxy: builtin``: images go through our own signed ``/img/`` endpoint
+    # (``imageproxy.signed_url``) instead of a prefix; ``image_proxy`` is then None.
+    builtin_image_proxy: BuiltinImageProxy | None = None
+    # headimg/thumbnail of an article with no image; with several, each article takes
+    # one chosen by its identity (the same one every time).
+    default_images: tuple[str, ...] = ()
     summary_length: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinImageProxy:
+    """Where our own image endpoint lives and the key its URLs are signed with."""
+
+    site_url: str  # the endpoint is ``site_url + "img/<signature>/<base64 url>"``
+    secret: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +303,8 @@ class FeedOptions:
     feed_description: str | None = None
     # The index page's introduction (plain text); None: the default of ``language``.
     site_description: str | None = None
+    # A WebSub hub (W3C WebSub): every RSS/Atom feed links it with ``rel="hub"``.
+    hub_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,32 @@ def test_empty_image_proxy_means_no_rewriting(tmp_path: Path) -> None:
     assert settings.normalize_options().image_proxy is None
 
 
+def test_builtin_image_proxy_needs_a_key_from_the_config_or_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    builtin = VALID.replace('"https://cors.zfour.workers.dev/?"', "builtin")
+    monkeypatch.delenv("AGGREGATOR_IMAGE_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="image_proxy_secret or \\$AGGREGATOR_IMAGE_SECRET"):
+        load_config(write(tmp_path, builtin))
+    monkeypatch.setenv("AGGREGATOR_IMAGE_SECRET", "from-env")
+    options = load_config(write(tmp_path, builtin)).normalize_options()
+    assert options.image_proxy is None
+    assert options.builtin_image_proxy is not None
+    assert options.builtin_image_proxy.secret == b"from-env"
+    assert "from-env" not in repr(options)
+    in_file = load_config(write(tmp_path, builtin + 'image_proxy_secret: "in-file"\n'))
+    assert in_file.normalize_options().builtin_image_proxy.secret == b"in-file"  # type: ignore[union-attr]
+
+
+def test_default_image_is_one_url_or_a_list(tmp_path: Path) -> None:
+    one = load_config(write(tmp_path, VALID + 'default_image: "https://s.test/a.png"\n'))
+    assert one.normalize_options().default_images == ("https://s.test/a.png",)
+    several = load_config(write(
+        tmp_path, VALID + 'default_image: ["https://s.test/a.png", "", "https://s.test/b.png"]\n'))
+    assert several.normalize_options().default_images == ("https://s.test/a.png",
+                                                          "https://s.test/b.png")
+    assert load_config(write(tmp_path, VALID)).normalize_options().default_images == ()
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("1d", 86400), (45, 45)]
 )

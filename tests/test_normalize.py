@@ -150,7 +150,7 @@ def test_headimg_falls_back_to_media_thumbnail_then_default_image() -> None:
     enclosure = entry(content="<p>text</p>", image_enclosures=("https://img.test/e.jpg",))
     assert normalize(enclosure, SOURCE, OPTIONS, seen_at=SEEN).headimg == "https://img.test/e.jpg"
     bare = entry(content="<p>text</p>")
-    with_default = replace(OPTIONS, default_image="https://site.test/default.png")
+    with_default = replace(OPTIONS, default_images=("https://site.test/default.png",))
     assert (
         normalize(bare, SOURCE, with_default, seen_at=SEEN).thumbnail
         == "https://site.test/default.png"
@@ -234,3 +234,16 @@ def test_excerpt_of_a_prefix_equals_the_excerpt_of_the_whole(pieces: list[str],
     fragment = "".join(pieces)
     assert excerpt(fragment, length) == whole_text_excerpt(fragment, length)
 
+
+
+def test_a_list_of_default_images_gives_each_article_always_the_same_one() -> None:
+    images = tuple(f"https://site.test/default-{n}.png" for n in range(4))
+    options = replace(OPTIONS, default_images=images)
+    picked = {}
+    for n in range(40):
+        bare = entry(content=f"<p>text {n}</p>", guid=f"https://a.test/{n}")
+        first = normalize(bare, SOURCE, options, seen_at=SEEN).headimg
+        again = normalize(bare, SOURCE, options, seen_at=SEEN + timedelta(days=1)).headimg
+        assert first == again and first in images
+        picked[n] = first
+    assert set(picked.values()) == set(images)  # 40 articles spread over all four

@@ -106,11 +106,12 @@ def normalize(
     title = plain_title(entry.title, entry.title_is_html) or fallback_title(summary, link)
     date, date_from_feed = choose_date(entry.published, entry.updated, seen_at)
     date, seen_at = as_utc(date), as_utc(seen_at)  # as the Article holds them, before hashing
+    key = article_key(guid, link, title, content)
     headimg = (
         first_image(content)
         or _first_proxied(tuple(map(clean_text, (*entry.thumbnails, *entry.image_enclosures))),
                           options)
-        or options.default_image
+        or default_image(options, source.id, key)
     )
     author = clean_text(entry.author or "") or source.name
     content_hash = _content_hash(
@@ -119,7 +120,7 @@ def normalize(
         comments=source.comments)
     return Article(
         source_id=source.id,
-        key=article_key(guid, link, title, content),
+        key=key,
         guid=guid,
         link=link,
         title=title,
@@ -315,6 +316,16 @@ def _first_proxied(urls: tuple[str, ...], options: NormalizeOptions) -> str | No
         if absolute := web_url(url):
             return proxied_image(absolute, options)
     return None
+
+
+def default_image(options: NormalizeOptions, source_id: str, key: str) -> str | None:
+    """The configured fallback image of this article: with several, one picked by its
+    identity, so a re-poll or a re-export never shows another one."""
+    images = options.default_images
+    if not images:
+        return None
+    digest = hashlib.sha256(f"{source_id}\n{key}".encode("utf-8", "surrogatepass")).digest()
+    return images[int.from_bytes(digest[:8], "big") % len(images)]
 
 
 def article_key(guid: str | None, link: str | None, title: str, content: str) -> str:
