@@ -275,19 +275,28 @@ def export_group() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the Markdown posts (created).",
 )
+@click.option("--prune", is_flag=True,
+              help="Also delete the posts an earlier export wrote whose article is gone "
+              "(retention, a source removed from the config).")
 @click.pass_context
-def export_hexo_command(ctx: click.Context, out_dir: Path) -> None:
-    """Write every stored article as a Hexo post (re-export overwrites)."""
+def export_hexo_command(ctx: click.Context, out_dir: Path, prune: bool) -> None:
+    """Write every stored article as a Hexo post: only new or changed ones are written."""
     settings = _settings(ctx)
     with _open_store(ctx, settings) as store:
-        _export(settings, store, out_dir)
+        _export(settings, store, out_dir, prune=prune)
 
 
-def _export(settings: Settings, store: Store, out_dir: Path) -> None:
+def _export(settings: Settings, store: Store, out_dir: Path, *, prune: bool = False) -> None:
     from aggregator.publish import export_hexo
 
-    report = export_hexo(store, out_dir, settings.source_list())
-    click.echo(f"exported {report.written} post(s), {report.unchanged} unchanged, to {out_dir}")
+    report = export_hexo(store, out_dir, settings.source_list(), prune=prune)
+    removed = f", {report.removed} removed" if prune else ""
+    if report.written == 0 and not report.removed:
+        click.echo(f"nothing new: 0 post(s) written, {report.unchanged} unchanged{removed}, "
+                   f"in {out_dir}")
+    else:
+        click.echo(f"exported {report.written} post(s), {report.unchanged} unchanged"
+                   f"{removed}, to {out_dir}")
 
 
 @cli.command()

@@ -203,9 +203,8 @@ def test_poll_build_export_end_to_end(portal: HTTPServer, tmp_path: Path,
                               "SELECT count(*) FROM articles WHERE source_id = 'truncated'")
     assert truncated == [(2,)] and len(posts) == count_before - 2
     again = run("--config", str(config), "export", "hexo", "--out", str(out))
-    assert (
-        sorted(out.glob("*.md")) == posts and f"0 post(s), {len(posts)} unchanged" in again.output
-    )
+    assert sorted(out.glob("*.md")) == posts
+    assert f"nothing new: 0 post(s) written, {len(posts)} unchanged" in again.output
     ofweek_post = next(
         p.read_text(encoding="utf-8") for p in posts if "王喆" in p.read_text(encoding="utf-8")
     )
@@ -409,6 +408,9 @@ def test_a_source_removed_from_the_config_leaves_every_output(
     run("--config", str(path), "build")
     public = tmp_path / "public"
     assert "独有" in (public / "feeds.opml").read_text(encoding="utf-8")
+    hexo = tmp_path / "hexo"
+    assert "exported 2 post(s)" in run("--config", str(path), "export", "hexo", "--out",
+                                       str(hexo)).output
 
     path.write_text(config[:config.index("  - id: gone")]
                     + config[config.index("  - id: dated"):], encoding="utf-8")
@@ -420,8 +422,13 @@ def test_a_source_removed_from_the_config_leaves_every_output(
     assert "独有" not in index and "bye" not in index and "stay" in index
     assert database_rows(database.url, "SELECT count(*) FROM articles "
                                        "WHERE source_id='gone'") == [(1,)]  # kept for the grace
-    exported = run("--config", str(path), "export", "hexo", "--out", str(tmp_path / "hexo"))
-    assert "exported 1 post(s)" in exported.output
+    exported = run("--config", str(path), "export", "hexo", "--out", str(hexo))
+    assert "nothing new: 0 post(s) written, 1 unchanged" in exported.output
+    assert len(list(hexo.glob("*.md"))) == 2  # without --prune the gone source's post stays
+    pruned = run("--config", str(path), "export", "hexo", "--out", str(hexo), "--prune")
+    assert "exported 0 post(s), 1 unchanged, 1 removed" in pruned.output
+    (post,) = hexo.glob("*.md")
+    assert "title: 'stay'" in post.read_text(encoding="utf-8")
 
 
 def test_status_shows_what_the_last_document_was_warned_about(portal: HTTPServer,

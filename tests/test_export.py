@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from aggregator.errors import AggregatorError
 from aggregator.publish import files
 from aggregator.publish.hexo import (
+    MANIFEST,
     ExportReport,
     hexo_filename,
     render_front_matter,
@@ -321,7 +323,7 @@ def test_export_writes_one_file_per_article(tmp_path: Path) -> None:
     articles = three_articles()
     report = write_posts(articles, out)
     assert report == ExportReport(written=3, unchanged=0, out_dir=str(out))
-    assert sorted(p.name for p in out.iterdir()) == sorted(hexo_filename(a) for a in articles)
+    assert sorted(p.name for p in out.glob("*.md")) == sorted(hexo_filename(a) for a in articles)
     for article in articles:
         assert (out / hexo_filename(article)).read_bytes() == render_hexo(article).encode()
 
@@ -342,7 +344,7 @@ def test_changed_article_rewrites_its_file(tmp_path: Path) -> None:
     changed = replace(articles[1], title="New title", content="<p>new</p>")
     report = write_posts([articles[0], changed, articles[2]], tmp_path)
     assert (report.written, report.unchanged) == (1, 2)
-    assert len(list(tmp_path.iterdir())) == 3
+    assert len(list(tmp_path.glob("*.md"))) == 3
     text = (tmp_path / hexo_filename(changed)).read_text(encoding="utf-8")
     assert "title: 'New title'" in text and "<p>new</p>" in text
     assert "Title 1" not in text
@@ -371,7 +373,7 @@ def test_failed_write_leaves_old_file_and_no_temp_files(
         write_posts([replace(article, title="new")], tmp_path)
     assert info.value.source_id == article.source_id
     assert path.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert [p.name for p in tmp_path.iterdir() if p.name != MANIFEST] == [path.name]
 
 
 def test_out_dir_that_is_a_file_is_reported(tmp_path: Path) -> None:
@@ -387,5 +389,50 @@ def test_written_file_respects_umask_not_temp_file_mode(tmp_path: Path) -> None:
         write_posts([make_article()], tmp_path)
     finally:
         os.umask(old)
-    (path,) = tmp_path.iterdir()
+    (path,) = tmp_path.glob("*.md")
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_prune_deletes_only_posts_an_earlier_export_wrote(tmp_path: Path) -> None:
+    articles = three_articles()
+    write_posts(articles, tmp_path)
+    handwritten = tmp_path / "my-own-post.md"
+    handwritten.write_text("---\ntitle: mine\n---\n", encoding="utf-8")
+    foreign = tmp_path / f"other_{'0' * 16}.md"  # looks like ours, but we never wrote it
+    foreign.write_text("x", encoding="utf-8")
+    kept = write_posts(articles[1:], tmp_path)  # without prune: nothing is deleted
+    assert (kept.removed, (tmp_path / hexo_filename(articles[0])).exists()) == (0, True)
+    pruned = write_posts(articles[1:], tmp_path, prune=True)
+    assert (pruned.written, pruned.unchanged, pruned.removed) == (0, 2, 1)
+    assert not (tmp_path / hexo_filename(articles[0])).exists()
+    assert handwritten.exists() and foreign.exists()
+    assert write_posts(articles[1:], tmp_path, prune=True).removed == 0
+
+
+def test_a_failed_export_still_lets_a_later_prune_find_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second, third = three_articles()
+    write_posts([first], tmp_path)
+
+    def broken() -> Iterator[Article]:
+        yield second
+        raise AggregatorError("store went away")
+
+    with pytest.raises(AggregatorError, match="store went away"):
+        write_posts(broken(), tmp_path, prune=True)
+    assert (tmp_path / hexo_filename(first)).exists()  # a failed run prunes nothing
+    report = write_posts([third], tmp_path, prune=True)
+    assert report.removed == 2
+    assert sorted(p.name for p in tmp_path.glob("*.md")) == [hexo_filename(third)]
+
+
+def test_a_manifest_naming_paths_outside_the_folder_deletes_nothing(tmp_path: Path) -> None:
+    outside = tmp_path / "precious.md"
+    outside.write_text("keep", encoding="utf-8")
+    posts = tmp_path / "posts"
+    posts.mkdir()
+    (posts / MANIFEST).write_text('{"posts": ["../precious.md", "/etc/passwd"]}',
+                                  encoding="utf-8")
+    assert write_posts([], posts, prune=True).removed == 0
+    assert outside.read_text(encoding="utf-8") == "keep"

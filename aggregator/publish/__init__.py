@@ -89,14 +89,16 @@ def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source]
 
 
 def export_hexo(reader: ArticleReader, out_dir: Path,
-                sources: Sequence[Source] | None = None) -> ExportReport:
+                sources: Sequence[Source] | None = None, *, prune: bool = False) -> ExportReport:
     """Write every stored story (of these sources, if given) as one Hexo post: its
-    representative's, with the union of categories and the "also reported by" paragraph."""
+    representative's, with the union of categories and the "also reported by" paragraph.
+    Only new or changed posts are written; ``prune`` deletes the posts an earlier export
+    wrote whose story is no longer exported (retention removed it, or its source left)."""
     from aggregator.publish import hexo
 
     ids = None if sources is None else {s.id for s in sources}
     names = {s.id: s.name for s in sources or ()}
-    return hexo.write_posts(_all_stories(reader, ids, names), out_dir)
+    return hexo.write_posts(_all_stories(reader, ids, names), out_dir, prune=prune)
 
 
 def _all_stories(reader: ArticleReader, ids: set[str] | None,

@@ -17,15 +17,24 @@ line can ever be a ``---`` delimiter, and characters YAML cannot carry at all
 guarantee it and one such character breaks the whole Hexo build).  Dates are
 trusted: an ``Article``'s are always aware UTC.
 
+Exports are incremental: a post whose bytes would not change is not written (its
+mtime stays, so Hexo's own cache and rsync see nothing new), and the folder keeps a
+manifest (``MANIFEST``) of the posts this module wrote.  With ``prune`` an export
+deletes the posts of that manifest it did not export this time (articles retention
+removed, sources dropped from the config): only files it wrote itself, never a
+hand-written post beside them.
+
 What this module must NOT do: touch a database or the network, sanitize or
 rewrite the article HTML (the normalize stage owns that), decide which articles
-to export, or delete posts it did not write in this call (stale files are left
-alone).  It only renders and writes files, one per article, atomically.
+to export, or delete a file that its manifest does not list.  It only renders and
+writes files, one per article, atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,6 +47,7 @@ from aggregator.records import Article
 from aggregator.rules import strip_xml_illegal
 
 __all__ = [
+    "MANIFEST",
     "ExportReport",
     "hexo_filename",
     "render_front_matter",
@@ -97,6 +107,9 @@ def _yaml_scalar(value: str) -> str:
     return value if _is_plain_safe(value) else _single_quoted(value)
 
 
+_POST_NAME = re.compile(r"[^/\\\x00]+_[0-9a-f]{16}\.md")  # what ``hexo_filename`` makes
+
+
 def hexo_filename(article: Article) -> str:
     """Stable post file name: the same (source, key) always maps to the same file."""
     source_id = article.source_id
@@ -137,39 +150,93 @@ def render_hexo(article: Article) -> str:
     return f"{render_front_matter(article)}\n<div>   \n{body} \n  \n</div>\n"
 
 
+# The posts an export wrote, kept beside them: what ``prune`` may delete.
+MANIFEST = ".aggregator-hexo.json"
+
+
 @dataclass(frozen=True, slots=True)
 class ExportReport:
-    """What one export did: files (re)written and files already up to date."""
+    """What one export did: files (re)written, files already up to date, and posts
+    deleted because their article is no longer exported (``prune``)."""
 
     written: int
     unchanged: int
     out_dir: str
+    removed: int = 0
 
 
-def write_posts(articles: Iterable[Article], out_dir: Path) -> ExportReport:
+def write_posts(articles: Iterable[Article], out_dir: Path, *, prune: bool = False
+                ) -> ExportReport:
     """Write one ``.md`` post per article into ``out_dir``, skipping identical files.
 
     Re-exporting an article overwrites its file (names are stable); a file whose
     bytes already match is not touched and counts as unchanged.  An article
-    listed twice is written once per listing, the last one wins.
+    listed twice is written once per listing, the last one wins.  With ``prune``,
+    the posts an earlier export wrote (``MANIFEST``) and this one did not are deleted.
     """
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AggregatorError(f"cannot create export directory {out_dir}: {exc}") from exc
+    earlier = _read_manifest(out_dir)
+    exported: set[str] = set()
     written = unchanged = 0
-    for article in articles:
-        path = out_dir / hexo_filename(article)
-        data = render_hexo(article).encode("utf-8")
+    try:
+        for article in articles:
+            name = hexo_filename(article)
+            exported.add(name)
+            data = render_hexo(article).encode("utf-8")
+            try:
+                changed = write_atomic(out_dir / name, data, durable=False)  # regenerable
+            except OSError as exc:
+                raise AggregatorError(f"cannot write Hexo post {out_dir / name}: {exc}",
+                                      source_id=article.source_id) from exc
+            if changed:
+                written += 1
+            else:
+                unchanged += 1
+    except BaseException:
+        # a failed export still remembers what it wrote, so a later prune finds it; the
+        # export's own error is the one reported
+        with contextlib.suppress(AggregatorError):
+            _write_manifest(out_dir, exported | earlier)
+        raise
+    _write_manifest(out_dir, exported | earlier)
+    removed = 0
+    if prune:
+        removed = _remove(out_dir, earlier - exported)
+        _write_manifest(out_dir, exported)
+    return ExportReport(written=written, unchanged=unchanged, out_dir=str(out_dir),
+                        removed=removed)
+
+
+def _read_manifest(out_dir: Path) -> set[str]:
+    """The post names the manifest lists; none when it is missing or not ours."""
+    try:
+        names = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8")).get("posts", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    # only plain names of posts: a manifest edited to list "../x" deletes nothing
+    return {n for n in names if isinstance(n, str) and _POST_NAME.fullmatch(n)}
+
+
+def _write_manifest(out_dir: Path, names: set[str]) -> None:
+    data = json.dumps({"posts": sorted(names)}, indent=0).encode("utf-8") + b"\n"
+    try:
+        write_atomic(out_dir / MANIFEST, data, durable=False)
+    except OSError as exc:
+        raise AggregatorError(f"cannot write {out_dir / MANIFEST}: {exc}") from exc
+
+
+def _remove(out_dir: Path, names: set[str]) -> int:
+    removed = 0
+    for name in sorted(names):
         try:
-            changed = write_atomic(path, data, durable=False)  # regenerable from the database
+            (out_dir / name).unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue  # already gone: nothing to do
         except OSError as exc:
-            raise AggregatorError(
-                f"cannot write Hexo post {path}: {exc}", source_id=article.source_id
-            ) from exc
-        if changed:
-            written += 1
-        else:
-            unchanged += 1
-    return ExportReport(written=written, unchanged=unchanged, out_dir=str(out_dir))
+            raise AggregatorError(f"cannot remove Hexo post {out_dir / name}: {exc}") from exc
+    return removed
