@@ -9,6 +9,10 @@ was — or was not — made, and with which headers.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -16,6 +20,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import pytest
 import requests
+from builders import LogWatcher, write_config_file
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 from served_site import png
@@ -311,3 +316,32 @@ def test_without_the_builtin_proxy_img_is_a_static_path(tmp_path: Path,
     with FeedServer(make_app(tmp_path, SITE)) as server:
         assert requests.get(server.url + url, timeout=15).status_code == 404
     assert httpserver.log == []
+
+
+@pytest.mark.parametrize("command", [["run", "--role", "web"], ["serve"]])
+def test_run_and_serve_serve_signed_images_with_builtin(
+    httpserver: HTTPServer, tmp_path: Path, command: list[str]
+) -> None:
+    """The wiring: ``aggregator run`` and ``aggregator serve`` hand the config's image
+    settings to the app; the cache goes to ``image_cache_dir`` below the config's folder."""
+    image = serve_png(httpserver)
+    config = write_config_file(tmp_path / "aggregator.yaml", [
+        "database_url: sqlite:///data/aggregator.db", "output_dir: public",
+        f"site_url: {SITE}", "image_proxy: builtin", "allow_private_networks: true",
+        "image_cache_dir: cache/images"], {"portal": httpserver.url_for("/feed.xml")})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "--config", str(config), *command, "--port", "0"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "AGGREGATOR_IMAGE_SECRET": "image-key"})
+    try:
+        log = LogWatcher(process)
+        url = log.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        path = imageproxy.signed_url(image, PROXY).removeprefix("http://127.0.0.1")
+        for _ in range(2):
+            response = requests.get(url + path, timeout=15)
+            assert response.status_code == 200 and response.content == PNG
+        assert len(requests_to(httpserver, "/a.png")) == 1
+        assert len(list((tmp_path / "cache" / "images").glob("*.img"))) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
