@@ -181,10 +181,15 @@ def test_only_raster_images_pass(httpserver: HTTPServer, proxy: Proxy, content_t
     assert proxy.count("aggregator_image_proxy_refusals_total", reason="type") == 1
 
 
-def test_origin_failure_is_a_bad_gateway(httpserver: HTTPServer, proxy: Proxy) -> None:
+def test_origin_failure_is_a_bad_gateway_remembered_for_a_while(
+    httpserver: HTTPServer, proxy: Proxy
+) -> None:
     httpserver.expect_request("/gone").respond_with_data(b"nope", status=404)
-    assert proxy.get(httpserver.url_for("/gone")).status_code == 502
-    assert proxy.count("aggregator_image_proxy_refusals_total", reason="upstream") == 1
+    for _ in range(3):
+        assert proxy.get(httpserver.url_for("/gone")).status_code == 502
+    assert len(requests_to(httpserver, "/gone")) == 1
+    assert proxy.count("aggregator_image_proxy_refusals_total", reason="upstream") == 3
+    assert proxy.count("aggregator_image_proxy_misses_total") == 0
 
 
 def test_conditional_requests_get_304(httpserver: HTTPServer, proxy: Proxy) -> None:

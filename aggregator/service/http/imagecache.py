@@ -18,6 +18,7 @@ touch files that are not its own entries.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -59,9 +60,10 @@ class ImageCache:
         try:
             with path.open("rb") as file:
                 data = file.read()
-            self._touch(path)
         except OSError:
             return None
+        with contextlib.suppress(OSError):  # evicted since: what was read is still whole
+            self._touch(path)
         try:
             (length,) = _LENGTH.unpack_from(data)
             header = json.loads(data[_LENGTH.size:_LENGTH.size + length])

@@ -19,7 +19,9 @@ anyone who asks, every rule below is about not becoming an open proxy or an SSRF
 - what was fetched is kept in ``ImageCache`` (bounded); repeated requests are served
   from it without touching the network, and ``If-None-Match``/``If-Modified-Since``
   are answered with 304 (``httpsemantics``); one URL is never fetched twice at once
-  (a per-URL lock: waitress runs requests in several threads).
+  (a per-URL lock: waitress runs requests in several threads), and a URL whose fetch
+  was refused is answered the same way for ``FAILURE_TTL`` seconds without fetching
+  again (readers of one article ask for its broken image together).
 
 Hits, misses and refusals (by reason) are counted in ``Metrics``.
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +62,8 @@ log = logging.getLogger(__name__)
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox"
+FAILURE_TTL = 60.0  # seconds a refused fetch is remembered
+_MAX_FAILURES = 4096  # remembered refusals, at most (then forgotten all at once)
 _REFUSED_TYPES = frozenset({"image/svg+xml", "image/svg"})
 
 ImageFetch = Callable[[str, FetchOptions], ImageResponse]
@@ -108,6 +113,7 @@ class ImageEndpoint:
         self._fetch = fetch
         self._guard = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._failures: dict[str, tuple[Refusal, float]] = {}  # key -> (why, until)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse, rest: str,
                  head: bool) -> Iterable[bytes]:
@@ -123,7 +129,7 @@ class ImageEndpoint:
             with self._key_lock(key):
                 image = self.cache.get(key)  # filled while this request waited
                 if image is None:
-                    outcome = self._fill(key, url)
+                    outcome = self._recent_failure(key) or self._fill(key, url)
                     if isinstance(outcome, Refusal):
                         return self._refuse(start_response, outcome, head)
                     image = outcome
@@ -134,7 +140,23 @@ class ImageEndpoint:
             self._count_hit()
         return _answer(environ, start_response, image, head)
 
+    def _recent_failure(self, key: str) -> Refusal | None:
+        with self._guard:
+            failure = self._failures.get(key)
+        if failure is None or failure[1] <= time.monotonic():
+            return None
+        return failure[0]
+
     def _fill(self, key: str, url: str) -> CachedImage | Refusal:
+        outcome = self._fetch_image(key, url)
+        if isinstance(outcome, Refusal):
+            with self._guard:
+                if len(self._failures) >= _MAX_FAILURES:
+                    self._failures.clear()
+                self._failures[key] = (outcome, time.monotonic() + FAILURE_TTL)
+        return outcome
+
+    def _fetch_image(self, key: str, url: str) -> CachedImage | Refusal:
         try:
             response = self._fetch(url, self.settings.fetch)
         except AddressRefused as exc:
