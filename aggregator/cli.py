@@ -422,11 +422,12 @@ def _health(settings_of: Callable[[], Settings], store: Store) -> Callable[[], A
 def serve(ctx: click.Context, host: str, port: int) -> None:
     """Serve the generated feeds, OPML and index page (no polling)."""
     from aggregator.service.http import make_app, serve_forever
+    from aggregator.service.http.images import image_settings
 
     settings = _settings(ctx)
     with _open_store(ctx, settings) as store:
         app = make_app(settings.output_dir, str(settings.site_url),
-                       health=_health(lambda: settings, store))
+                       health=_health(lambda: settings, store), images=image_settings(settings))
         serve_forever(app, host, port,
                       serving=f"serving {settings.output_dir} at {settings.site_url}")
 

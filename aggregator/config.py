@@ -369,6 +369,14 @@ class Settings(_Model):
         default=None, repr=False,
         description=f"Key that signs builtin image proxy URLs; default: ${IMAGE_SECRET_ENV_VAR}.",
     )
+    image_cache_dir: Path = Field(
+        default=Path("data/image-cache"),
+        description="Where the builtin image proxy keeps the images it fetched.",
+    )
+    image_cache_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=0,
+        description="Bound of image_cache_dir; the least recently served images go first.",
+    )
     image_proxy_scope: Literal["http", "all"] = Field(
         default="http", description="Route only http:// images through the proxy, or all."
     )
@@ -469,7 +477,7 @@ class Settings(_Model):
             return timedelta(0)
         return parse_duration(value)
 
-    @field_validator("max_feed_bytes", "parse_memory", mode="before")
+    @field_validator("max_feed_bytes", "parse_memory", "image_cache_bytes", mode="before")
     @classmethod
     def _size(cls, value: object) -> int:
         return parse_size(value)
@@ -734,9 +742,13 @@ def _resolve_paths(settings: Settings, file: Path) -> Settings:
     output_dir = settings.output_dir
     if not output_dir.is_absolute():
         output_dir = base / output_dir
+    image_cache_dir = settings.image_cache_dir
+    if not image_cache_dir.is_absolute():
+        image_cache_dir = base / image_cache_dir
     return settings.model_copy(
         update={
             "output_dir": output_dir,
+            "image_cache_dir": image_cache_dir,
             "database_url": resolve_sqlite_url(settings.database_url, base),
             "config_path": file.resolve(),
         }

@@ -16,7 +16,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aggregator"
 BOTTOM = {"aggregator.records", "aggregator.rules", "aggregator.stories", "aggregator.errors",
-          "aggregator.regexes"}
+          "aggregator.regexes", "aggregator.imageproxy"}
 
 # What each part may import from the project (besides itself and BOTTOM).
 ALLOWED = {
@@ -25,6 +25,7 @@ ALLOWED = {
     "aggregator.regexes": set(),
     "aggregator.httpsemantics": set(),
     "aggregator.stories": set(),
+    "aggregator.imageproxy": set(),
     "aggregator.records": {"aggregator.rules", "aggregator.stories"},
     "aggregator.config": set(),
     "aggregator.ingest": set(),

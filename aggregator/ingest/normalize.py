@@ -7,7 +7,8 @@ comparison.  Here happen all the decisions about an article's content:
 - HTML is sanitized with nh3 against an allowlist (harmless inline styles such
   as ``text-indent``/``text-align`` survive, as in the seed; scripts, handlers,
   ``javascript:`` URLs, iframes do not), every URL is made absolute, images are
-  routed through the configured image proxy and get ``referrerpolicy``;
+  routed through the configured image proxy (a prefix, or our own signed ``/img/``
+  endpoint: ``aggregator.imageproxy``) and get ``referrerpolicy``;
 - the title becomes plain text (falling back to the summary, the link, then
   ``rules.UNTITLED``), the author falls back to the source's name, the date falls
   back published → updated → first seen (always aware UTC);
@@ -36,6 +37,7 @@ from urllib.parse import urljoin
 
 import nh3
 
+from aggregator import imageproxy
 from aggregator.records import Article, NormalizeOptions, ParsedEntry, Source
 from aggregator.rules import as_utc, fallback_title, strip_xml_illegal, web_url
 
@@ -233,13 +235,18 @@ def _content_cleaner(base_url: str, options: NormalizeOptions) -> nh3.Cleaner:
 
 
 def proxied_image(url: str, options: NormalizeOptions) -> str:
-    """Route an image URL through ``image_proxy`` (http only, or all with scope "all")."""
+    """Route an image URL through ``image_proxy`` (http only, or all with scope "all"),
+    or with ``builtin_image_proxy`` through our own signed endpoint; never twice."""
+    builtin = options.builtin_image_proxy
     proxy = options.image_proxy
-    if not proxy or url.startswith(proxy):
+    if builtin is not None:
+        if url.startswith(imageproxy.endpoint(builtin.site_url)):
+            return url
+    elif not proxy or url.startswith(proxy):
         return url
     scheme = url[:6].lower()
     if scheme.startswith("http:") or (scheme == "https:" and options.image_proxy_scope == "all"):
-        return proxy + url
+        return imageproxy.signed_url(url, builtin) if builtin is not None else f"{proxy}{url}"
     return url
 
 

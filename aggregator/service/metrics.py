@@ -88,6 +88,20 @@ class Metrics:
             registry=self.registry,
         )
 
+        # the builtin image proxy (``/img/``): served from its cache, fetched, refused
+        self.image_hits = Counter(
+            "aggregator_image_proxy_hits", "Images served from the image cache.",
+            registry=self.registry,
+        )
+        self.image_misses = Counter(
+            "aggregator_image_proxy_misses", "Images fetched from their origin.",
+            registry=self.registry,
+        )
+        self.image_refusals = Counter(
+            "aggregator_image_proxy_refusals", "Image requests refused, by reason.",
+            ["reason"], registry=self.registry,
+        )
+
     def record_claims(self, claims: Sequence[Claim], now: datetime) -> None:
         self.claims.inc(len(claims))
         self.lease_takeovers.inc(sum(claim.taken_over for claim in claims))

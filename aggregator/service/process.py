@@ -27,6 +27,7 @@ from aggregator.config import Settings
 from aggregator.ingest.poll import utc_now
 from aggregator.service.health import ConfigState, health_report
 from aggregator.service.http import FeedServer, make_app
+from aggregator.service.http.images import image_settings
 from aggregator.service.metrics import Metrics
 from aggregator.service.scheduler import Scheduler
 from aggregator.service.worker import ClaimWorker
@@ -68,7 +69,7 @@ def run_service(settings: Settings, store: Store, *, host: str, port: int | None
     server = None
     if port is not None:
         app = make_app(settings.output_dir, str(settings.site_url), health=health,
-                       metrics=metrics)
+                       metrics=metrics, images=image_settings(settings))
         server = FeedServer(app, host=host, port=port)
     previous = _install_signal_handlers(events)
     watcher_stop = threading.Event()

@@ -79,7 +79,7 @@ def make_session(options: FetchOptions) -> requests.Session:
 
 
 def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VALIDATORS,
-          session: requests.Session | None = None) -> FetchResult:
+          session: requests.Session | None = None, *, accept: str | None = None) -> FetchResult:
     """GET ``source.url`` conditionally, within ``options``' limits.
 
     Returns a 2xx result with the decompressed body, or a 304 result with empty content
@@ -91,6 +91,7 @@ def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VA
     ``verify`` and ``cert`` are used, and its other headers are sent too), but
     connections are always made by this package's watched adapter, so the deadline and
     the SSRF guard of ``options`` hold whoever built the session and with what options.
+    ``accept`` replaces the feed ``Accept`` header (``image.fetch_image`` asks for images).
     """
     started = time.monotonic()
     owned = session is None
@@ -102,7 +103,8 @@ def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VA
     token = CURRENT_POLICY.set(policy)
     watchdog.start()
     try:
-        return follow(source, options, validators, active, adapters, policy, watchdog, started)
+        return follow(source, options, validators, active, adapters, policy, watchdog, started,
+                      accept=accept)
     except DeadlineExceeded:
         raise
     except FetchError as exc:
@@ -153,3 +155,9 @@ class HttpFetcher:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
+
+
+# The image proxy's fetch (last: it is built on ``fetch`` above).
+from aggregator.ingest.fetch.image import ImageResponse, fetch_image  # noqa: E402
+
+__all__ += ["ImageResponse", "fetch_image"]

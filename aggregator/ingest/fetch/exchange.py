@@ -52,12 +52,16 @@ __all__ = ["follow"]
 
 def follow(source: Source, options: FetchOptions, validators: Validators,
            session: requests.Session, adapters: Adapters, policy: Policy,
-           watchdog: Watchdog, started: float) -> FetchResult:
-    """GET ``source.url`` and the redirects it leads to; the final response as a result."""
+           watchdog: Watchdog, started: float, *, accept: str | None = None) -> FetchResult:
+    """GET ``source.url`` and the redirects it leads to; the final response as a result.
+
+    ``accept`` replaces the feed ``Accept`` header (the image proxy asks for images)."""
     deadline_at = started + options.deadline
     # This call's options, on every hop, over the session's own headers: a session is a
     # connection pool (and cookies), never a second source of settings.
     headers = request_headers(options)
+    if accept is not None:
+        headers["Accept"] = accept
     if validators.etag:
         headers["If-None-Match"] = validators.etag
     if validators.last_modified:

@@ -15,6 +15,9 @@ What it owns, by module:
   validators, gzip and the in-memory cache of file versions.
 - ``server``: ``FeedServer`` and ``serve_forever`` around waitress; both wrap
   the app in ``access.AccessLog``.
+- ``images`` and ``imagecache``: the builtin image proxy (``image_proxy: builtin``)
+  at ``<site path>img/…`` — signed URLs only, fetched through the sources' fetch
+  guard, kept in a bounded disk cache.
 - ``access``: the access log's measurements (status, bytes, duration) handed to
   the ``aggregator.access`` logger when it is on (``service.logs`` formats them).
 
@@ -23,9 +26,9 @@ The HTTP rules it shares with the demo portal (conditional requests,
 itself in ``aggregator.service.health``.
 
 What this package must NOT do: poll sources, write, delete or generate files in
-``output_dir``, touch the store or the network beyond answering requests (the
-store is reached only through the ``health`` callback it is given), or decide a
-source's health.
+``output_dir``, touch the store or the network beyond answering requests and
+fetching the signed images the image proxy is asked for (the store is reached
+only through the ``health`` callback it is given), or decide a source's health.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ callable itself failed, so a load balancer takes the instance out only when it
 has nothing fresh to serve.
 
 Only GET and HEAD (others: 405); request paths are decoded as UTF-8 (otherwise
-404).  The files themselves are ``static.StaticFiles``' business.
+404).  The files themselves are ``static.StaticFiles``' business.  With the builtin
+image proxy (``images``), ``<site path>img/…`` goes to ``images.ImageEndpoint``
+before the files; without it, ``img/`` is just a path of the static tree.
 
 What this module must NOT do: build health itself (it calls the ``health``
 callable it is given and renders the mapping), read files other than through
@@ -27,7 +29,9 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+from aggregator.imageproxy import PATH_SEGMENT as IMAGE_PATH_SEGMENT
 from aggregator.service.health import iso_utc
+from aggregator.service.http.images import ImageEndpoint, ImageProxySettings
 from aggregator.service.http.static import StaticFiles
 from aggregator.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from aggregator.service.metrics import Metrics
@@ -51,15 +55,18 @@ def make_app(
     *,
     health: Callable[[], Mapping[str, object]] | None = None,
     metrics: Metrics | None = None,
+    images: ImageProxySettings | None = None,
 ) -> WSGIApplication:
     """The WSGI app serving ``output_dir`` at ``site_url``'s path, plus /healthz and /metrics.
 
     ``health`` is called on every ``/healthz`` request and should return
     ``health_report(...)`` (any JSON-able mapping with a ``status`` works);
     without it ``/healthz`` answers ``{"status": "ok"}``.  Without ``metrics``,
-    ``/metrics`` is 404.
+    ``/metrics`` is 404.  ``images`` (``images.image_settings``) turns the builtin
+    image proxy on at ``<site path>img/``; its counters go to ``metrics``.
     """
-    return _App(Path(output_dir), site_url, health, metrics)
+    endpoint = ImageEndpoint(images, metrics) if images is not None else None
+    return _App(Path(output_dir), site_url, health, metrics, endpoint)
 
 
 def _simple(
@@ -94,6 +101,7 @@ class _App:
         site_url: str,
         health: Callable[[], Mapping[str, object]] | None,
         metrics: Metrics | None,
+        images: ImageEndpoint | None = None,
     ) -> None:
         prefix = unquote(urlsplit(site_url.strip()).path or "/")
         if not prefix.startswith("/"):
@@ -102,6 +110,8 @@ class _App:
         self.files = StaticFiles(output_dir)
         self.health = health
         self.metrics = metrics
+        self.images = images
+        self.images_prefix = self.prefix + IMAGE_PATH_SEGMENT
 
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
@@ -137,6 +147,8 @@ class _App:
             )
         if not path.startswith(self.prefix):
             return _not_found(start_response, head)
+        if self.images is not None and path.startswith(self.images_prefix):
+            return self.images(environ, start_response, path[len(self.images_prefix):], head)
         try:
             served = self.files.serve(environ, start_response, path[len(self.prefix):], head)
         except OSError as exc:
