@@ -8,6 +8,11 @@ pinger's ``wait_idle``, never by sleeping.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +22,10 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
+import requests
 from builders import (
     T0,
+    LogWatcher,
     LoopbackPortal,
     make_article,
     make_source,
@@ -376,3 +383,77 @@ def test_a_workers_build_pings_the_feeds_it_wrote(hubs, tmp_path: Path, store: S
         portal.close()
     assert sorted(hub.topics()) == sorted(expected)  # once each
     assert ping_counts(metrics) == {"sent": len(expected)}
+
+
+# ------------------------------------------------------------------------------ the daemon
+
+
+def run_daemon(tmp_path: Path, hub: HubStub,
+               portal: LoopbackPortal) -> tuple[subprocess.Popen[str], LogWatcher]:
+    """``aggregator run --port 0`` with one source (category 新闻) and ``hub_url``."""
+    config = write_config_file(
+        tmp_path / "aggregator.yaml",
+        ["database_url: sqlite:///data/aggregator.db", "output_dir: public",
+         "site_url: http://localhost:8080/", "allow_private_networks: true",
+         "start_jitter: 0", "build_debounce: 0.2s", "shutdown_timeout: 10s",
+         f"hub_url: {hub.url}"],
+        {"s1": portal.url("s1.xml")})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "--config", str(config), "run", "--port", "0"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return process, LogWatcher(process)
+
+
+@pytest.fixture()
+def portal() -> Iterator[LoopbackPortal]:
+    served = LoopbackPortal()
+    yield served
+    served.close()
+
+
+@pytest.fixture()
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_the_daemon_retries_a_failed_ping_and_counts_it_in_metrics(  # type: ignore[no-untyped-def]
+        hubs, portal: LoopbackPortal, tmp_path: Path,
+        processes: list[subprocess.Popen[str]]) -> None:
+    hub = hubs(500)
+    process, log = run_daemon(tmp_path, hub, portal)
+    processes.append(process)
+    url = log.wait_for(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+    failed = log.wait_for(r"websub ping of (\S+) to \S+ failed \(try 1 of \d+\), again in "
+                          r"[\d.]+s: HTTP 500")
+    log.wait_for(rf"websub ping of {re.escape(failed.group(1))} to \S+: HTTP 202")
+    assert failed.group(1).startswith("http://localhost:8080/categories/")
+
+    response = requests.get(f"{url}/metrics", timeout=10)
+    counts = {s.labels["result"]: s.value
+              for family in text_string_to_metric_families(response.text)
+              for s in family.samples if s.name == "aggregator_websub_pings_total"}
+    assert counts["retried"] == 1 and counts["sent"] >= 1
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def test_the_daemon_stops_promptly_while_the_hub_hangs(  # type: ignore[no-untyped-def]
+        hubs, portal: LoopbackPortal, tmp_path: Path,
+        processes: list[subprocess.Popen[str]]) -> None:
+    hub = hubs(held=True)
+    process, log = run_daemon(tmp_path, hub, portal)
+    processes.append(process)
+    log.wait_for(r"listening on")
+    hub.wait_for(lambda topics: len(topics) >= 1)  # a ping is in progress, and hangs
+    log.wait_for(r"source=s1 result=new")  # no poll in flight: only the ping could hold the stop
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert time.monotonic() - started < 10  # the ping's own deadline is 15 s
+    assert not hub.release.is_set() and len(hub.topics()) == 1  # nothing retried
