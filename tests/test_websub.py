@@ -219,6 +219,20 @@ def test_retries_stop_at_the_bound(hubs, metrics: Metrics) -> None:  # type: ign
     assert ping_counts(metrics) == {"retried": 2, "failed": 1}
 
 
+def test_stop_does_not_wait_out_a_retry_backoff(hubs, metrics: Metrics,  # type: ignore[no-untyped-def]
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    hub = hubs(500)
+    pinger = HubPinger(metrics, backoff=60.0, max_backoff=60.0)
+    pinger.publish(hub.url, [TOPIC], OPTIONS)
+    hub.wait_for(lambda topics: topics == [TOPIC])
+    started = time.monotonic()
+    assert pinger.stop(timeout=10)
+    assert time.monotonic() - started < 5  # not the 60 s backoff
+    assert hub.topics() == [TOPIC]
+    assert ping_counts(metrics) == {"retried": 1, "failed": 1}
+    assert f"websub ping of {TOPIC} to {hub.url} not retried: stopping" in caplog.text
+
+
 def test_a_hanging_hub_never_holds_the_caller_and_stop_is_prompt(  # type: ignore[no-untyped-def]
         hubs, metrics: Metrics) -> None:
     hub = hubs(held=True)
