@@ -18,7 +18,7 @@ from aggregator.records import FeedOptions
 from aggregator.rules import strip_xml_illegal
 
 __all__ = ["GENERATOR", "INDEX_FILENAME", "OPML_FILENAME", "CategoryFeedPaths", "category_paths",
-           "public_url", "site_name", "site_root"]
+           "is_category_feed", "public_url", "site_name", "site_root"]
 
 GENERATOR = "aggregator"
 OPML_FILENAME = "feeds.opml"
@@ -59,6 +59,19 @@ def category_paths(category: str) -> CategoryFeedPaths:
         name = f"{name}-{digest}" if name else f"category-{digest}"
     base = f"{_CATEGORIES_DIR}/{name}"
     return CategoryFeedPaths(category=category, rss=f"{base}/rss.xml", atom=f"{base}/atom.xml")
+
+
+# The files of a category directory that are its feeds (what a WebSub hub is told about);
+# archive pages (``archive/<n>.xml``) and anything else there are not.
+_FEED_FILES = frozenset({"rss.xml", "atom.xml", "feed.json"})
+
+
+def is_category_feed(relative: str) -> bool:
+    """Whether ``relative`` (a '/'-separated path under ``output_dir``, as a
+    ``BuildReport`` lists it) is a category's RSS, Atom or JSON feed."""
+    parts = relative.split("/")
+    return (len(parts) == 3 and parts[0] == _CATEGORIES_DIR and parts[1] != ""
+            and parts[2] in _FEED_FILES)
 
 
 def site_root(options: FeedOptions) -> str:

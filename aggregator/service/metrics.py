@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from aggregator.records import Claim, PollOutcome, PollResult
+
+if TYPE_CHECKING:
+    from aggregator.service.websub import PingOutcome
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -60,6 +64,12 @@ class Metrics:
         self.config_reload_failures = Counter(
             "aggregator_config_reload_failures", "Config reloads that failed.",
             registry=self.registry,
+        )
+        self.websub_pings = Counter(
+            "aggregator_websub_pings",
+            "WebSub publish pings and tries by result: sent (the hub accepted), retried "
+            "(a try failed, another follows), failed (given up), dropped (never tried).",
+            ["result"], registry=self.registry,
         )
 
         # --role worker: sharing the sources through the database
@@ -133,6 +143,10 @@ class Metrics:
         if result.counts.updated:
             self.articles_stored.labels(result.source_id, "updated").inc(result.counts.updated)
         self.consecutive_errors.labels(result.source_id).set(result.consecutive_errors)
+
+    def record_ping(self, outcome: PingOutcome) -> None:
+        """Count one WebSub ping's outcome (or one retried try of it)."""
+        self.websub_pings.labels(outcome.value).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every collector."""

@@ -44,6 +44,7 @@ from aggregator.records import ConfigSync, PollResult, Source, SourceState
 from aggregator.service import wiring
 from aggregator.service.health import ConfigState
 from aggregator.service.metrics import Metrics
+from aggregator.service.websub import HubPinger
 from aggregator.store import Store
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Scheduler:
         self._stopping = threading.Event()
         self._fetch = HttpFetcher()
         self._parse_pool = wiring.parse_pool(settings)  # budget and size fixed for the process
+        self._pinger = HubPinger(metrics)  # WebSub pings after builds, off the build's path
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(settings.workers)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -128,6 +130,7 @@ class Scheduler:
         return finished
 
     def _close(self) -> None:
+        self._pinger.stop()
         self._parse_pool.close()
         self._fetch.close()
 
@@ -154,7 +157,7 @@ class Scheduler:
         wanted = {s.id: s for s in settings.source_list() if s.enabled}
         states = self._store.source_states(wanted)
         with self._lock:
-            old = self._sources
+            old, previous = self._sources, self._settings
             self._settings = settings
             self._sources = dict(wanted)
         for source_id in old.keys() - wanted.keys():
@@ -175,6 +178,8 @@ class Scheduler:
         if old and {c for s in old.values() for c in s.all_categories} != {
                 c for s in wanted.values() for c in s.all_categories}:
             self._request_build(None)  # the set of categories changed: rebuild the index
+        elif old and previous.hub_url != settings.hub_url:
+            self._request_build(None)  # every feed links the new hub, which is then told
 
     # -- polls ---------------------------------------------------------------------------
 
@@ -286,7 +291,7 @@ class Scheduler:
             settings = self._settings
         try:
             with self._metrics.build_seconds.time():
-                report = publish.build(self._store, settings.feed_options(),
+                report = publish.build(self._store, feed_options := settings.feed_options(),
                                        settings.source_list(), only=only)
             self._metrics.articles_total.set(self._store.count_articles())
         except AggregatorError as exc:
@@ -295,6 +300,7 @@ class Scheduler:
         log.info("built %s: %d file(s) written, %d unchanged",
                  "everything" if only is None else ", ".join(sorted(only)),
                  len(report.written), len(report.unchanged))
+        self._pinger.after_build(report, feed_options, settings.fetch_options())
         if self._on_build is not None:
             self._on_build()
 

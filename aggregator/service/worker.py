@@ -48,6 +48,7 @@ from aggregator.records import Claim, ConfigSync, PollResult, Source
 from aggregator.service import wiring
 from aggregator.service.health import ConfigState, ReloadError
 from aggregator.service.metrics import Metrics
+from aggregator.service.websub import HubPinger
 from aggregator.store import Store
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class ClaimWorker:
         self._per_host: dict[str, int] = {}  # polls in flight by host
         self._fetch = HttpFetcher()
         self._parse_pool = wiring.parse_pool(settings)
+        self._pinger = HubPinger(metrics)  # WebSub pings after builds, off the build's path
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="poll")
         self._thread: threading.Thread | None = None
         self._next_maintenance = 0.0
@@ -136,6 +138,7 @@ class ClaimWorker:
         with self._idle:
             finished = self._idle.wait_for(lambda: self._in_flight == 0, timeout=bound)
         self._pool.shutdown(wait=finished, cancel_futures=True)
+        self._pinger.stop()
         self._parse_pool.close()
         self._fetch.close()
         log.info("worker %s stopped", self._holder)
@@ -272,8 +275,9 @@ class ClaimWorker:
                 index = INDEX_LOCK in held
                 if built or index:  # one build of everything this worker may build now
                     with self._metrics.build_seconds.time():
-                        publish.build(self._store, settings.feed_options(), source_list,
-                                      only=built, index=index)
+                        report = publish.build(self._store, options := settings.feed_options(),
+                                               source_list, only=built, index=index)
+                    self._pinger.after_build(report, options, settings.fetch_options())
         except (AggregatorError, OSError) as exc:  # the categories stay pending: next round
             log.error("build of %s failed: %s", ", ".join(sorted(pending)) or "the index",
                       exc)

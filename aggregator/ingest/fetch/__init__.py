@@ -45,6 +45,7 @@ from aggregator.errors import FetchError
 from aggregator.ingest.fetch.connection import CURRENT_POLICY, Adapters, Policy, WatchedAdapter
 from aggregator.ingest.fetch.errors import DeadlineExceeded, deadline_error, describe
 from aggregator.ingest.fetch.exchange import follow
+from aggregator.ingest.fetch.post import post_form as post_form  # a form POST (WebSub)
 from aggregator.ingest.fetch.protocol import ACCEPT, request_headers
 from aggregator.ingest.fetch.watchdog import Watchdog
 from aggregator.records import FetchOptions, FetchResult, Source, Validators

@@ -1,0 +1,140 @@
+"""One form POST (``application/x-www-form-urlencoded``) with the safety of a fetch.
+
+Why this module exists: the service tells a WebSub hub that a feed changed by POSTing a
+small form to it, and that request leaves the machine like any fetch does — to an address
+taken from the config, which must not become a way into the host's own network.  So it
+goes through the same machinery as ``fetch``: the URL check, the guarded and watched
+adapter (one bounded DNS lookup, the SSRF guard on the connected address honouring
+``FetchOptions.allow_private_networks``), the connect/read timeouts capped by the
+wall-clock deadline that the watchdog enforces, and no proxies or environment settings.
+
+What it must NOT do: follow a redirect (a POST redirected elsewhere is the caller's
+problem to configure, not something to re-send blindly: a 3xx is an error naming the
+target), read the reply body (hubs say everything with the status; the body is closed,
+never drained), retry, sleep or log (the caller decides: ``FetchError.status`` and
+``retry_after``), or let anything but ``FetchError`` escape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from urllib.parse import urlencode, urlsplit
+
+import requests
+
+from aggregator.errors import FetchError
+from aggregator.ingest.fetch.connection import (
+    CURRENT_POLICY,
+    Adapters,
+    Policy,
+    WatchedAdapter,
+    check_response_peer,
+    response_socket,
+)
+from aggregator.ingest.fetch.errors import DeadlineExceeded, deadline_error, describe
+from aggregator.ingest.fetch.guard import check_url
+from aggregator.ingest.fetch.protocol import (
+    RETRY_AFTER_STATUSES,
+    parse_retry_after,
+    status_phrase,
+)
+from aggregator.ingest.fetch.watchdog import Watchdog
+from aggregator.records import FetchOptions
+
+__all__ = ["FORM_TYPE", "post_form"]
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def post_form(url: str, fields: Mapping[str, str], options: FetchOptions, *,
+              purpose: str) -> int:
+    """POST ``fields`` form-encoded to ``url``; the 2xx status the server answered.
+
+    Raises ``FetchError`` (its ``source_id`` is ``purpose``, e.g. ``"websub"``, so the
+    error names who was posting) for every other outcome: a non-2xx status (``status``
+    set, ``retry_after`` for 429/503), a refused address, a network failure, or the
+    ``options.deadline`` passing.  Redirects are not followed.
+    """
+    started = time.monotonic()
+    watchdog = Watchdog(options.deadline)
+    policy = Policy(source_id=purpose, allow_private=options.allow_private_networks,
+                    deadline_at=started + options.deadline, watchdog=watchdog)
+    session = _session(options)
+    adapters = Adapters(options)
+    token = CURRENT_POLICY.set(policy)
+    watchdog.start()
+    try:
+        status = _send(url, fields, options, session, adapters, policy, watchdog, started,
+                       purpose)
+        if watchdog.finish():
+            raise deadline_error(purpose, options.deadline)
+        return status
+    except DeadlineExceeded:
+        raise
+    except FetchError as exc:
+        if exc.status is None and _past_deadline(watchdog, started, options):
+            raise deadline_error(purpose, options.deadline) from exc
+        raise
+    except Exception as exc:  # the stage contract: nothing but FetchError escapes
+        if _past_deadline(watchdog, started, options):
+            raise deadline_error(purpose, options.deadline) from exc
+        raise FetchError(describe(exc), source_id=purpose) from exc
+    finally:
+        watchdog.finish()
+        CURRENT_POLICY.reset(token)
+        adapters.close()
+        session.close()
+
+
+def _session(options: FetchOptions) -> requests.Session:
+    # As ``make_session`` builds one (not imported: the package's __init__ imports us).
+    session = requests.Session()
+    session.trust_env = False  # no .netrc credentials, no *_PROXY / REQUESTS_CA_BUNDLE
+    adapter = WatchedAdapter(max_retries=0,
+                             allow_private_networks=options.allow_private_networks)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _send(url: str, fields: Mapping[str, str], options: FetchOptions,
+          session: requests.Session, adapters: Adapters, policy: Policy, watchdog: Watchdog,
+          started: float, purpose: str) -> int:
+    headers = {"User-Agent": options.user_agent, "Content-Type": FORM_TYPE, "Accept": "*/*"}
+    try:
+        prepared = session.prepare_request(
+            requests.Request("POST", url, headers=headers, data=urlencode(dict(fields))))
+    except (requests.RequestException, ValueError) as exc:
+        raise FetchError(f"invalid URL {url!r}: {exc}", source_id=purpose) from exc
+    target = prepared.url or url
+    check_url(target, source_id=purpose)  # the addresses are checked when connecting
+    remaining = started + options.deadline - time.monotonic()
+    if remaining <= 0:
+        raise deadline_error(purpose, options.deadline)
+    adapter = adapters.for_url(session, target, purpose)
+    response = adapter.send(prepared, stream=True, proxies={},
+                            timeout=(min(options.connect_timeout, remaining),
+                                     min(options.read_timeout, remaining)))
+    try:
+        sock = response_socket(response)
+        check_response_peer(response, sock, policy, urlsplit(target).hostname or target)
+        watchdog.track(sock)
+        status = response.status_code
+        if 200 <= status < 300:
+            return status
+        reason = response.reason or status_phrase(status)
+        if response.is_redirect:
+            location = response.headers.get("Location", "")
+            raise FetchError(f"HTTP {status} {reason}: a POST is not redirected "
+                             f"(to {location!r})", source_id=purpose, status=status)
+        retry_after = (parse_retry_after(response.headers.get("Retry-After"))
+                       if status in RETRY_AFTER_STATUSES else None)
+        raise FetchError(f"HTTP {status} {reason}".rstrip(), source_id=purpose, status=status,
+                         retry_after=retry_after)
+    finally:
+        response.close()  # never drain: the reply body says nothing a status does not
+
+
+def _past_deadline(watchdog: Watchdog, started: float, options: FetchOptions) -> bool:
+    return watchdog.expired or time.monotonic() - started >= options.deadline
