@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +27,7 @@ from aggregator.errors import AggregatorError, ConfigError
 if TYPE_CHECKING:
     from aggregator.config import Settings
     from aggregator.ingest.sandbox import WorkerPool
+    from aggregator.publish.feeds import BuildReport
     from aggregator.records import AppliedConfig, PollResult, Source, SourceStatus
     from aggregator.store import Store
 
@@ -34,8 +35,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
-PROGRESS_THRESHOLD = 5
-DEFAULT_PORT = 8080  # show a progress bar when polling more sources than this
+PROGRESS_THRESHOLD = 5  # show a progress bar when polling more sources than this
+DEFAULT_PORT = 8080
+HUB_WAIT = timedelta(seconds=60)  # how long ``build`` waits for the hub to take its pings
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
@@ -259,6 +261,24 @@ def _build(settings: Settings, store: Store) -> None:
     click.echo(
         f"OPML index: {Path(options.output_dir) / 'feeds.opml'} ({options.site_url}feeds.opml)"
     )
+    if options.hub_url:
+        _ping_hub(settings, report)
+
+
+def _ping_hub(settings: Settings, report: BuildReport) -> None:
+    """Tell the WebSub hub about the feeds this build changed, and wait (bounded) for it:
+    a cron ``build`` has no daemon to send the pings later."""
+    from aggregator.service.metrics import Metrics
+    from aggregator.service.websub import HubPinger
+
+    pinger = HubPinger(Metrics())
+    queued = pinger.after_build(report, settings.feed_options(), settings.fetch_options())
+    if not queued:
+        return
+    delivered = pinger.wait_idle(HUB_WAIT.total_seconds())
+    pinger.stop()
+    click.echo(f"WebSub: {queued} changed feed(s) announced to {settings.hub_url}"
+               + ("" if delivered else " (not all answered in time: see the log)"))
 
 
 @cli.group("export")

@@ -112,6 +112,9 @@ class HubStub(ThreadingHTTPServer):
         self.server_close()
 
 
+HubFactory = Callable[..., HubStub]
+
+
 @pytest.fixture()
 def hubs() -> Iterator[Callable[..., HubStub]]:
     started: list[HubStub] = []
@@ -187,7 +190,7 @@ def test_which_failures_are_retried(status: int | None, expected: bool) -> None:
 # ------------------------------------------------------------------------------ one pinger
 
 
-def test_a_failed_ping_is_retried_and_delivered(hubs, pinger: HubPinger,  # type: ignore[no-untyped-def]
+def test_a_failed_ping_is_retried_and_delivered(hubs: HubFactory, pinger: HubPinger,
                                                 metrics: Metrics) -> None:
     hub = hubs(500)
     assert pinger.publish(hub.url, [TOPIC], OPTIONS) == 1
@@ -197,7 +200,7 @@ def test_a_failed_ping_is_retried_and_delivered(hubs, pinger: HubPinger,  # type
     assert ping_counts(metrics) == {"retried": 1, "sent": 1}
 
 
-def test_a_404_from_the_hub_is_not_retried(hubs, pinger: HubPinger, metrics: Metrics,  # type: ignore[no-untyped-def]
+def test_a_404_from_the_hub_is_not_retried(hubs: HubFactory, pinger: HubPinger, metrics: Metrics,
                                            caplog: pytest.LogCaptureFixture) -> None:
     hub = hubs(404)
     pinger.publish(hub.url, [TOPIC], OPTIONS)
@@ -207,7 +210,7 @@ def test_a_404_from_the_hub_is_not_retried(hubs, pinger: HubPinger, metrics: Met
     assert f"websub ping of {TOPIC} to {hub.url} failed after 1 try: HTTP 404" in caplog.text
 
 
-def test_retries_stop_at_the_bound(hubs, metrics: Metrics) -> None:  # type: ignore[no-untyped-def]
+def test_retries_stop_at_the_bound(hubs: HubFactory, metrics: Metrics) -> None:
     hub = hubs(503, 503, 503, 503)
     pinger = HubPinger(metrics, attempts=3, backoff=0.01, max_backoff=0.05)
     try:
@@ -219,7 +222,7 @@ def test_retries_stop_at_the_bound(hubs, metrics: Metrics) -> None:  # type: ign
     assert ping_counts(metrics) == {"retried": 2, "failed": 1}
 
 
-def test_stop_does_not_wait_out_a_retry_backoff(hubs, metrics: Metrics,  # type: ignore[no-untyped-def]
+def test_stop_does_not_wait_out_a_retry_backoff(hubs: HubFactory, metrics: Metrics,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     hub = hubs(500)
     pinger = HubPinger(metrics, backoff=60.0, max_backoff=60.0)
@@ -233,8 +236,8 @@ def test_stop_does_not_wait_out_a_retry_backoff(hubs, metrics: Metrics,  # type:
     assert f"websub ping of {TOPIC} to {hub.url} not retried: stopping" in caplog.text
 
 
-def test_a_hanging_hub_never_holds_the_caller_and_stop_is_prompt(  # type: ignore[no-untyped-def]
-        hubs, metrics: Metrics) -> None:
+def test_a_hanging_hub_never_holds_the_caller_and_stop_is_prompt(
+        hubs: HubFactory, metrics: Metrics) -> None:
     hub = hubs(held=True)
     pinger = HubPinger(metrics, queue_size=2, backoff=0.01)
     other = TOPIC.replace("rss.xml", "atom.xml")
@@ -275,8 +278,9 @@ def test_a_hanging_hub_never_holds_the_caller_and_stop_is_prompt(  # type: ignor
 # ------------------------------------------------------------------------------ real builds
 
 
-def test_a_build_pings_each_changed_feed_once_and_an_unchanged_build_none(  # type: ignore[no-untyped-def]
-        hubs, pinger: HubPinger, metrics: Metrics, tmp_path: Path, store: Store) -> None:
+def test_a_build_pings_each_changed_feed_once_and_an_unchanged_build_none(
+        hubs: HubFactory, pinger: HubPinger, metrics: Metrics, tmp_path: Path,
+        store: Store) -> None:
     hub = hubs()
     options = feed_options(tmp_path, hub.url)
     commit(store, make_article("1", source_id="a", categories=("科技",)),
@@ -310,7 +314,7 @@ def test_a_build_pings_each_changed_feed_once_and_an_unchanged_build_none(  # ty
     assert ping_counts(metrics) == {"sent": len(expected) + len(later)}
 
 
-def test_no_hub_url_no_ping(pinger: HubPinger, metrics: Metrics, tmp_path: Path,  # type: ignore[no-untyped-def]
+def test_no_hub_url_no_ping(pinger: HubPinger, metrics: Metrics, tmp_path: Path,
                             store: Store) -> None:
     options = feed_options(tmp_path, None)
     commit(store, make_article("1", source_id="a", categories=("科技",)))
@@ -324,8 +328,8 @@ def test_no_hub_url_no_ping(pinger: HubPinger, metrics: Metrics, tmp_path: Path,
 # ------------------------------------------------------------------------------ the service
 
 
-def test_the_scheduler_pings_after_its_builds_and_follows_a_reloaded_hub_url(  # type: ignore[no-untyped-def]
-        hubs, httpserver: HTTPServer, tmp_path: Path) -> None:
+def test_the_scheduler_pings_after_its_builds_and_follows_a_reloaded_hub_url(
+        hubs: HubFactory, httpserver: HTTPServer, tmp_path: Path) -> None:
     first, second = hubs(), hubs()
     titles = ["甲"]
     httpserver.expect_request("/a").respond_with_handler(lambda _request: Response(
@@ -372,7 +376,8 @@ def test_the_scheduler_pings_after_its_builds_and_follows_a_reloaded_hub_url(  #
     assert ping_counts(metrics)["sent"] >= 2 * len(expected)
 
 
-def test_a_workers_build_pings_the_feeds_it_wrote(hubs, tmp_path: Path, store: Store) -> None:  # type: ignore[no-untyped-def]
+def test_a_workers_build_pings_the_feeds_it_wrote(hubs: HubFactory, tmp_path: Path,
+                                                  store: Store) -> None:
     hub = hubs()
     portal = LoopbackPortal()
     settings = load_config(write_config_file(
@@ -436,8 +441,8 @@ def processes() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait(timeout=10)
 
 
-def test_the_daemon_retries_a_failed_ping_and_counts_it_in_metrics(  # type: ignore[no-untyped-def]
-        hubs, portal: LoopbackPortal, tmp_path: Path,
+def test_the_daemon_retries_a_failed_ping_and_counts_it_in_metrics(
+        hubs: HubFactory, portal: LoopbackPortal, tmp_path: Path,
         processes: list[subprocess.Popen[str]]) -> None:
     hub = hubs(500)
     process, log = run_daemon(tmp_path, hub, portal)
@@ -457,8 +462,8 @@ def test_the_daemon_retries_a_failed_ping_and_counts_it_in_metrics(  # type: ign
     assert process.wait(timeout=30) == 0
 
 
-def test_the_daemon_stops_promptly_while_the_hub_hangs(  # type: ignore[no-untyped-def]
-        hubs, portal: LoopbackPortal, tmp_path: Path,
+def test_the_daemon_stops_promptly_while_the_hub_hangs(
+        hubs: HubFactory, portal: LoopbackPortal, tmp_path: Path,
         processes: list[subprocess.Popen[str]]) -> None:
     hub = hubs(held=True)
     process, log = run_daemon(tmp_path, hub, portal)
@@ -471,3 +476,30 @@ def test_the_daemon_stops_promptly_while_the_hub_hangs(  # type: ignore[no-untyp
     assert process.wait(timeout=30) == 0
     assert time.monotonic() - started < 10  # the ping's own deadline is 15 s
     assert not hub.release.is_set() and len(hub.topics()) == 1  # nothing retried
+
+
+def test_a_cron_build_announces_its_changed_feeds_before_it_exits(
+        hubs: HubFactory, portal: LoopbackPortal, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from aggregator.cli import cli
+
+    hub = hubs(500)  # the first ping fails: the command waits for its retry
+    config = write_config_file(
+        tmp_path / "aggregator.yaml",
+        ["database_url: sqlite:///data/aggregator.db", "output_dir: public",
+         "site_url: http://feeds.test/", "allow_private_networks: true", f"hub_url: {hub.url}"],
+        {"s1": portal.url("s1.xml")})
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--config", str(config), "poll"]).exit_code == 0
+    built = runner.invoke(cli, ["--config", str(config), "build"])
+    assert built.exit_code == 0, built.output
+    options = load_config(config).feed_options()
+    feeds = {public_url(options, category_paths("新闻").rss),
+             public_url(options, category_paths("新闻").atom)}
+    assert feeds <= set(hub.topics())  # delivered before the command returned
+    assert f"changed feed(s) announced to {hub.url}" in built.output
+    pings = len(hub.topics())
+    assert pings == len(set(hub.topics())) + 1  # the first one failed and was sent again
+    again = runner.invoke(cli, ["--config", str(config), "build"])
+    assert "announced" not in again.output and len(hub.topics()) == pings
