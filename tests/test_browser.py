@@ -96,14 +96,16 @@ def test_index_page_in_chromium(
     assert browser.execute_script("return document.documentElement.lang") == "zh-CN"
     assert browser.execute_script("return document.characterSet") == "UTF-8"
 
-    # Chinese category names are rendered as text, each with RSS and Atom links that work.
+    # Chinese category names are rendered as text, each with RSS, Atom and JSON Feed links
+    # that work.
     names = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".cats .name")]
     assert names == built.categories
     assert "新闻" in browser.find_element(By.TAG_NAME, "body").text
     for category in built.categories:
         paths = category_paths(category)
         for relative, media in ((paths.rss, "application/rss+xml"),
-                                (paths.atom, "application/atom+xml")):
+                                (paths.atom, "application/atom+xml"),
+                                (paths.json, "application/feed+json")):
             link = browser.find_element(
                 By.XPATH, f"//aside//a[@href=\"{requests.utils.quote(relative)}\"]"
             )

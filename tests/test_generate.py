@@ -28,7 +28,7 @@ from aggregator.publish.feeds import (
     write_atomic,
     write_feeds,
 )
-from aggregator.publish.opml import outline_titles, render_opml
+from aggregator.publish.opml import JSON_FEED_URL, outline_titles, render_opml
 from aggregator.publish.paths import OPML_FILENAME, category_paths
 from aggregator.records import Article, FeedOptions
 
@@ -357,6 +357,7 @@ def test_category_paths_keep_cjk_and_make_names_safe() -> None:
     assert paths.category == "新媒体"
     assert paths.rss == "categories/新媒体/rss.xml"
     assert paths.atom == "categories/新媒体/atom.xml"
+    assert paths.json == "categories/新媒体/feed.json"
 
     hostile = ["a/b", "a\\b", "a\x00b", "..", ".hidden", "x\x07y", "a_b", "", "长" * 200]
     dirs = [category_paths(name).rss.split("/") for name in hostile]
@@ -376,8 +377,8 @@ def test_opml_lists_every_feed_with_encoded_urls(tmp_path: Path) -> None:
     assert root.tag == "opml" and root.get("version") == "2.0"
     assert root.findtext("head/title")
     groups = root.findall("body/outline")
-    assert [g.get("text") for g in groups] == ["RSS 2.0", "Atom 1.0"]
-    for group, attr in zip(groups, ("rss", "atom"), strict=True):
+    assert [g.get("text") for g in groups] == ["RSS 2.0", "Atom 1.0", "JSON Feed 1.1"]
+    for group, attr in zip(groups[:2], ("rss", "atom"), strict=True):
         outlines = group.findall("outline")
         kind = {"rss": "RSS", "atom": "Atom"}[attr]
         assert [o.get("text") for o in outlines] == [f"{c} ({kind})" for c in categories]
@@ -387,6 +388,13 @@ def test_opml_lists_every_feed_with_encoded_urls(tmp_path: Path) -> None:
             assert outline.get("type") == "rss"
             assert outline.get("xmlUrl") == SITE + "/" + quote(relative)
             assert outline.get("htmlUrl") == SITE + "/"
+    # JSON feeds are listed, but with no xmlUrl (nor url) a reader would subscribe to.
+    json_outlines = groups[2].findall("outline")
+    assert [o.get("text") for o in json_outlines] == [f"{c} (JSON Feed)" for c in categories]
+    for outline, category in zip(json_outlines, categories, strict=True):
+        assert outline.get("type") == "jsonfeed"
+        assert outline.get(JSON_FEED_URL) == SITE + "/" + quote(category_paths(category).json)
+        assert outline.get("xmlUrl") is None and outline.get("url") is None
     first = groups[0].find("outline")
     assert first is not None
     assert first.get("xmlUrl") == (
@@ -402,9 +410,10 @@ def test_opml_outline_titles_are_distinct_also_as_reader_names(tmp_path: Path) -
     titles = outline_titles(categories)
     assert titles[("科技", "rss")] == "科技 (RSS)" and titles[("科技", "atom")] == "科技 (Atom)"
     assert titles[("编程", "rss")] == "编程 (RSS)"
-    assert len(set(titles.values())) == 2 * len(categories)
+    assert titles[("科技", "json")] == "科技 (JSON Feed)"
+    assert len(set(titles.values())) == 3 * len(categories)
     names = {re.sub(r"[^\w.-]+", "-", t).lower() for t in titles.values()}
-    assert len(names) == 2 * len(categories)
+    assert len(names) == 3 * len(categories)
     for category in ("a b", "a/b", "a", "a!"):  # slugs collide: each gets its own hash
         assert titles[(category, "rss")].startswith(category + " #")
     root = etree.fromstring(render_opml(categories, options(tmp_path)))
@@ -440,7 +449,8 @@ def test_build_feeds_writes_everything_then_nothing(
     report = write_feeds(by_category, opts, all_categories=["编程", "新媒体"])
     assert isinstance(report, BuildReport)
     names = sorted(["新媒体", "高科技行业门户", "编程"])
-    expected = [p for n in names for p in (category_paths(n).rss, category_paths(n).atom)]
+    expected = [p for n in names
+                for p in (category_paths(n).rss, category_paths(n).atom, category_paths(n).json)]
     assert report.written == (*expected, OPML_FILENAME)
     assert report.unchanged == ()
     assert report.skipped_articles == 1  # the same bad article in two categories
@@ -459,7 +469,8 @@ def test_build_feeds_writes_everything_then_nothing(
         assert (out / paths.rss).read_bytes() == render_rss(name, by_category.get(name, []), opts)
     opml = etree.parse(str(out / OPML_FILENAME)).getroot()
     assert [o.get("text") for o in opml.findall("body/outline/outline")] == (
-        [f"{n} (RSS)" for n in names] + [f"{n} (Atom)" for n in names])
+        [f"{n} (RSS)" for n in names] + [f"{n} (Atom)" for n in names]
+        + [f"{n} (JSON Feed)" for n in names])
 
     again = write_feeds(by_category, opts, all_categories=["编程", "新媒体"])
     assert again.written == ()
@@ -467,7 +478,8 @@ def test_build_feeds_writes_everything_then_nothing(
 
     by_category["编程"] = [make_article(4, categories=("编程",))]
     third = write_feeds(by_category, opts, all_categories=["编程", "新媒体"])
-    assert third.written == (category_paths("编程").rss, category_paths("编程").atom)
+    assert third.written == (category_paths("编程").rss, category_paths("编程").atom,
+                             category_paths("编程").json)
     assert OPML_FILENAME in third.unchanged
 
 

@@ -63,6 +63,7 @@ def test_every_category_links_its_feeds_and_the_opml() -> None:
         paths = category_paths(category)
         assert quote(paths.rss) in hrefs, category
         assert quote(paths.atom) in hrefs, category
+        assert quote(paths.json) in hrefs, category
         # Autodiscovery for feed readers pointed at the page.
         assert doc.xpath(f"//link[@rel='alternate'][@href='{quote(paths.rss)}']")
     assert OPML_FILENAME in hrefs
@@ -249,3 +250,27 @@ def test_articles_show_their_sources_configured_name() -> None:
     doc = parse(render_index([], [make_article(1), make_article(2, source_id="other")], options))
     sources = [s.text_content() for s in doc.xpath("//span[@class='source']")]
     assert sources == ["门户 <网>", "other"]  # a source the config no longer names: its id
+
+
+def test_each_category_has_an_alternate_per_feed_format_rss_first() -> None:
+    doc = parse(render([]))
+    alternates = [(link.get("type"), link.get("title"), link.get("href"))
+                  for link in doc.xpath("//head/link[@rel='alternate']")]
+    assert alternates[0] == ("text/x-opml", "OPML", OPML_FILENAME)
+    wanted = []
+    for category in CATEGORIES:
+        paths = category_paths(category)
+        wanted += [
+            ("application/rss+xml", f"聚合 · {category} (RSS)", quote(paths.rss)),
+            ("application/atom+xml", f"聚合 · {category} (Atom)", quote(paths.atom)),
+            ("application/feed+json", f"聚合 · {category} (JSON Feed)", quote(paths.json)),
+        ]
+    assert alternates[1:] == wanted
+    # The category list links the same three feeds, each with its media type.
+    [item] = doc.xpath("//aside//li[span[@class='name']='新闻']")
+    links = [(a.get("class"), a.get("type"), a.get("href"), a.text_content())
+             for a in item.xpath("a")]
+    paths = category_paths("新闻")
+    assert links == [("feed rss", "application/rss+xml", quote(paths.rss), "RSS"),
+                     ("feed atom", "application/atom+xml", quote(paths.atom), "Atom"),
+                     ("feed json", "application/feed+json", quote(paths.json), "JSON")]

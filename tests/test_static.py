@@ -58,6 +58,7 @@ def server(site: BuiltSite) -> Iterator[FeedServer]:
     [
         (category_paths("新闻").rss, "application/rss+xml; charset=utf-8"),
         (category_paths("新闻").atom, "application/atom+xml; charset=utf-8"),
+        (category_paths("新闻").json, "application/feed+json; charset=utf-8"),
         (OPML_FILENAME, "text/x-opml; charset=utf-8"),
         ("index.html", "text/html; charset=utf-8"),
         ("extra/style.css", "text/css; charset=utf-8"),
@@ -84,6 +85,9 @@ def test_content_types(
     ("name", "expected"),
     [
         ("FEED.RSS.XML", "application/rss+xml; charset=utf-8"),
+        ("Feed.JSON", "application/feed+json; charset=utf-8"),
+        ("news.feed.json", "application/feed+json; charset=utf-8"),
+        ("feeds.json", "application/json; charset=utf-8"),  # not a JSON Feed's name
         ("page.HTM", "text/html; charset=utf-8"),
         ("icon.svg", "image/svg+xml; charset=utf-8"),
         ("archive.xml.gz", "application/octet-stream"),  # a gzip file, not XML

@@ -47,6 +47,7 @@ from feedgen.feed import FeedGenerator
 
 from aggregator.errors import AggregatorError
 from aggregator.publish import files
+from aggregator.publish.jsonfeed import render_json_feed
 from aggregator.publish.language import category_language, feed_description
 from aggregator.publish.opml import render_opml
 from aggregator.publish.paths import (
@@ -63,6 +64,7 @@ from aggregator.rules import strip_xml_illegal
 __all__ = [
     "EPOCH",
     "BuildReport",
+    "EntryValues",
     "entry_id",
     "render_atom",
     "render_rss",
@@ -96,8 +98,8 @@ class BuildReport:
 
 
 @dataclass(frozen=True)
-class _Entry:
-    """One article's values, cleaned and ready for feedgen."""
+class EntryValues:
+    """One article's values, cleaned and ready for feedgen (and ``publish.jsonfeed``)."""
 
     id: str
     title: str
@@ -140,7 +142,7 @@ def modified_at(article: Article) -> datetime:
     return max(article.date, article.updated_at)
 
 
-def _entry_values(article: Article) -> _Entry:
+def _entry_values(article: Article) -> EntryValues:
     link = strip_xml_illegal(article.link) if article.link else None
     title = strip_xml_illegal(article.title).strip()  # an Article's title shows something
     summary = strip_xml_illegal(article.summary)
@@ -153,7 +155,7 @@ def _entry_values(article: Article) -> _Entry:
         term = strip_xml_illegal(raw).strip()
         if term and term not in categories:
             categories.append(term)
-    return _Entry(
+    return EntryValues(
         id=entry_id(article),
         title=title,
         link=link,
@@ -177,7 +179,7 @@ def _new_generator() -> FeedGenerator:
     return fg
 
 
-def _fill(entry: FeedEntry, values: _Entry) -> None:
+def _fill(entry: FeedEntry, values: EntryValues) -> None:
     entry.id(values.id)  # also the RSS guid, isPermaLink="false"
     entry.title(values.title)
     entry.updated(values.updated)
@@ -209,7 +211,7 @@ def _order(articles: Iterable[Article]) -> list[Article]:
 
 def _select(
     category: str, articles: Sequence[Article], options: FeedOptions
-) -> tuple[list[_Entry], set[tuple[str, str]]]:
+) -> tuple[list[EntryValues], set[tuple[str, str]]]:
     """The newest ``feed_size`` articles that render, and the identities of those that don't.
 
     Each candidate is rendered alone, in both formats, before it is accepted, so
@@ -217,7 +219,7 @@ def _select(
     """
     limit = max(0, options.feed_size)
     probe = _new_generator()
-    chosen: list[_Entry] = []
+    chosen: list[EntryValues] = []
     seen: set[tuple[str, str]] = set()
     skipped: set[tuple[str, str]] = set()
     for article in _order(articles):
@@ -246,7 +248,8 @@ def _select(
     return chosen, skipped
 
 
-def _render(category: str, entries: Sequence[_Entry], options: FeedOptions, fmt: _Format) -> bytes:
+def _render(category: str, entries: Sequence[EntryValues], options: FeedOptions,
+            fmt: _Format) -> bytes:
     paths = category_paths(category)
     site = strip_xml_illegal(site_root(options))
     self_url = strip_xml_illegal(public_url(options, paths.rss if fmt == "rss" else paths.atom))
@@ -312,7 +315,8 @@ def write_feeds(
     all_categories: Sequence[str] | None = None,
     only: Collection[str] | None = None,
 ) -> BuildReport:
-    """Render and write both feeds of every category, then ``feeds.opml``.
+    """Render and write the feeds of every category (RSS, Atom and, from the same selected
+    entries, JSON Feed: ``publish.jsonfeed``), then ``feeds.opml``.
 
     Categories are those of ``articles_by_category`` plus ``all_categories``
     (the latter get empty feeds when they have no articles); they are processed
@@ -338,6 +342,7 @@ def write_feeds(
         paths = category_paths(name)
         emit(paths.rss, _render(name, entries, options, "rss"))
         emit(paths.atom, _render(name, entries, options, "atom"))
+        emit(paths.json, render_json_feed(name, entries, options))
     emit(OPML_FILENAME, render_opml(names, options))
     return BuildReport(
         written=tuple(written), unchanged=tuple(unchanged), skipped_articles=len(skipped)

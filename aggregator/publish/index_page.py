@@ -114,16 +114,23 @@ def _summary(text: str) -> str:
     return text
 
 
+# Each feed of a category: its ``CategoryFeedPaths`` field (also the link's class), media
+# type, link text and the format's name in the alternate's title.  RSS first: a reader
+# that takes the page's first alternate should pick it.
+_FEED_KINDS = (("rss", "application/rss+xml", "RSS", "RSS"),
+               ("atom", "application/atom+xml", "Atom", "Atom"),
+               ("json", "application/feed+json", "JSON", "JSON Feed"))
+
+
 def _category_item(category: str) -> str:
     paths = category_paths(category)
     name = category.strip() or paths.rss.split("/")[1]
-    return (
-        f'<li><span class="name">{_e(name)}</span>'
-        f' <a class="feed rss" href="{_e(quote(paths.rss))}"'
-        f' type="application/rss+xml">RSS</a>'
-        f' <a class="feed atom" href="{_e(quote(paths.atom))}"'
-        f' type="application/atom+xml">Atom</a></li>'
+    links = "".join(
+        f' <a class="feed {kind}" href="{_e(quote(getattr(paths, kind)))}" type="{media}">'
+        f"{text}</a>"
+        for kind, media, text, _format in _FEED_KINDS
     )
+    return f'<li><span class="name">{_e(name)}</span>{links}</li>'
 
 
 def _article_item(article: Article, options: FeedOptions) -> str:
@@ -166,7 +173,8 @@ def render_index(
     *,
     site_title: str = "Aggregator",
 ) -> bytes:
-    """The UTF-8 bytes of ``index.html``: category feeds, the OPML link, the latest articles.
+    """The UTF-8 bytes of ``index.html``: category feeds (RSS, Atom, JSON Feed, each also a
+    ``<link rel="alternate">``), the OPML link, the latest articles.
 
     Links are relative to the page (it lives at the root of ``output_dir``) and
     percent-encoded.  Categories are listed once each, in the order given;
@@ -182,10 +190,10 @@ def render_index(
         intro = words.intro_html.format(opml=opml)
     lang = f' lang="{_e(options.language)}"' if options.language else ""
     alternates = "".join(
-        f'\n<link rel="alternate" type="application/rss+xml"'
-        f' title="{_e(options.title_prefix + category)}"'
-        f' href="{_e(quote(category_paths(category).rss))}">'
-        for category in unique
+        f'\n<link rel="alternate" type="{media}"'
+        f' title="{_e(f"{options.title_prefix}{category} ({format_name})")}"'
+        f' href="{_e(quote(getattr(category_paths(category), kind)))}">'
+        for category in unique for kind, media, _text, format_name in _FEED_KINDS
     )
     if unique:
         category_list = "<ul>\n" + "\n".join(

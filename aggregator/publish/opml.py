@@ -5,6 +5,15 @@ Why: feed readers import one file to subscribe to every category (newsboat, rss2
 and operators move their subscriptions between readers.  The bytes depend only on the
 categories, the sources and the site, never on the time.  This module must NOT write
 files or decide which categories or sources exist.
+
+The JSON Feed of each category is listed too, but so that importing subscribes to
+nothing new: readers subscribe to an outline by its ``xmlUrl`` (and newsboat also by a
+``url``), so a third subscribable outline per category would give every reader a third
+copy of every article, and one it may not even read (newsboat 2.21 finds no items in a
+JSON Feed).  The ``JSON Feed 1.1`` group's outlines therefore carry the feed's address
+in ``aggregator:jsonFeedUrl`` (OPML 2.0 allows namespaced attributes) with
+``type="jsonfeed"``, and neither ``xmlUrl`` nor ``url``: RSS stays the primary, Atom
+stays as before, and a JSON-aware tool finds the JSON feeds by the namespace.
 """
 
 from __future__ import annotations
@@ -20,14 +29,18 @@ from aggregator.publish.paths import category_paths, public_url, site_name, site
 from aggregator.records import SOURCES_OPML_NAMESPACE, FeedOptions, Source, SourceKind
 from aggregator.rules import strip_xml_illegal
 
-__all__ = ["outline_titles", "render_opml", "render_sources_opml"]
+__all__ = ["JSON_FEED_URL", "outline_titles", "render_opml", "render_sources_opml"]
+
+# The attribute of a JSON Feed outline of ``feeds.opml`` holding the feed's address.
+JSON_FEED_URL = f"{{{SOURCES_OPML_NAMESPACE}}}jsonFeedUrl"
 
 # What rss2email (``r2e opmlimport``) replaces with "-" when it names a feed by its title.
 _READER_NAME = re.compile(r"[^\w.-]+")
 
 
 def outline_titles(categories: Sequence[str]) -> dict[tuple[str, str], str]:
-    """(category, "rss" | "atom") -> the outline's title, e.g. ``科技 (RSS)``, ``科技 (Atom)``.
+    """(category, "rss" | "atom" | "json") -> the outline's title, e.g. ``科技 (RSS)``,
+    ``科技 (Atom)``, ``科技 (JSON Feed)``.
 
     Every title is distinct, also once a reader has turned it into a name: rss2email
     names a feed by its title with each run of characters other than letters, digits,
@@ -45,7 +58,7 @@ def outline_titles(categories: Sequence[str]) -> dict[tuple[str, str], str]:
         if len(slugs[_slug(f"{label} (RSS)")]) > 1:
             digest = hashlib.sha1(category.encode("utf-8", "surrogatepass")).hexdigest()[:6]
             label = f"{label} #{digest}"
-        for fmt, kind in (("rss", "RSS"), ("atom", "Atom")):
+        for fmt, kind in (("rss", "RSS"), ("atom", "Atom"), ("json", "JSON Feed")):
             titles[(category, fmt)] = f"{label} ({kind})"
     return titles
 
@@ -55,17 +68,19 @@ def _slug(title: str) -> str:
 
 
 def render_opml(categories: Sequence[str], options: FeedOptions) -> bytes:
-    """OPML 2.0 listing every category's RSS and Atom feed, in the order given.
+    """OPML 2.0 listing every category's RSS, Atom and JSON feed, in the order given.
 
-    Two grouping outlines, ``RSS 2.0`` and ``Atom 1.0``; each feed's outline is titled
-    with its category and format (``outline_titles``), so no two share a title.  No
-    dates, so the same categories always give the same bytes.  Duplicate names are
-    listed once.
+    Three grouping outlines, ``RSS 2.0``, ``Atom 1.0`` (feeds to subscribe to) and
+    ``JSON Feed 1.1`` (listed, not subscribed on import: see the module docstring);
+    each feed's outline is titled with its category and format (``outline_titles``), so
+    no two share a title.  No dates, so the same categories always give the same bytes.
+    Duplicate names are listed once.
     """
     site = strip_xml_illegal(site_root(options))
     unique = list(dict.fromkeys(categories))
     titles = outline_titles(unique)
-    root = etree.Element("opml", {"version": "2.0"})
+    root = etree.Element("opml", {"version": "2.0"},
+                         nsmap={"aggregator": SOURCES_OPML_NAMESPACE})
     head = etree.SubElement(root, "head")
     etree.SubElement(head, "title").text = f"{site_name(options)} feeds"
     body = etree.SubElement(root, "body")
@@ -87,6 +102,17 @@ def render_opml(categories: Sequence[str], options: FeedOptions) -> bytes:
                     "htmlUrl": site,
                 },
             )
+    group = etree.SubElement(body, "outline", {"text": "JSON Feed 1.1",
+                                               "title": "JSON Feed 1.1"})
+    for category in unique:
+        text = titles[(category, "json")]
+        etree.SubElement(group, "outline", {
+            "text": text,
+            "title": text,
+            "type": "jsonfeed",
+            JSON_FEED_URL: strip_xml_illegal(public_url(options, category_paths(category).json)),
+            "htmlUrl": site,
+        })
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 

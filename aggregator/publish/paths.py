@@ -36,11 +36,13 @@ _PREFIX_SEPARATORS = " \t-–—|:：·•»>/"
 
 @dataclass(frozen=True)
 class CategoryFeedPaths:
-    """Where a category's feeds live: '/'-separated paths relative to ``output_dir``."""
+    """Where a category's feeds live: '/'-separated paths relative to ``output_dir``
+    (RSS 2.0, Atom 1.0 and JSON Feed 1.1, side by side)."""
 
     category: str
     rss: str
     atom: str
+    json: str
 
 
 def category_paths(category: str) -> CategoryFeedPaths:
@@ -58,7 +60,8 @@ def category_paths(category: str) -> CategoryFeedPaths:
         digest = hashlib.sha1(category.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         name = f"{name}-{digest}" if name else f"category-{digest}"
     base = f"{_CATEGORIES_DIR}/{name}"
-    return CategoryFeedPaths(category=category, rss=f"{base}/rss.xml", atom=f"{base}/atom.xml")
+    return CategoryFeedPaths(category=category, rss=f"{base}/rss.xml", atom=f"{base}/atom.xml",
+                             json=f"{base}/feed.json")
 
 
 # The files of a category directory that are its feeds (what a WebSub hub is told about);

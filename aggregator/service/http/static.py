@@ -69,8 +69,11 @@ _StatKey = tuple[int, int, int, int]
 
 
 def content_type_for(name: str) -> str:
-    """The Content-Type of a served file name (feeds and OPML get their registered types)."""
+    """The Content-Type of a served file name (feeds and OPML get their registered types;
+    ``feed.json`` is a JSON Feed, any other ``.json`` plain JSON)."""
     lower = name.lower()
+    if lower.endswith("feed.json"):  # feed.json and *.feed.json
+        return "application/feed+json" + _UTF8
     if lower.endswith("rss.xml"):  # rss.xml and *.rss.xml
         return "application/rss+xml" + _UTF8
     if lower.endswith("atom.xml"):
