@@ -355,7 +355,7 @@ def test_the_scheduler_pings_after_its_builds_and_follows_a_reloaded_hub_url(
             polled.set()
 
     expected = {public_url(settings.feed_options(), getattr(category_paths(c), kind))
-                for c in ("a-cat", "全部") for kind in ("rss", "atom")}
+                for c in ("a-cat", "全部") for kind in ("rss", "atom", "json")}
     with Store.open(settings.database_url) as store:
         daemon = Scheduler(settings, store, metrics, on_build=on_build)
         daemon.start()
