@@ -337,3 +337,26 @@ def test_served_as_json_feed_with_validators_and_gzip(tmp_path: Path) -> None:
             assert urlsplit(url).path.endswith("/feed.json")
             response = requests.get(url, timeout=10)
             assert response.headers["Content-Type"].startswith("application/feed+json")
+
+
+def test_our_own_json_feed_reader_reads_it_back_as_the_atom_says(tmp_path: Path) -> None:
+    """feedparser 6.0 reads no JSON Feed; the project's own JSON Feed parser (what a poll
+    of another aggregator's feed.json uses) is the reader that reads it back here."""
+    from aggregator.ingest.parse import parse
+    from aggregator.records import FetchResult
+
+    built = build_site(tmp_path, "http://127.0.0.1:8080/news/")
+    for category in built.categories:
+        paths = category_paths(category)
+        url = "http://127.0.0.1:8080/news/" + quote(paths.json)
+        fetched = FetchResult(source_id="self", url=url, status=200,
+                              content=(built.output_dir / paths.json).read_bytes(),
+                              headers={"Content-Type": "application/feed+json"})
+        parsed = parse(fetched, builders.make_source(url, "self"))
+        atom = feedparser.parse((built.output_dir / paths.atom).read_bytes())
+        assert [e.guid for e in parsed.entries] == [e.id for e in atom.entries]
+        assert [e.title for e in parsed.entries] == [e.title for e in atom.entries]
+        assert [e.link for e in parsed.entries] == [e.get("link") for e in atom.entries]
+        assert [e.published for e in parsed.entries] == [
+            datetime(*e.published_parsed[:6], tzinfo=UTC) for e in atom.entries]
+        assert parsed.entries, category
