@@ -42,7 +42,7 @@ class Words:
 WORDS: dict[str, Words] = {
     "zh-CN": Words(
         feed_description="“{category}”分类的最新文章 — {site}",
-        intro_html='按<a href="#categories">分类</a>订阅 RSS / Atom，或导入\n'
+        intro_html='按<a href="#categories">分类</a>订阅 RSS / Atom / JSON Feed，或导入\n'
                    '<a href="{opml}" type="text/x-opml">OPML</a> 一次订阅全部。',
         latest="最新文章",
         categories="分类订阅",
@@ -53,7 +53,7 @@ WORDS: dict[str, Words] = {
     ),
     "zh-TW": Words(
         feed_description="「{category}」分類的最新文章 — {site}",
-        intro_html='依<a href="#categories">分類</a>訂閱 RSS / Atom，或匯入\n'
+        intro_html='依<a href="#categories">分類</a>訂閱 RSS / Atom / JSON Feed，或匯入\n'
                    '<a href="{opml}" type="text/x-opml">OPML</a> 一次訂閱全部。',
         latest="最新文章",
         categories="分類訂閱",
@@ -64,7 +64,7 @@ WORDS: dict[str, Words] = {
     ),
     "en": Words(
         feed_description="Latest articles in “{category}” — {site}",
-        intro_html='Subscribe to a <a href="#categories">category</a>’s RSS or Atom feed,'
+        intro_html='Subscribe to a <a href="#categories">category</a>’s RSS, Atom or JSON feed,'
                    ' or import\n<a href="{opml}" type="text/x-opml">OPML</a>'
                    " to subscribe to all of them.",
         latest="Latest articles",
