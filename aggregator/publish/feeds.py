@@ -47,6 +47,8 @@ from feedgen.feed import FeedGenerator
 
 from aggregator.errors import AggregatorError
 from aggregator.publish import files
+from aggregator.publish.feedlinks import NAMESPACE as LINKS
+from aggregator.publish.feedlinks import FeedLinks
 from aggregator.publish.language import category_language, feed_description
 from aggregator.publish.opml import render_opml
 from aggregator.publish.paths import (
@@ -64,6 +66,7 @@ __all__ = [
     "EPOCH",
     "BuildReport",
     "entry_id",
+    "render_archive",
     "render_atom",
     "render_rss",
     "write_atomic",
@@ -174,6 +177,7 @@ def _new_generator() -> FeedGenerator:
     fg = FeedGenerator()
     fg.load_extension("dc", atom=False, rss=True)  # dc:creator: RSS author names
     fg.load_extension("media", atom=True, rss=True)  # media:thumbnail
+    fg.register_extension(LINKS, FeedLinks, None)  # hub / archive links, fh:archive
     return fg
 
 
@@ -246,18 +250,48 @@ def _select(
     return chosen, skipped
 
 
-def _render(category: str, entries: Sequence[_Entry], options: FeedOptions, fmt: _Format) -> bytes:
+@dataclass(frozen=True)
+class _Place:
+    """Where a document sits among a category's RFC 5005 documents (paths relative to
+    ``output_dir``): the current feed (``page`` None) or archive page ``page``."""
+
+    prev_archive: str | None = None  # the newest archive page / the page before this one
+    page: int | None = None
+    page_path: str = ""
+
+
+def _url(options: FeedOptions, relative: str) -> str:
+    return strip_xml_illegal(public_url(options, relative))
+
+
+def _render(category: str, entries: Sequence[_Entry], options: FeedOptions, fmt: _Format,
+            place: _Place = _Place()) -> bytes:
     paths = category_paths(category)
     site = strip_xml_illegal(site_root(options))
-    self_url = strip_xml_illegal(public_url(options, paths.rss if fmt == "rss" else paths.atom))
+    own = place.page_path if place.page is not None else (
+        paths.rss if fmt == "rss" else paths.atom)
     name = strip_xml_illegal(category).strip() or paths.rss.split("/")[1]
     title = strip_xml_illegal(options.title_prefix) + name
+    links: list[tuple[str, str, str | None]] = []  # rel, href, type
+    if place.page is not None:
+        title += f" #{place.page}"
+        links.append(("current", _url(options, paths.atom), _ATOM_TYPE))
+    elif options.hub_url:  # WebSub: the current feeds only (an archive page never changes)
+        links.append(("hub", strip_xml_illegal(options.hub_url.strip()), None))
+    if place.prev_archive:
+        links.append(("prev-archive", _url(options, place.prev_archive), _ATOM_TYPE))
     try:
         fg = _new_generator()
-        fg.id(strip_xml_illegal(public_url(options, paths.atom)))
+        fg.id(_url(options, own if place.page is not None else paths.atom))
         fg.title(title)
         fg.author(name=site_name(options))
-        fg.link(href=self_url, rel="self", type=_RSS_TYPE if fmt == "rss" else _ATOM_TYPE)
+        fg.link(href=_url(options, own), rel="self",
+                type=_RSS_TYPE if fmt == "rss" else _ATOM_TYPE)
+        for rel, href, kind in links:
+            fg.link(href=href, rel=rel, **({"type": kind} if kind else {}))
+            fg.links.rss_link(rel, href, kind)  # feedgen's RSS writes only rel="self"
+        if place.page is not None:
+            fg.links.mark_archive()
         fg.link(href=site, rel="alternate", type="text/html")  # the last link is RSS <link>
         language = category_language(options, category)
         fg.description(strip_xml_illegal(
@@ -290,6 +324,17 @@ def render_atom(category: str, articles: Sequence[Article], options: FeedOptions
     return _render(category, entries, options, "atom")
 
 
+def render_archive(category: str, page: int, path: str, articles: Sequence[Article],
+                   options: FeedOptions, prev_path: str | None) -> bytes:
+    """RFC 5005 archive page ``page`` of ``category`` (Atom, at ``path``): ``fh:archive``,
+    ``rel="current"`` (the category's Atom feed), ``rel="self"`` and ``rel="prev-archive"``
+    (``prev_path``, the page before; None on page 1).  Every one of ``articles`` (at most
+    ``feed_size``) is an entry, with the current feed's entry id; no story merging."""
+    entries, _ = _select(category, articles, options)
+    return _render(category, entries, options, "atom",
+                   _Place(prev_archive=prev_path, page=page, page_path=path))
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -311,6 +356,7 @@ def write_feeds(
     options: FeedOptions,
     all_categories: Sequence[str] | None = None,
     only: Collection[str] | None = None,
+    prev_archives: Mapping[str, str] | None = None,
 ) -> BuildReport:
     """Render and write both feeds of every category, then ``feeds.opml``.
 
@@ -319,7 +365,8 @@ def write_feeds(
     and listed in sorted order.  Files whose bytes would not change are left
     alone and reported as unchanged.  With ``only``, just those categories' feeds
     are rendered (the daemon rebuilds what a poll changed); the OPML index still
-    lists every category.
+    lists every category.  ``prev_archives`` maps a category to its newest archive page
+    (``archives``), which both its feeds link as ``rel="prev-archive"``.
     """
     out_dir = Path(options.output_dir)
     names = sorted(set(articles_by_category) | set(all_categories or ()))
@@ -336,8 +383,9 @@ def write_feeds(
         entries, bad = _select(name, articles_by_category.get(name, ()), options)
         skipped |= bad
         paths = category_paths(name)
-        emit(paths.rss, _render(name, entries, options, "rss"))
-        emit(paths.atom, _render(name, entries, options, "atom"))
+        place = _Place(prev_archive=(prev_archives or {}).get(name))
+        emit(paths.rss, _render(name, entries, options, "rss", place))
+        emit(paths.atom, _render(name, entries, options, "atom", place))
     emit(OPML_FILENAME, render_opml(names, options))
     return BuildReport(
         written=tuple(written), unchanged=tuple(unchanged), skipped_articles=len(skipped)
