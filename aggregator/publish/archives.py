@@ -36,6 +36,7 @@ would force rewriting a closed page), touch a database directly (it reads throug
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -101,9 +102,9 @@ def manifest_path(category: str) -> str:
 
 def _version(stamp: ArticleStamp) -> str:
     """A short digest of what a page shows of the article: its content and its dates."""
-    text = "\n".join((stamp.content_hash, stamp.updated_at.isoformat(), stamp.date.isoformat(),
-                      stamp.first_seen.isoformat()))
-    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    text = (f"{stamp.content_hash}\n{stamp.updated_at.timestamp()}\n{stamp.date.timestamp()}"
+            f"\n{stamp.first_seen.timestamp()}")
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 def plan(pages: Sequence[Sequence[Member]], stamps: Sequence[ArticleStamp],
@@ -122,8 +123,9 @@ def plan(pages: Sequence[Sequence[Member]], stamps: Sequence[ArticleStamp],
         placed.update((s, k) for s, k, _ in now)
     pending = sorted((s for s in stamps if s.identity not in placed),
                      key=lambda s: (s.first_seen, s.source_id, s.key))
-    newest = sorted(stamps, key=lambda s: (-s.date.timestamp(), s.key, s.source_id))
-    current = {s.identity for s in newest[:feed_size]}
+    newest = heapq.nsmallest(feed_size, stamps,
+                             key=lambda s: (-s.date.timestamp(), s.key, s.source_id))
+    current = {s.identity for s in newest}
     start = 0
     while start < len(pending) and (len(pending) - start >= feed_size or any(
             s.identity not in current for s in pending[start:])):
