@@ -3,7 +3,8 @@
 Why: republishing is the aggregator's output.  Every category gets
 ``categories/<name>/rss.xml`` and ``categories/<name>/atom.xml`` under
 ``FeedOptions.output_dir`` and ``feeds.opml`` lists them all.  This is the only
-module of the project that imports ``feedgen``; it wraps feedgen's traps so the
+module of the project that imports ``feedgen`` (with ``feedlinks``, its extension for
+the WebSub and RFC 5005 links); it wraps feedgen's traps so the
 rest of the project never meets them: ``add_entry()`` prepends by default,
 naive datetimes are rejected, RSS ``<author>`` demands an e-mail (names go to
 ``dc:creator``), an Atom entry needs a title and either content or an
@@ -47,15 +48,14 @@ from feedgen.feed import FeedGenerator
 
 from aggregator.errors import AggregatorError
 from aggregator.publish import files
+from aggregator.publish.feedlinks import CURRENT, FeedLinks, Place, place_links, url_of
 from aggregator.publish.feedlinks import NAMESPACE as LINKS
-from aggregator.publish.feedlinks import FeedLinks
 from aggregator.publish.language import category_language, feed_description
 from aggregator.publish.opml import render_opml
 from aggregator.publish.paths import (
     GENERATOR,
     OPML_FILENAME,
     category_paths,
-    public_url,
     site_name,
     site_root,
 )
@@ -250,44 +250,24 @@ def _select(
     return chosen, skipped
 
 
-@dataclass(frozen=True)
-class _Place:
-    """Where a document sits among a category's RFC 5005 documents (paths relative to
-    ``output_dir``): the current feed (``page`` None) or archive page ``page``."""
-
-    prev_archive: str | None = None  # the newest archive page / the page before this one
-    page: int | None = None
-    page_path: str = ""
-
-
-def _url(options: FeedOptions, relative: str) -> str:
-    return strip_xml_illegal(public_url(options, relative))
-
-
 def _render(category: str, entries: Sequence[_Entry], options: FeedOptions, fmt: _Format,
-            place: _Place = _Place()) -> bytes:
+            place: Place = CURRENT) -> bytes:
     paths = category_paths(category)
     site = strip_xml_illegal(site_root(options))
     own = place.page_path if place.page is not None else (
         paths.rss if fmt == "rss" else paths.atom)
     name = strip_xml_illegal(category).strip() or paths.rss.split("/")[1]
     title = strip_xml_illegal(options.title_prefix) + name
-    links: list[tuple[str, str, str | None]] = []  # rel, href, type
     if place.page is not None:
         title += f" #{place.page}"
-        links.append(("current", _url(options, paths.atom), _ATOM_TYPE))
-    elif options.hub_url:  # WebSub: the current feeds only (an archive page never changes)
-        links.append(("hub", strip_xml_illegal(options.hub_url.strip()), None))
-    if place.prev_archive:
-        links.append(("prev-archive", _url(options, place.prev_archive), _ATOM_TYPE))
     try:
         fg = _new_generator()
-        fg.id(_url(options, own if place.page is not None else paths.atom))
+        fg.id(url_of(options, own if place.page is not None else paths.atom))
         fg.title(title)
         fg.author(name=site_name(options))
-        fg.link(href=_url(options, own), rel="self",
+        fg.link(href=url_of(options, own), rel="self",
                 type=_RSS_TYPE if fmt == "rss" else _ATOM_TYPE)
-        for rel, href, kind in links:
+        for rel, href, kind in place_links(options, paths.atom, place):
             fg.link(href=href, rel=rel, **({"type": kind} if kind else {}))
             fg.links.rss_link(rel, href, kind)  # feedgen's RSS writes only rel="self"
         if place.page is not None:
@@ -332,7 +312,7 @@ def render_archive(category: str, page: int, path: str, articles: Sequence[Artic
     ``feed_size``) is an entry, with the current feed's entry id; no story merging."""
     entries, _ = _select(category, articles, options)
     return _render(category, entries, options, "atom",
-                   _Place(prev_archive=prev_path, page=page, page_path=path))
+                   Place(prev_archive=prev_path, page=page, page_path=path))
 
 
 # --------------------------------------------------------------------------- files
@@ -383,7 +363,7 @@ def write_feeds(
         entries, bad = _select(name, articles_by_category.get(name, ()), options)
         skipped |= bad
         paths = category_paths(name)
-        place = _Place(prev_archive=(prev_archives or {}).get(name))
+        place = Place(prev_archive=(prev_archives or {}).get(name))
         emit(paths.rss, _render(name, entries, options, "rss", place))
         emit(paths.atom, _render(name, entries, options, "atom", place))
     emit(OPML_FILENAME, render_opml(names, options))
