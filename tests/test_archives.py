@@ -7,12 +7,13 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -28,6 +29,7 @@ from aggregator.publish.archives import archive_path, manifest_path, plan
 from aggregator.publish.feeds import BuildReport, entry_id
 from aggregator.publish.paths import category_paths, public_url
 from aggregator.records import (
+    Article,
     ArticleStamp,
     FeedOptions,
     FetchOptions,
@@ -73,6 +75,23 @@ class Portal:
         return Response(rss_items(items).encode(), content_type="text/xml")
 
 
+class Loading:
+    """The store as publishing reads it, remembering which articles pages were loaded for."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.loaded: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def articles_by_identity(self, identities: Iterable[tuple[str, str]]
+                             ) -> dict[tuple[str, str], Article]:
+        wanted = list(identities)
+        self.loaded += wanted
+        return self.store.articles_by_identity(wanted)
+
+
 @dataclass
 class Site:
     """A store, the portal polled into it, the published tree and the server serving it."""
@@ -100,6 +119,11 @@ class Site:
 
     def build(self) -> BuildReport:
         return publish.build(self.store, self.options, [self.src], index=False)
+
+    def build_loading(self) -> tuple[BuildReport, list[tuple[str, str]]]:
+        """A build, and the identities of the full articles it loaded for archive pages."""
+        reader = Loading(self.store)
+        return publish.build(reader, self.options, [self.src], index=False), reader.loaded
 
     def get(self, url: str) -> etree._Element:
         assert url.startswith(self.server.url), url
@@ -181,9 +205,10 @@ def assert_every_article_once(site: Site) -> list[list[str]]:
     return pages
 
 
-def page_times(site: Site) -> dict[str, int]:
+def page_times(site: Site) -> dict[str, tuple[int, int]]:
+    """Each page's (inode, mtime): a rewrite replaces the file, so both tell it."""
     folder = site.out / archive_path(CATEGORY, 1).rsplit("/", 1)[0]
-    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.glob("*.xml"))}
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.xml"))}
 
 
 def archived(report: BuildReport) -> set[str]:
@@ -226,8 +251,9 @@ def test_a_build_with_nothing_new_rewrites_no_page(site: Site) -> None:
     three_polls(site)
     before = page_times(site)
 
-    again = site.build()
+    again, loaded = site.build_loading()
 
+    assert loaded == []  # no page was even rendered
     assert archived(again) == set()
     assert {archive_path(CATEGORY, 1), archive_path(CATEGORY, 2)} <= set(again.unchanged)
     assert page_times(site) == before
@@ -239,8 +265,9 @@ def test_a_changed_article_rewrites_only_its_page(site: Site) -> None:
     site.portal.bodies[3] = "正文 3（更正）"
 
     site.poll()
-    report = site.build()
+    report, loaded = site.build_loading()
 
+    assert sorted(loaded) == sorted((site.src.id, f"item-{n:03d}") for n in range(1, 6))
     assert archived(report) == {archive_path(CATEGORY, 1)}
     after = page_times(site)
     assert after["2.xml"] == before["2.xml"] and after["1.xml"] != before["1.xml"]
@@ -254,10 +281,11 @@ def test_retention_rewrites_only_the_pages_that_held_the_removed(site: Site) -> 
     before = page_times(site)
 
     removed = site.store.prune(keep_per_source=9)  # items 1-3 go
-    report = site.build()
+    report, loaded = site.build_loading()
 
     assert removed == {site.src.id: 3}
     assert archived(report) == {archive_path(CATEGORY, 1)}
+    assert sorted(loaded) == [(site.src.id, "item-004"), (site.src.id, "item-005")]
     assert page_times(site)["2.xml"] == before["2.xml"]
     pages = assert_every_article_once(site)
     assert [len(p) for p in pages] == [5, 2]  # page numbers never shift
