@@ -2,8 +2,8 @@
 
 Owns the output tree under ``output_dir``: per-category RSS/Atom feeds and the OPML
 index (``feeds``, with ``feedlinks`` the only importers of feedgen; ``opml``), the RFC 5005
-archive pages that keep every older article of a category reachable (``archives``), the
-index page for people
+archive pages that keep every older article of a category reachable (``archives``; one
+entry per stored article there, stories not merged), the index page for people
 (``index_page``), the words and declared language of each (``language``), Hexo posts
 (``hexo``) and atomic, skip-if-identical file writes (``files``).  Everything a build
 needs from the config (languages per category, source names, descriptions) arrives in
