@@ -351,6 +351,9 @@ def test_a_page_membership_is_stable_and_pages_are_disjoint() -> None:
     assert [len(p) for p in second.pages] == [3, 5]
     assert second.dirty == {0}
     assert plan(second.pages, stamps[2:], 5).dirty == frozenset()
+    # a manifest listing an article twice (edited by hand): the later page loses it
+    doubled = plan([first.pages[0], first.pages[0], first.pages[1]], stamps, 5)
+    assert [len(p) for p in doubled.pages] == [5, 0, 5] and doubled.dirty == {1}
 
 
 @pytest.mark.skipif(not NEWSBOAT.exists(), reason="/usr/bin/newsboat is absent")

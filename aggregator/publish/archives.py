@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +53,7 @@ __all__ = ["ArchiveReader", "ArchiveReport", "Plan", "archive_path", "manifest_p
            "update_archives"]
 
 _MANIFEST_VERSION = 1
+LOAD_CHUNK = 500  # full articles loaded per read while writing pages
 
 Identity = tuple[str, str]
 Member = tuple[str, str, str]  # source_id, key, version digest
@@ -116,7 +117,8 @@ def plan(pages: Sequence[Sequence[Member]], stamps: Sequence[ArticleStamp],
     dirty: set[int] = set()
     placed: set[Identity] = set()
     for index, members in enumerate(pages):
-        now = tuple((s, k, _version(stored[(s, k)])) for s, k, _ in members if (s, k) in stored)
+        now = tuple((s, k, _version(stored[(s, k)])) for s, k, _ in members
+                    if (s, k) in stored and (s, k) not in placed)  # disjoint, whatever it read
         if now != tuple(members):
             dirty.add(index)
         kept.append(now)
@@ -162,6 +164,21 @@ def _manifest(pages: Sequence[Sequence[Member]], render: str) -> bytes:
         "utf-8", "surrogatepass") + b"\n"
 
 
+def _batches(indices: Sequence[int], pages: Sequence[Sequence[Member]]) -> Iterator[list[int]]:
+    """Pages to write, grouped so that one read loads about ``LOAD_CHUNK`` articles: a
+    first build (or a wiped tree) of a large category never holds all of them at once."""
+    batch: list[int] = []
+    size = 0
+    for index in indices:
+        if batch and size + len(pages[index]) > LOAD_CHUNK:
+            yield batch
+            batch, size = [], 0
+        batch.append(index)
+        size += len(pages[index])
+    if batch:
+        yield batch
+
+
 def update_archives(reader: ArchiveReader, category: str, source_ids: Collection[str] | None,
                     options: FeedOptions) -> ArchiveReport:
     """Bring ``category``'s archive pages up to date with what is stored (of these
@@ -178,15 +195,15 @@ def update_archives(reader: ArchiveReader, category: str, source_ids: Collection
     paths = [archive_path(category, n) for n in range(1, len(decided.pages) + 1)]
     dirty = {i for i in range(len(paths))
              if i in decided.dirty or render != key or not (out / paths[i]).is_file()}
-    loaded = reader.articles_by_identity(
-        (s, k) for i in sorted(dirty) for s, k, _ in decided.pages[i])
     written: list[str] = []
-    for index in sorted(dirty):
-        articles = [loaded[(s, k)] for s, k, _ in decided.pages[index] if (s, k) in loaded]
-        data = feeds.render_archive(category, index + 1, paths[index], articles, options,
-                                    paths[index - 1] if index else None)
-        if feeds.write_atomic(out / paths[index], data):
-            written.append(paths[index])
+    for batch in _batches(sorted(dirty), decided.pages):
+        loaded = reader.articles_by_identity((s, k) for i in batch for s, k, _ in decided.pages[i])
+        for index in batch:
+            articles = [loaded[(s, k)] for s, k, _ in decided.pages[index] if (s, k) in loaded]
+            data = feeds.render_archive(category, index + 1, paths[index], articles, options,
+                                        paths[index - 1] if index else None)
+            if feeds.write_atomic(out / paths[index], data):
+                written.append(paths[index])
     try:
         feeds.write_atomic(manifest, _manifest(decided.pages, key))
     except AggregatorError as exc:
