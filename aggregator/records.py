@@ -283,6 +283,23 @@ class Article:
 
 
 @dataclass(frozen=True, slots=True)
+class ArticleStamp:
+    """A stored article's identity and dates, without its content: what publishing needs
+    to place every article of a category in an archive page (``Store.category_index``)."""
+
+    source_id: str
+    key: str
+    first_seen: datetime
+    updated_at: datetime
+    date: datetime
+    content_hash: str  # changes whenever the stored content does
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return (self.source_id, self.key)
+
+
+@dataclass(frozen=True, slots=True)
 class FeedOptions:
     """How generated feeds are laid out and published."""
 

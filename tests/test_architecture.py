@@ -54,7 +54,7 @@ HOMES = {
     "regex": ("aggregator.regexes",),
     "sqlalchemy": ("aggregator.store",),
     "alembic": ("aggregator.store",),
-    "feedgen": ("aggregator.publish.feeds",),
+    "feedgen": ("aggregator.publish.feeds", "aggregator.publish.feedlinks"),
     "lxml": ("aggregator.publish.opml", "aggregator.ingest.scrape", "aggregator.ingest.fulltext",
              "aggregator.ingest.discover", "aggregator.ingest.subscriptions"),
     "cssselect": ("aggregator.ingest.scrape",),

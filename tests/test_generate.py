@@ -23,6 +23,7 @@ from aggregator.publish.feeds import (
     BuildReport,
     entry_id,
     modified_at,
+    render_archive,
     render_atom,
     render_rss,
     write_atomic,
@@ -30,7 +31,7 @@ from aggregator.publish.feeds import (
 )
 from aggregator.publish.opml import JSON_FEED_URL, outline_titles, render_opml
 from aggregator.publish.paths import OPML_FILENAME, category_paths
-from aggregator.records import Article, FeedOptions
+from aggregator.records import Article, ArticleStamp, FeedOptions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ATOM_RNG = SHARED / "corpus" / "schemas" / "atom-rfc4287.rng"
@@ -581,6 +582,15 @@ class MemoryReader:
     def story_members(self, articles: Any, source_ids: Any = None) -> dict[Any, Any]:
         return {}  # every article is a story of its own
 
+    def category_index(self, category: str, source_ids: Any = None) -> list[ArticleStamp]:
+        return [ArticleStamp(source_id=a.source_id, key=a.key, first_seen=a.first_seen,
+                             updated_at=a.updated_at, date=a.date, content_hash=a.content_hash)
+                for a in self.latest_articles(category, len(self.articles), source_ids)]
+
+    def articles_by_identity(self, identities: Any) -> dict[tuple[str, str], Article]:
+        wanted = set(identities)
+        return {(a.source_id, a.key): a for a in self.articles if (a.source_id, a.key) in wanted}
+
 
 def test_config_languages_reach_the_built_feeds_and_page(
     tmp_path: Path, atom_schema: etree.RelaxNG
@@ -613,3 +623,76 @@ sources:
     assert '<span class="source">中央社</span>' in page
     assert '<span class="source">BBC News</span>' in page
     assert '<span class="source">cna</span>' not in page
+
+
+# --------------------------------------------------------------------------- links
+
+
+def feed_links(root: etree._Element) -> dict[str, list[str]]:
+    """rel → hrefs of a feed's links (Atom <link>, RSS <atom:link>)."""
+    parent = root.find("channel") if root.tag == "rss" else root
+    assert parent is not None
+    found: dict[str, list[str]] = {}
+    for link in parent.findall(f"{ATOM_NS}link"):
+        found.setdefault(link.get("rel") or "", []).append(link.get("href") or "")
+    return found
+
+
+def test_hub_and_self_links_in_both_feeds_iff_hub_url(
+    tmp_path: Path, atom_schema: etree.RelaxNG
+) -> None:
+    articles = [make_article(1), make_article(2)]
+    with_hub = options(tmp_path, hub_url="https://pubsubhubbub.example/")
+    for render, kind in ((render_rss, "rss.xml"), (render_atom, "atom.xml")):
+        data = render("新媒体", articles, with_hub)
+        links = feed_links(etree.fromstring(data))
+        assert links["hub"] == ["https://pubsubhubbub.example/"], kind
+        assert links["self"] == [f"{SITE}/categories/{quote('新媒体')}/{kind}"], kind
+        assert "hub" not in feed_links(etree.fromstring(render("新媒体", articles,
+                                                               options(tmp_path))))
+        back = parsed(data)
+        assert {link.rel: link.href for link in back.feed.links}["hub"] == (
+            "https://pubsubhubbub.example/")
+        assert len(back.entries) == 2
+    rss_root = rss_channel(render_rss("新媒体", articles, with_hub))
+    assert rss_root.findtext("link") == SITE + "/"  # the hub link is not RSS <link>
+    assert_valid_atom(atom_schema, render_atom("新媒体", articles, with_hub))
+
+
+def test_current_feeds_link_the_newest_archive_page(
+    tmp_path: Path, atom_schema: etree.RelaxNG
+) -> None:
+    opts = options(tmp_path)
+    page = "categories/新媒体/archive/3.xml"
+    write_feeds({"新媒体": [make_article(1)], "编程": []}, opts, prev_archives={"新媒体": page})
+    out = Path(opts.output_dir)
+    for kind in ("rss", "atom"):
+        data = (out / getattr(category_paths("新媒体"), kind)).read_bytes()
+        assert feed_links(etree.fromstring(data))["prev-archive"] == [
+            f"{SITE}/{quote(page)}"], kind
+        other = (out / getattr(category_paths("编程"), kind)).read_bytes()
+        assert "prev-archive" not in feed_links(etree.fromstring(other))
+    assert_valid_atom(atom_schema, (out / category_paths("新媒体").atom).read_bytes())
+
+
+def test_an_archive_page_is_a_valid_rfc5005_document(
+    tmp_path: Path, atom_schema: etree.RelaxNG
+) -> None:
+    opts = options(tmp_path, hub_url="https://hub.example/", feed_size=2)
+    articles = [make_article(n) for n in (1, 2)]
+    first = render_archive("新媒体", 1, "categories/新媒体/archive/1.xml", articles, opts, None)
+    second = render_archive("新媒体", 2, "categories/新媒体/archive/2.xml", articles, opts,
+                            "categories/新媒体/archive/1.xml")
+    for data in (first, second):
+        root = assert_valid_atom(atom_schema, data)
+        assert root.find("{http://purl.org/syndication/history/1.0}archive") is not None
+        assert [e.findtext(f"{ATOM_NS}id") for e in root.findall(f"{ATOM_NS}entry")] == [
+            expected_id(articles[1]), expected_id(articles[0])]
+    one, two = feed_links(etree.fromstring(first)), feed_links(etree.fromstring(second))
+    assert one["current"] == two["current"] == [f"{SITE}/categories/{quote('新媒体')}/atom.xml"]
+    assert one["self"] == [f"{SITE}/{quote('categories/新媒体/archive/1.xml')}"]
+    assert "prev-archive" not in one and "hub" not in one and "hub" not in two
+    assert two["prev-archive"] == one["self"]
+    assert "next-archive" not in two
+    empty = render_archive("新媒体", 1, "categories/新媒体/archive/1.xml", [], opts, None)
+    assert_valid_atom(atom_schema, empty)

@@ -37,6 +37,7 @@ from aggregator.errors import LeaseLost, StoreError
 from aggregator.records import (
     AppliedConfig,
     Article,
+    ArticleStamp,
     ConfigVersion,
     PollOutcome,
     Source,
@@ -688,6 +689,44 @@ def test_latest_articles_of_some_sources_only(store: Store) -> None:
     assert [a.key for a in store.latest_articles(None, 10, {"other"})] == ["k2"]
     assert store.latest_articles(None, 10, set()) == []
     assert len(store.latest_articles(None, 10)) == 2
+
+
+def test_category_index_lists_identities_and_dates_of_a_category(store: Store) -> None:
+    early, late = T0, T0 + timedelta(hours=2)
+    save(store, [make_article("b", first_seen=early, updated_at=late, date=T0 - timedelta(days=9)),
+                 make_article("a", first_seen=late, updated_at=late),
+                 make_article("c", first_seen=early, categories=("sport",))])
+    save(store, [make_article("z", source_id="other", first_seen=early, updated_at=early)],
+         source_id="other")
+
+    assert store.category_index("news") == [
+        ArticleStamp(source_id="other", key="z", first_seen=early, updated_at=early, date=T0,
+                     content_hash="hash-z"),
+        ArticleStamp(source_id="src", key="b", first_seen=early, updated_at=late,
+                     date=T0 - timedelta(days=9), content_hash="hash-b"),
+        ArticleStamp(source_id="src", key="a", first_seen=late, updated_at=late, date=T0,
+                     content_hash="hash-a")]  # by first_seen, then source id and key
+    assert [s.key for s in store.category_index("news", {"src"})] == ["b", "a"]
+    assert [s.key for s in store.category_index("news", {"src", *(f"s{n}" for n in range(
+        2000))})] == ["b", "a"]  # a config of many sources
+    assert store.category_index("news", set()) == []
+    assert [s.key for s in store.category_index("sport")] == ["c"]
+    assert all(s.first_seen.tzinfo is UTC for s in store.category_index("news"))
+
+
+def test_articles_by_identity_loads_only_those_still_stored(store: Store) -> None:
+    stored = [make_article(f"k{n:04d}") for n in range(1200)]  # more than one IN list
+    save(store, stored)
+    save(store, [make_article("k0001", source_id="other", title="别的")], source_id="other")
+
+    wanted = [("src", f"k{n:04d}") for n in range(0, 1200, 2)] + [("other", "k0001"),
+                                                                  ("src", "gone")]
+    found = store.articles_by_identity(wanted)
+
+    assert set(found) == set(wanted) - {("src", "gone")}
+    assert found[("src", "k0002")] == stored[2]
+    assert found[("other", "k0001")].title == "别的"
+    assert store.articles_by_identity([]) == {}
 
 
 def version(digest: str, written: datetime = T0) -> ConfigVersion:

@@ -1,7 +1,9 @@
 """Publishing: stored articles out as files people and feed readers consume.
 
 Owns the output tree under ``output_dir``: per-category RSS/Atom feeds and the OPML
-index (``feeds``, the only importer of feedgen; ``opml``), the index page for people
+index (``feeds``, with ``feedlinks`` the only importers of feedgen; ``opml``), the RFC 5005
+archive pages that keep every older article of a category reachable (``archives``; one
+entry per stored article there, stories not merged), the index page for people
 (``index_page``), the words and declared language of each (``language``), Hexo posts
 (``hexo``) and atomic, skip-if-identical file writes (``files``).  Everything a build
 needs from the config (languages per category, source names, descriptions) arrives in
@@ -25,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from aggregator.records import Article, FeedOptions, Source
+from aggregator.records import Article, ArticleStamp, FeedOptions, Source
 
 if TYPE_CHECKING:
     from aggregator.publish.feeds import BuildReport
@@ -51,10 +53,17 @@ class ArticleReader(Protocol):
                       source_ids: Collection[str] | None = None
                       ) -> Mapping[tuple[str, str], Sequence[Article]]: ...
 
+    def category_index(self, category: str,
+                       source_ids: Collection[str] | None = None) -> list[ArticleStamp]: ...
+
+    def articles_by_identity(self, identities: Iterable[tuple[str, str]]
+                             ) -> Mapping[tuple[str, str], Article]: ...
+
 
 def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source] | None = None,
           only: Collection[str] | None = None, *, index: bool = True) -> BuildReport:
-    """Regenerate the RSS and Atom feeds of every category (or ``only`` these), the OPML
+    """Regenerate the RSS and Atom feeds of every category (or ``only`` these) with their
+    archive pages (``archives``: only pages whose articles changed are rewritten), the OPML
     index and (unless ``index`` is False) the index page.
 
     With ``sources`` (the configured ones), exactly their categories are published, with
@@ -62,7 +71,7 @@ def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source]
     build, and a category no source has any more leaves OPML and the index.  None
     publishes everything stored.
     """
-    from aggregator.publish import feeds, index_page
+    from aggregator.publish import archives, feeds, index_page
     from aggregator.publish.paths import INDEX_FILENAME
 
     ids = None if sources is None else {s.id for s in sources}
@@ -77,7 +86,14 @@ def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source]
                                    ids)
     articles = {c: _stories(found, members, options, options.feed_size)
                 for c, found in listed.items()}
-    report = feeds.write_feeds(articles, options, all_categories=categories, only=only)
+    archived = {c: archives.update_archives(reader, c, ids, options) for c in selected}
+    newest = {c: found.newest for c, found in archived.items() if found.newest}
+    report = feeds.write_feeds(articles, options, all_categories=categories, only=only,
+                               prev_archives=newest)
+    report = replace(report,
+                     written=(*report.written, *(p for a in archived.values() for p in a.written)),
+                     unchanged=(*report.unchanged,
+                                *(p for a in archived.values() for p in a.unchanged)))
     if not index:
         return report
     page = index_page.render_index(categories,

@@ -3,7 +3,8 @@
 Why: republishing is the aggregator's output.  Every category gets
 ``categories/<name>/rss.xml`` and ``categories/<name>/atom.xml`` under
 ``FeedOptions.output_dir`` and ``feeds.opml`` lists them all.  This is the only
-module of the project that imports ``feedgen``; it wraps feedgen's traps so the
+module of the project that imports ``feedgen`` (with ``feedlinks``, its extension for
+the WebSub and RFC 5005 links); it wraps feedgen's traps so the
 rest of the project never meets them: ``add_entry()`` prepends by default,
 naive datetimes are rejected, RSS ``<author>`` demands an e-mail (names go to
 ``dc:creator``), an Atom entry needs a title and either content or an
@@ -47,6 +48,8 @@ from feedgen.feed import FeedGenerator
 
 from aggregator.errors import AggregatorError
 from aggregator.publish import files
+from aggregator.publish.feedlinks import CURRENT, FeedLinks, Place, place_links, url_of
+from aggregator.publish.feedlinks import NAMESPACE as LINKS
 from aggregator.publish.jsonfeed import render_json_feed
 from aggregator.publish.language import category_language, feed_description
 from aggregator.publish.opml import render_opml
@@ -54,7 +57,6 @@ from aggregator.publish.paths import (
     GENERATOR,
     OPML_FILENAME,
     category_paths,
-    public_url,
     site_name,
     site_root,
 )
@@ -66,6 +68,7 @@ __all__ = [
     "BuildReport",
     "EntryValues",
     "entry_id",
+    "render_archive",
     "render_atom",
     "render_rss",
     "write_atomic",
@@ -176,6 +179,7 @@ def _new_generator() -> FeedGenerator:
     fg = FeedGenerator()
     fg.load_extension("dc", atom=False, rss=True)  # dc:creator: RSS author names
     fg.load_extension("media", atom=True, rss=True)  # media:thumbnail
+    fg.register_extension(LINKS, FeedLinks, None)  # hub / archive links, fh:archive
     return fg
 
 
@@ -249,18 +253,27 @@ def _select(
 
 
 def _render(category: str, entries: Sequence[EntryValues], options: FeedOptions,
-            fmt: _Format) -> bytes:
+            fmt: _Format, place: Place = CURRENT) -> bytes:
     paths = category_paths(category)
     site = strip_xml_illegal(site_root(options))
-    self_url = strip_xml_illegal(public_url(options, paths.rss if fmt == "rss" else paths.atom))
+    own = place.page_path if place.page is not None else (
+        paths.rss if fmt == "rss" else paths.atom)
     name = strip_xml_illegal(category).strip() or paths.rss.split("/")[1]
     title = strip_xml_illegal(options.title_prefix) + name
+    if place.page is not None:
+        title += f" #{place.page}"
     try:
         fg = _new_generator()
-        fg.id(strip_xml_illegal(public_url(options, paths.atom)))
+        fg.id(url_of(options, own if place.page is not None else paths.atom))
         fg.title(title)
         fg.author(name=site_name(options))
-        fg.link(href=self_url, rel="self", type=_RSS_TYPE if fmt == "rss" else _ATOM_TYPE)
+        fg.link(href=url_of(options, own), rel="self",
+                type=_RSS_TYPE if fmt == "rss" else _ATOM_TYPE)
+        for rel, href, kind in place_links(options, paths.atom, place):
+            fg.link(href=href, rel=rel, **({"type": kind} if kind else {}))
+            fg.links.rss_link(rel, href, kind)  # feedgen's RSS writes only rel="self"
+        if place.page is not None:
+            fg.links.mark_archive()
         fg.link(href=site, rel="alternate", type="text/html")  # the last link is RSS <link>
         language = category_language(options, category)
         fg.description(strip_xml_illegal(
@@ -293,6 +306,17 @@ def render_atom(category: str, articles: Sequence[Article], options: FeedOptions
     return _render(category, entries, options, "atom")
 
 
+def render_archive(category: str, page: int, path: str, articles: Sequence[Article],
+                   options: FeedOptions, prev_path: str | None) -> bytes:
+    """RFC 5005 archive page ``page`` of ``category`` (Atom, at ``path``): ``fh:archive``,
+    ``rel="current"`` (the category's Atom feed), ``rel="self"`` and ``rel="prev-archive"``
+    (``prev_path``, the page before; None on page 1).  Every one of ``articles`` (at most
+    ``feed_size``) is an entry, with the current feed's entry id; no story merging."""
+    entries, _ = _select(category, articles, options)
+    return _render(category, entries, options, "atom",
+                   Place(prev_archive=prev_path, page=page, page_path=path))
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -314,6 +338,7 @@ def write_feeds(
     options: FeedOptions,
     all_categories: Sequence[str] | None = None,
     only: Collection[str] | None = None,
+    prev_archives: Mapping[str, str] | None = None,
 ) -> BuildReport:
     """Render and write the feeds of every category (RSS, Atom and, from the same selected
     entries, JSON Feed: ``publish.jsonfeed``), then ``feeds.opml``.
@@ -323,7 +348,8 @@ def write_feeds(
     and listed in sorted order.  Files whose bytes would not change are left
     alone and reported as unchanged.  With ``only``, just those categories' feeds
     are rendered (the daemon rebuilds what a poll changed); the OPML index still
-    lists every category.
+    lists every category.  ``prev_archives`` maps a category to its newest archive page
+    (``archives``), which both its feeds link as ``rel="prev-archive"``.
     """
     out_dir = Path(options.output_dir)
     names = sorted(set(articles_by_category) | set(all_categories or ()))
@@ -340,8 +366,9 @@ def write_feeds(
         entries, bad = _select(name, articles_by_category.get(name, ()), options)
         skipped |= bad
         paths = category_paths(name)
-        emit(paths.rss, _render(name, entries, options, "rss"))
-        emit(paths.atom, _render(name, entries, options, "atom"))
+        place = Place(prev_archive=(prev_archives or {}).get(name))
+        emit(paths.rss, _render(name, entries, options, "rss", place))
+        emit(paths.atom, _render(name, entries, options, "atom", place))
         emit(paths.json, render_json_feed(name, entries, options))
     emit(OPML_FILENAME, render_opml(names, options))
     return BuildReport(

@@ -50,6 +50,7 @@ from aggregator.errors import LeaseLost, StoreError
 from aggregator.records import (
     AppliedConfig,
     Article,
+    ArticleStamp,
     Claim,
     ConfigVersion,
     Lease,
@@ -489,6 +490,44 @@ class Store:
         return {identity: tuple(sorted(members, key=lambda a: (a.first_seen, a.source_id,
                                                                 a.key)))
                 for identity, members in found.items()}
+
+    def category_index(self, category: str,
+                       source_ids: Collection[str] | None = None) -> list[ArticleStamp]:
+        """Every stored article of ``category`` (of these sources; None: of all) as an
+        ``ArticleStamp`` — identity, dates and content hash, no content — in one query,
+        ordered by (first_seen, source_id, key)."""
+        if source_ids is not None and not source_ids:
+            return []
+        query = (select(ArticleRow.source_id, ArticleRow.key, ArticleRow.first_seen,
+                        ArticleRow.updated_at, ArticleRow.date, ArticleRow.content_hash)
+                 .join(CategoryRow, CategoryRow.article_id == ArticleRow.id)
+                 .where(CategoryRow.category == category)
+                 .order_by(ArticleRow.first_seen, ArticleRow.source_id, ArticleRow.key))
+        with self._read() as session:
+            if source_ids is not None:
+                query = query.where(_of_sources(session, set(source_ids)))
+            return [ArticleStamp(source_id=s, key=k, first_seen=f, updated_at=u, date=d,
+                                 content_hash=h)
+                    for s, k, f, u, d, h in session.execute(query)]
+
+    def articles_by_identity(self, identities: Iterable[tuple[str, str]]
+                             ) -> dict[tuple[str, str], Article]:
+        """(source_id, key) → the stored article, for those of ``identities`` still stored;
+        one query per chunk of identities."""
+        pairs = sorted(set(identities))
+        found: dict[tuple[str, str], Article] = {}
+        with self._read() as session:
+            for start in range(0, len(pairs), rows.IN_CHUNK):
+                grouped: dict[str, list[str]] = {}
+                for source_id, key in pairs[start:start + rows.IN_CHUNK]:
+                    grouped.setdefault(source_id, []).append(key)
+                query = (select(ArticleRow)
+                         .where(or_(*(and_(ArticleRow.source_id == s, ArticleRow.key.in_(keys))
+                                      for s, keys in grouped.items())))
+                         .options(selectinload(ArticleRow.categories)))
+                for row in session.scalars(query):
+                    found[(row.source_id, row.key)] = rows.article(row)
+        return found
 
     def forget_removed(self, *, now: datetime, grace: timedelta) -> list[str]:
         """Delete — with their articles and tombstones — the sources the applied config has
