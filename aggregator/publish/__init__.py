@@ -1,7 +1,8 @@
 """Publishing: stored articles out as files people and feed readers consume.
 
 Owns the output tree under ``output_dir``: per-category RSS/Atom feeds and the OPML
-index (``feeds``, with ``feedlinks`` the only importers of feedgen; ``opml``), the RFC 5005
+index (``feeds``, with ``feedlinks`` the only importers of feedgen; ``opml``), the JSON
+Feed of the same entries (``jsonfeed``), the RFC 5005
 archive pages that keep every older article of a category reachable (``archives``; one
 entry per stored article there, stories not merged), the index page for people
 (``index_page``), the words and declared language of each (``language``), Hexo posts
@@ -62,7 +63,7 @@ class ArticleReader(Protocol):
 
 def build(reader: ArticleReader, options: FeedOptions, sources: Sequence[Source] | None = None,
           only: Collection[str] | None = None, *, index: bool = True) -> BuildReport:
-    """Regenerate the RSS and Atom feeds of every category (or ``only`` these) with their
+    """Regenerate the RSS, Atom and JSON feeds of every category (or ``only`` these) with their
     archive pages (``archives``: only pages whose articles changed are rewritten), the OPML
     index and (unless ``index`` is False) the index page.
 

@@ -1,8 +1,9 @@
-"""Render stored articles as per-category RSS 2.0 / Atom 1.0 feeds and an OPML index.
+"""Render stored articles as per-category RSS 2.0 / Atom 1.0 / JSON Feed 1.1 feeds and an
+OPML index.
 
 Why: republishing is the aggregator's output.  Every category gets
-``categories/<name>/rss.xml`` and ``categories/<name>/atom.xml`` under
-``FeedOptions.output_dir`` and ``feeds.opml`` lists them all.  This is the only
+``categories/<name>/rss.xml``, ``atom.xml`` and ``feed.json`` (``jsonfeed``, from the same
+selected entries) under ``FeedOptions.output_dir`` and ``feeds.opml`` lists them all.  This is the only
 module of the project that imports ``feedgen`` (with ``feedlinks``, its extension for
 the WebSub and RFC 5005 links); it wraps feedgen's traps so the
 rest of the project never meets them: ``add_entry()`` prepends by default,
