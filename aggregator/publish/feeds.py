@@ -3,10 +3,10 @@ OPML index.
 
 Why: republishing is the aggregator's output.  Every category gets
 ``categories/<name>/rss.xml``, ``atom.xml`` and ``feed.json`` (``jsonfeed``, from the same
-selected entries) under ``FeedOptions.output_dir`` and ``feeds.opml`` lists them all.  This is the only
-module of the project that imports ``feedgen`` (with ``feedlinks``, its extension for
-the WebSub and RFC 5005 links); it wraps feedgen's traps so the
-rest of the project never meets them: ``add_entry()`` prepends by default,
+selected entries) under ``FeedOptions.output_dir`` and ``feeds.opml`` lists them all.
+This is the only module of the project that imports ``feedgen`` (with ``feedlinks``, its
+extension for the WebSub and RFC 5005 links); it wraps feedgen's traps so the rest of the
+project never meets them: ``add_entry()`` prepends by default,
 naive datetimes are rejected, RSS ``<author>`` demands an e-mail (names go to
 ``dc:creator``), an Atom entry needs a title and either content or an
 alternate link, and the feed dates default to *now*.
