@@ -10,6 +10,7 @@ is a fixture here.  Tests use public names only.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,17 @@ def held_portal() -> Iterator[Callable[[str], LoopbackPortal]]:
     yield start
     for portal in portals:
         portal.close()
+
+
+@pytest.fixture()
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes a test starts (``aggregator run`` …): killed after it if still running."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.fixture()

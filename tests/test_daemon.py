@@ -85,16 +85,6 @@ def start_daemon(config: Path, *options: str) -> tuple[subprocess.Popen[str], Lo
     return process, LogWatcher(process)
 
 
-@pytest.fixture()
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def test_daemon_polls_follows_config_edits_serves_and_stops_cleanly(
     tmp_path: Path, portal: str, processes: list[subprocess.Popen[str]]
 ) -> None:

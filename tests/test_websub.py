@@ -431,16 +431,6 @@ def portal() -> Iterator[LoopbackPortal]:
     served.close()
 
 
-@pytest.fixture()
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def test_the_daemon_retries_a_failed_ping_and_counts_it_in_metrics(
         hubs: HubFactory, portal: LoopbackPortal, tmp_path: Path,
         processes: list[subprocess.Popen[str]]) -> None:
