@@ -54,6 +54,17 @@ _HARMLESS = frozenset(
         (ATOM, "category"),
     }
 )
+# What a channel or an Atom feed may hold besides its title and link, each known to
+# leave both alone (an image's or a text input's title is its own).
+_CHANNEL_CHILDREN = frozenset(
+    "description language copyright managingEditor webMaster pubDate lastBuildDate "
+    "category generator docs cloud ttl image rating textInput textinput skipHours "
+    "skipDays item items".split()
+)
+_FEED_CHILDREN = frozenset(
+    "updated author contributor category generator icon logo rights subtitle entry".split()
+)
+_RDF_CHILDREN = frozenset((RSS1, n) for n in ("channel", "item", "image", "textinput"))
 _XML_TYPES = ("application/xml", "text/xml")
 _C1 = re.compile("[\x80-\x9f]")
 # feedparser's own spelling of an email inside an author string (``_sync_author_detail``)
@@ -221,6 +232,8 @@ class _Reader:
             if len(channels) != 1 or len(root) != 1:
                 raise Decline("rss without exactly one channel")
             channel = channels[0]
+            if channel.attrib:
+                raise Decline("channel attributes")
             items = [c for c in channel if c.tag == "item"]
             if sum(1 for _ in root.iter("item")) != len(items):
                 raise Decline("items outside the channel")
@@ -234,6 +247,8 @@ class _Reader:
             items = [c for c in root if c.tag == item_tag]
             if sum(1 for _ in root.iter(item_tag)) != len(items):
                 raise Decline("nested items")
+            if any(_ns(c) not in _RDF_CHILDREN for c in root):
+                raise Decline("unmodelled element in rdf:RDF")
             title, link = self._channel(channels[0], RSS1)
             entries = [self._rss_item(i, RSS1) for i in items]
         elif ns == ATOM and local == "feed":
@@ -245,8 +260,6 @@ class _Reader:
             entries = [self._atom_entry(e) for e in items]
         else:
             return None
-        if not entries:
-            return None  # an empty feed: feedparser's reading of it decides what it is
         return FastFeed(title, link, tuple(entries))
 
     # --- feed level -----------------------------------------------------------------
@@ -264,10 +277,8 @@ class _Reader:
                 link = _LINK_ENTITY.sub(r"&\1", _fp_uri(_value(child)))
             elif ns == ATOM and local == "link":
                 link = self._atom_link_alternate(child, link)
-            elif ns == rss_ns and local in ("item", "image", "textinput", "textInput"):
-                continue
-            elif ns in (DC, ATOM) and local in ("title", "link"):
-                raise Decline("a second spelling of the channel title or link")
+            elif not (ns == rss_ns and local in _CHANNEL_CHILDREN):
+                raise Decline(f"unmodelled channel element {(ns, local)}")
         if titles > 1:
             raise Decline("two channel titles")
         return _text(title), _absolute(link, self.base)
@@ -275,6 +286,7 @@ class _Reader:
     def _atom_feed(self, root: etree._Element) -> tuple[str | None, str | None]:
         title: str | None = None
         link: str | None = None
+        ident: str | None = None
         for child in root:
             ns, local = _ns(child)
             if ns == ATOM and local == "title":
@@ -283,6 +295,14 @@ class _Reader:
                 title, _ = self._atom_text(child)
             elif ns == ATOM and local == "link":
                 link = self._atom_link_alternate(child, link)
+            elif ns == ATOM and local == "id":
+                if ident is not None:
+                    raise Decline("two feed ids")
+                ident = _value(child)
+            elif not (ns == ATOM and local in _FEED_CHILDREN):
+                raise Decline(f"unmodelled feed element {(ns, local)}")
+        if link is None and ident is not None:
+            link = ident  # feedparser: an id is the feed's link when it has none
         return _text(title), _absolute(link, self.base)
 
     # --- shared pieces --------------------------------------------------------------
