@@ -56,14 +56,15 @@ _HARMLESS = frozenset(
 )
 # What a channel or an Atom feed may hold besides its title and link, each known to
 # leave both alone (an image's or a text input's title is its own).
-_CHANNEL_CHILDREN = frozenset(
-    "description language copyright managingEditor webMaster pubDate lastBuildDate "
-    "category generator docs cloud ttl image rating textInput textinput skipHours "
-    "skipDays item items".split()
-)
-_FEED_CHILDREN = frozenset(
-    "updated author contributor category generator icon logo rights subtitle entry".split()
-)
+_CHANNEL_CHILDREN = frozenset((
+    "description", "language", "copyright", "managingEditor", "webMaster", "pubDate",
+    "lastBuildDate", "category", "generator", "docs", "cloud", "ttl", "image", "rating",
+    "textInput", "textinput", "skipHours", "skipDays", "item", "items",
+))
+_FEED_CHILDREN = frozenset((
+    "updated", "author", "contributor", "category", "generator", "icon", "logo", "rights",
+    "subtitle", "entry",
+))
 _RDF_CHILDREN = frozenset((RSS1, n) for n in ("channel", "item", "image", "textinput"))
 _XML_TYPES = ("application/xml", "text/xml")
 _C1 = re.compile("[\x80-\x9f]")
