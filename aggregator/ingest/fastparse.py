@@ -21,15 +21,24 @@ expansion, no network, no huge trees.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urljoin
 
 from lxml import etree
 
+from aggregator.ingest.fastparse_text import (
+    LINK_ENTITY,
+    absolute,
+    author_name,
+    clean,
+    feedparser_uri,
+    first_content,
+    looks_like_html,
+    map_type,
+    popped_text,
+)
 from aggregator.records import ParsedEntry
 from aggregator.rules import web_url
 
@@ -67,19 +76,11 @@ _FEED_CHILDREN = frozenset((
 ))
 _RDF_CHILDREN = frozenset((RSS1, n) for n in ("channel", "item", "image", "textinput"))
 _XML_TYPES = ("application/xml", "text/xml")
+# C1 controls, raw or as character references: feedparser maps them to windows-1252.
+# (Its UTF-8 repair cannot make one out of text that has none: U+0080-U+009F are
+# encoded C2 80-C2 9F, so the Latin-1 reading held one already.)
 _C1 = re.compile("[\x80-\x9f]")
-# feedparser's own spelling of an email inside an author string (``_sync_author_detail``)
-_EMAIL = re.compile(
-    r"(([a-zA-Z0-9\_\-\.\+]+)@((\[[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.)|(([a-zA-Z0-9\-]+\.)+))"
-    r"([a-zA-Z]{2,4}|[0-9]{1,3})(\]?))(\?subject=\S+)?"
-)
-_URI_FIXER = re.compile("^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
-_LINK_ENTITY = re.compile("&([A-Za-z0-9_]+);")
-# looks_like_html: a close tag or an entity, only HTML elements, only HTML entities
-_CLOSE_TAG = re.compile(r"</(\w+)>")
-_ANY_ENTITY = re.compile(r"&#?\w+;")
-_TAG_NAME = re.compile(r"</?(\w+)")
-_ENTITY_NAME = re.compile(r"&(\w+);")
+_C1_REFERENCE = re.compile("&#(?:[xX]0*[89][0-9a-fA-F]|0*(?:12[89]|1[3-5][0-9]));")
 _DECLARES_BASE = re.compile(r"[\s:]base\s*=", re.IGNORECASE)
 _MAX_BYTES = 50 * 1024 * 1024
 
@@ -117,7 +118,11 @@ def parse_fast(
         text = document.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if _C1.search(text) or ("base" in text and _DECLARES_BASE.search(text)):
+    if (
+        _C1.search(text)
+        or ("&#" in text and _C1_REFERENCE.search(text))
+        or ("base" in text and _DECLARES_BASE.search(text))
+    ):
         return None
     try:
         root = etree.fromstring(document, _parser())
@@ -146,79 +151,17 @@ def _ns(el: etree._Element) -> tuple[str, str]:
     return "", tag
 
 
-def _repair(text: str) -> str:
-    """feedparser's pop(): strip, then undo UTF-8 read as Latin-1 where that decodes."""
-    text = text.strip()
-    if not text.isascii():
-        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
-            text = text.encode("iso-8859-1").decode("utf-8")
-        if _C1.search(text):
-            raise Decline("C1 characters: feedparser maps them to windows-1252")
-    return text
-
-
 def _value(el: etree._Element) -> str:
     """The text of an element that must hold only text (else: decline)."""
     if len(el):
         raise Decline("markup inside a text element")
     if el.get("mode") is not None:
         raise Decline("mode attribute")
-    return _repair(el.text or "")
-
-
-def _fp_uri(uri: str) -> str:
-    """feedparser's resolve_uri with no base: fix "http:///x", drop what urljoin refuses."""
-    uri = _URI_FIXER.sub(r"\1\3", uri)
-    try:
-        return urljoin("", uri)
-    except ValueError:
-        return ""
-
-
-def _text(value: str | None) -> str | None:
-    if value is None:
-        return None
-    return value.strip() or None
-
-
-def _absolute(url: str | None, base: str) -> str | None:
-    text = _text(url)
-    if text is None:
-        return None
-    try:
-        return urljoin(base, text)
-    except ValueError:
-        return None
-
-
-def _looks_like_html(s: str) -> bool:
-    from html.entities import entitydefs
-
-    if not (_CLOSE_TAG.search(s) or _ANY_ENTITY.search(s)):
-        return False
-    if any(t.lower() not in _HTML_ELEMENTS for t in _TAG_NAME.findall(s)):
-        return False
-    return all(e in entitydefs for e in _ENTITY_NAME.findall(s))
+    return popped_text(el.text or "")
 
 
 def _attrs(el: etree._Element) -> dict[str, str]:
     return {str(k).lower(): v for k, v in el.attrib.items()}
-
-
-def _author_name(raw: str) -> str | None:
-    """An RSS ``<author>``/``<dc:creator>`` string as feedparser's author_detail reads it."""
-    author = raw
-    match = _EMAIL.search(author)
-    if match is None:
-        return _text(author)
-    email = match.group(0)
-    author = author.replace(email, "").replace("()", "").replace("<>", "")
-    author = author.replace("&lt;&gt;", "").strip()
-    if author and author[0] == "(":
-        author = author[1:]
-    if author and author[-1] == ")":
-        author = author[:-1]
-    return _text(author.strip() or raw)
 
 
 class _Reader:
@@ -275,14 +218,14 @@ class _Reader:
                 titles += 1
                 title = _value(child)
             elif ns == rss_ns and local == "link":
-                link = _LINK_ENTITY.sub(r"&\1", _fp_uri(_value(child)))
+                link = LINK_ENTITY.sub(r"&\1", feedparser_uri(_value(child)))
             elif ns == ATOM and local == "link":
                 link = self._atom_link_alternate(child, link)
             elif not (ns == rss_ns and local in _CHANNEL_CHILDREN):
                 raise Decline(f"unmodelled channel element {(ns, local)}")
         if titles > 1:
             raise Decline("two channel titles")
-        return _text(title), _absolute(link, self.base)
+        return clean(title), absolute(link, self.base)
 
     def _atom_feed(self, root: etree._Element) -> tuple[str | None, str | None]:
         title: str | None = None
@@ -304,7 +247,7 @@ class _Reader:
                 raise Decline(f"unmodelled feed element {(ns, local)}")
         if link is None and ident is not None:
             link = ident  # feedparser: an id is the feed's link when it has none
-        return _text(title), _absolute(link, self.base)
+        return clean(title), absolute(link, self.base)
 
     # --- shared pieces --------------------------------------------------------------
 
@@ -318,14 +261,14 @@ class _Reader:
             raise Decline("atom link without href (feedparser reads its text)")
         rel = attrs.get("rel", "alternate")
         kind = attrs.get("type", "application/atom+xml" if rel == "self" else "text/html")
-        if rel == "alternate" and _map_type(kind) in ("text/html", "application/xhtml+xml"):
-            return _fp_uri(href)
+        if rel == "alternate" and map_type(kind) in ("text/html", "application/xhtml+xml"):
+            return feedparser_uri(href)
         return current
 
     @staticmethod
     def _atom_text(el: etree._Element) -> tuple[str, str]:
         """(value, feedparser's content type) of an Atom text construct."""
-        kind = _map_type(el.get("type", "text"))
+        kind = map_type(el.get("type", "text"))
         if kind not in ("text/plain", "text/html"):
             raise Decline(f"atom text of type {kind}")
         if el.get("src") is not None:
@@ -368,8 +311,8 @@ class _Reader:
                 if child.attrib:
                     raise Decline("link with attributes")
                 has_link = True
-                value = _fp_uri(_value(child)).replace("&amp;", "&")
-                link = _LINK_ENTITY.sub(r"&\1", value)
+                value = feedparser_uri(_value(child)).replace("&amp;", "&")
+                link = LINK_ENTITY.sub(r"&\1", value)
             elif ns == ATOM and local == "link":
                 before = link
                 link = self._atom_link_alternate(child, link)
@@ -408,18 +351,18 @@ class _Reader:
         if ("", "guid") in seen and guid is None:
             raise Decline("guid")
         if has_link:
-            entry_link = _absolute(link, self.base)
+            entry_link = absolute(link, self.base)
         elif permalink and guid is not None:  # rdf:about never is a link
-            entry_link = web_url(_text(guid))
+            entry_link = web_url(clean(guid))
         else:
             entry_link = None
         contents = [("text/html", encoded)] if encoded is not None else []
         summary = description if description is not None else encoded
         return self._entry(
             guid=guid, link=entry_link, title=title, title_is_html=(
-                title is not None and _looks_like_html(title)
+                title is not None and looks_like_html(title)
             ),
-            author=_author_name(author) if author is not None else None,
+            author=author_name(author) if author is not None else None,
             published=published, updated=updated, contents=contents, summary=summary,
             thumbnails=thumbnails, enclosures=enclosures,
         )
@@ -481,9 +424,9 @@ class _Reader:
         if summary is None and contents:
             summary = contents[0][1]
         if has_link:
-            entry_link = _absolute(link, self.base)
+            entry_link = absolute(link, self.base)
         else:
-            entry_link = web_url(_text(guid)) if guid is not None else None
+            entry_link = web_url(clean(guid)) if guid is not None else None
         return self._entry(
             guid=guid, link=entry_link, title=title, title_is_html=title_kind == "text/html",
             author=author, published=published, updated=updated, contents=contents,
@@ -508,7 +451,7 @@ class _Reader:
                 email = _value(child)
             else:
                 _value(child)
-        return _text(name or email)
+        return clean(name or email)
 
     # --- media and enclosures ---------------------------------------------------------
 
@@ -529,7 +472,7 @@ class _Reader:
             if attrs.get("rel") != "enclosure" or "href" not in attrs:
                 return
             kind = attrs.get("type", "text/html")
-            href: str | None = _fp_uri(attrs["href"])
+            href: str | None = feedparser_uri(attrs["href"])
         else:
             href = attrs.get("url", attrs.get("uri", attrs.get("href")))
             kind = attrs.get("type", "")
@@ -542,51 +485,21 @@ class _Reader:
         contents: list[tuple[str, str]], summary: str | None, thumbnails: list[str],
         enclosures: list[str],
     ) -> ParsedEntry:
-        content = _first_content(contents)
+        content = first_content(contents)
         base = self.base
         thumbs = [u for u in thumbnails if not u.startswith("\0")]
         thumbs += [u[1:] for u in thumbnails if u.startswith("\0")]
         return ParsedEntry(
-            guid=_text(guid),
+            guid=clean(guid),
             link=link,
             title=title,
             title_is_html=title_is_html,
-            author=_text(author),
+            author=clean(author),
             published=published,
             updated=updated,
             content=content if content is not None else summary,
             summary=summary if content is not None else None,
             base=base,
-            thumbnails=tuple(u for t in thumbs if (u := _absolute(t, base))),
-            image_enclosures=tuple(u for e in enclosures if (u := _absolute(e, base))),
+            thumbnails=tuple(u for t in thumbs if (u := absolute(t, base))),
+            image_enclosures=tuple(u for e in enclosures if (u := absolute(e, base))),
         )
-
-
-def _first_content(contents: list[tuple[str, str]]) -> str | None:
-    for wanted in ("text/html", "application/xhtml+xml"):
-        for kind, value in contents:
-            if kind == wanted and value:
-                return value
-    for _, value in contents:
-        if value:
-            return value
-    return None
-
-
-def _map_type(kind: str) -> str:
-    kind = kind.lower()
-    return {"text": "text/plain", "html": "text/html", "xhtml": "application/xhtml+xml"}.get(
-        kind, kind
-    )
-
-
-# feedparser's _HTMLSanitizer.acceptable_elements (what looks_like_html accepts)
-_HTML_ELEMENT_NAMES = """
-    a abbr acronym address area article aside audio b big blockquote br button canvas
-    caption center cite code col colgroup command datagrid datalist dd del details dfn
-    dialog dir div dl dt em event-source fieldset figcaption figure font footer form h1
-    h2 h3 h4 h5 h6 header hr i img input ins kbd keygen label legend li m map menu meter
-    multicol nav nextid noscript ol optgroup option output p pre progress q s samp
-    section select small sound source spacer span strike strong sub sup table tbody td
-    textarea tfoot th thead time tr tt u ul var video"""
-_HTML_ELEMENTS = frozenset(_HTML_ELEMENT_NAMES.split())

@@ -381,7 +381,7 @@ def strip_internal_dtd(text: str) -> tuple[str, bool]:
     dropping the declarations first makes every reference to them inert text.
     Returns the text and whether something was removed.
     """
-    start = text.upper().find("<!DOCTYPE", 0, 4096)  # only in the prolog
+    start = text[:4096].upper().find("<!DOCTYPE")  # only in the prolog
     match = _INTERNAL_DTD.match(text, start) if start >= 0 else None
     if match is None:
         return text, False
