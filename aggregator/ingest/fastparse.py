@@ -50,6 +50,9 @@ RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 CONTENT = "http://purl.org/rss/1.0/modules/content/"
 DC = "http://purl.org/dc/elements/1.1/"
 MEDIA = "http://search.yahoo.com/mrss/"
+MEDIA_NAMESPACES = frozenset((MEDIA, "http://search.yahoo.com/mrss"))  # feedparser: both
+DCTERMS = "http://purl.org/dc/terms/"
+GEORSS = "http://www.georss.org/georss"
 # Elements feedparser reads into nothing ParsedEntry carries (comment counts, comment
 # feeds, origin links, categories, languages, rights).
 _HARMLESS = frozenset(
@@ -60,11 +63,19 @@ _HARMLESS = frozenset(
         ("http://wellformedweb.org/CommentAPI/", "commentRss"),
         ("http://wellformedweb.org/CommentAPI/", "comment"),
         ("http://rssnamespace.org/feedburner/ext/1.0", "origLink"),
-        (ATOM, "category"),
+        (ATOM, "category"), (ATOM, "rights"), (DC, "publisher"), ("", "expirationDate"),
+        (DCTERMS, "created"), (MEDIA, "category"), ("http://search.yahoo.com/mrss", "category"),
+        (GEORSS, "point"), (GEORSS, "line"), (GEORSS, "polygon"), (GEORSS, "box"),
     }
 )
 # What a channel or an Atom feed may hold besides its title and link, each known to
 # leave both alone (an image's or a text input's title is its own).
+# An entry's source feed (Atom <source>, RSS <source url>): feedparser keeps what it
+# holds apart from the entry's own fields.
+_SOURCE = frozenset({(ATOM, "source"), ("", "source")})
+# Elements whose whole subtree feedparser reads into fields ParsedEntry does not carry
+# (contributors, places).
+_SUBTREES = _SOURCE | {(ATOM, "contributor"), (GEORSS, "where")}
 _CHANNEL_CHILDREN = frozenset((
     "description", "language", "copyright", "managingEditor", "webMaster", "pubDate",
     "lastBuildDate", "category", "generator", "docs", "cloud", "ttl", "image", "rating",
@@ -297,12 +308,16 @@ class _Reader:
         for child in item:
             key = _ns(child)
             ns, local = key
+            if key in _SUBTREES:
+                continue
             if key in _HARMLESS:
                 if len(child):
                     raise Decline(f"markup inside {local}")
                 continue
-            if key in seen and key not in ((MEDIA, "thumbnail"), (MEDIA, "content"),
-                                           ("", "enclosure"), (ATOM, "link")):
+            repeatable = key in (("", "enclosure"), (ATOM, "link")) or (
+                ns in MEDIA_NAMESPACES and local in ("thumbnail", "content")
+            )
+            if key in seen and not repeatable:
                 raise Decline(f"two {local} in one item")
             seen.add(key)
             if ns == rss_ns and local == "title":
@@ -328,9 +343,9 @@ class _Reader:
                 if author is not None:
                     raise Decline("two authors")
                 author = _value(child)
-            elif ns == "" and local == "pubDate" and not rss_ns:
-                published = self._date(child)
-            elif key == (DC, "date"):
+            elif (ns == "" and local == "pubDate" and not rss_ns) or key == (DCTERMS, "issued"):
+                published = self._date(child)  # the last of them, as feedparser
+            elif key in ((DC, "date"), (DCTERMS, "modified")):
                 updated = self._date(child)
             elif ns == rss_ns and local == "description":
                 if child.attrib:
@@ -344,7 +359,7 @@ class _Reader:
                 if len(child):
                     raise Decline("enclosure with children")
                 self._enclosure(_attrs(child), enclosures, atom=False)
-            elif ns == MEDIA and local in ("thumbnail", "content"):
+            elif ns in MEDIA_NAMESPACES and local in ("thumbnail", "content"):
                 self._media(child, local, thumbnails)
             else:
                 raise Decline(f"unmodelled element {key}")
@@ -386,6 +401,8 @@ class _Reader:
         for child in entry:
             key = _ns(child)
             ns, local = key
+            if key in _SUBTREES:
+                continue
             if key in _HARMLESS:
                 if len(child):
                     raise Decline(f"markup inside {local}")
@@ -396,7 +413,7 @@ class _Reader:
                 has_link = has_link or link is not before
                 self._enclosure(_attrs(child), enclosures, atom=True)
                 continue
-            if ns == MEDIA and local in ("thumbnail", "content"):
+            if ns in MEDIA_NAMESPACES and local in ("thumbnail", "content"):
                 self._media(child, local, thumbnails)
                 continue
             if ns != ATOM:
