@@ -45,6 +45,7 @@ from aggregator.rules import web_url
 __all__ = ["FastFeed", "parse_fast"]
 
 ATOM = "http://www.w3.org/2005/Atom"
+ATOM03 = "http://purl.org/atom/ns#"  # read as Atom 1.0 elements, as feedparser does
 RSS1 = "http://purl.org/rss/1.0/"
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 CONTENT = "http://purl.org/rss/1.0/modules/content/"
@@ -53,6 +54,20 @@ MEDIA = "http://search.yahoo.com/mrss/"
 MEDIA_NAMESPACES = frozenset((MEDIA, "http://search.yahoo.com/mrss"))  # feedparser: both
 DCTERMS = "http://purl.org/dc/terms/"
 GEORSS = "http://www.georss.org/georss"
+# iTunes, in both spellings (feedparser matches namespace URIs ignoring case)
+ITUNES = frozenset(("http://www.itunes.com/DTDs/Podcast-1.0.dtd",
+                    "http://www.itunes.com/dtds/podcast-1.0.dtd"))
+# iTunes elements of an item that feedparser reads into its author or summary
+_ITUNES_FIELDS = frozenset(("author", "summary", "owner", "name", "email"))
+# Namespaces whose channel-level elements feedparser never reads into the feed's title
+# or link (unless they are called title or link).
+_CHANNEL_NAMESPACES = ITUNES | {
+    DC, DCTERMS, GEORSS, MEDIA, "http://search.yahoo.com/mrss",
+    "http://purl.org/rss/1.0/modules/syndication/", "http://webns.net/mvcb/",
+    "http://rssnamespace.org/feedburner/ext/1.0",
+    "http://backend.userland.com/creativeCommonsRssModule",
+    "http://www.w3.org/2003/01/geo/wgs84_pos#",
+}
 # Elements feedparser reads into nothing ParsedEntry carries (comment counts, comment
 # feeds, origin links, categories, languages, rights).
 _HARMLESS = frozenset(
@@ -63,7 +78,8 @@ _HARMLESS = frozenset(
         ("http://wellformedweb.org/CommentAPI/", "commentRss"),
         ("http://wellformedweb.org/CommentAPI/", "comment"),
         ("http://rssnamespace.org/feedburner/ext/1.0", "origLink"),
-        (ATOM, "category"), (ATOM, "rights"), (DC, "publisher"), ("", "expirationDate"),
+        (ATOM, "category"), (ATOM, "rights"), (ATOM, "created"), (DC, "publisher"),
+        ("", "expirationDate"),
         (DCTERMS, "created"), (MEDIA, "category"), ("http://search.yahoo.com/mrss", "category"),
         (GEORSS, "point"), (GEORSS, "line"), (GEORSS, "polygon"), (GEORSS, "box"),
     }
@@ -79,11 +95,11 @@ _SUBTREES = _SOURCE | {(ATOM, "contributor"), (GEORSS, "where")}
 _CHANNEL_CHILDREN = frozenset((
     "description", "language", "copyright", "managingEditor", "webMaster", "pubDate",
     "lastBuildDate", "category", "generator", "docs", "cloud", "ttl", "image", "rating",
-    "textInput", "textinput", "skipHours", "skipDays", "item", "items",
+    "textInput", "textinput", "skipHours", "skipDays", "item", "items", "author",
 ))
 _FEED_CHILDREN = frozenset((
     "updated", "author", "contributor", "category", "generator", "icon", "logo", "rights",
-    "subtitle", "entry",
+    "subtitle", "entry", "tagline", "modified", "copyright", "info",
 ))
 _RDF_CHILDREN = frozenset((RSS1, n) for n in ("channel", "item", "image", "textinput"))
 _XML_TYPES = ("application/xml", "text/xml")
@@ -177,6 +193,7 @@ def _attrs(el: etree._Element) -> dict[str, str]:
 
 class _Reader:
     def __init__(self, document_url: str, read_date: ReadDate) -> None:
+        self.atom = ATOM  # the namespace of an Atom feed's own elements
         self.base = document_url
         self.read_date = read_date
 
@@ -206,8 +223,9 @@ class _Reader:
                 raise Decline("unmodelled element in rdf:RDF")
             title, link = self._channel(channels[0], RSS1)
             entries = [self._rss_item(i, RSS1) for i in items]
-        elif ns == ATOM and local == "feed":
-            entry_tag = f"{{{ATOM}}}entry"
+        elif ns in (ATOM, ATOM03) and local == "feed":
+            self.atom = ns
+            entry_tag = f"{{{ns}}}entry"
             items = [c for c in root if c.tag == entry_tag]
             if sum(1 for _ in root.iter(entry_tag)) != len(items):
                 raise Decline("nested entries")
@@ -232,6 +250,8 @@ class _Reader:
                 link = LINK_ENTITY.sub(r"&\1", feedparser_uri(_value(child)))
             elif ns == ATOM and local == "link":
                 link = self._atom_link_alternate(child, link)
+            elif ns in _CHANNEL_NAMESPACES and local not in ("title", "link"):
+                continue
             elif not (ns == rss_ns and local in _CHANNEL_CHILDREN):
                 raise Decline(f"unmodelled channel element {(ns, local)}")
         if titles > 1:
@@ -243,7 +263,7 @@ class _Reader:
         link: str | None = None
         ident: str | None = None
         for child in root:
-            ns, local = _ns(child)
+            ns, local = self._atom_ns(child)
             if ns == ATOM and local == "title":
                 if title is not None:
                     raise Decline("two feed titles")
@@ -361,6 +381,8 @@ class _Reader:
                 self._enclosure(_attrs(child), enclosures, atom=False)
             elif ns in MEDIA_NAMESPACES and local in ("thumbnail", "content"):
                 self._media(child, local, thumbnails)
+            elif ns in ITUNES and local not in _ITUNES_FIELDS:
+                continue  # duration, image, explicit...: nothing ParsedEntry carries
             else:
                 raise Decline(f"unmodelled element {key}")
         if ("", "guid") in seen and guid is None:
@@ -399,7 +421,7 @@ class _Reader:
         thumbnails: list[str] = []
         enclosures: list[str] = []
         for child in entry:
-            key = _ns(child)
+            key = self._atom_ns(child)
             ns, local = key
             if key in _SUBTREES:
                 continue
@@ -427,9 +449,9 @@ class _Reader:
                 title, title_kind = self._atom_text(child)
             elif local == "author":
                 author = self._atom_author(child)
-            elif local == "published":
-                published = self._date(child)
-            elif local == "updated":
+            elif local in ("published", "issued"):  # Atom 0.3: issued, modified
+                published = self._date(child)  # the last of them, as feedparser
+            elif local in ("updated", "modified"):
                 updated = self._date(child)
             elif local == "summary":
                 summary, _ = self._atom_text(child)
@@ -450,15 +472,18 @@ class _Reader:
             summary=summary, thumbnails=thumbnails, enclosures=enclosures,
         )
 
-    @staticmethod
-    def _atom_author(el: etree._Element) -> str | None:
+    def _atom_ns(self, el: etree._Element) -> tuple[str, str]:
+        ns, local = _ns(el)
+        return (ATOM, local) if ns == self.atom else (ns, local)
+
+    def _atom_author(self, el: etree._Element) -> str | None:
         if (el.text or "").strip():
             raise Decline("text directly in an atom author")
         name: str | None = None
         email: str | None = None
         for child in el:
-            ns, local = _ns(child)
-            if ns != ATOM or local not in ("name", "email", "uri"):
+            ns, local = self._atom_ns(child)
+            if ns != ATOM or local not in ("name", "email", "uri", "url"):
                 raise Decline("unmodelled author child")
             if (child.tail or "").strip():
                 raise Decline("text directly in an atom author")
