@@ -56,7 +56,7 @@ HOMES = {
     "feedgen": ("aggregator.publish.feeds",),
     "lxml": ("aggregator.publish.opml", "aggregator.ingest.scrape", "aggregator.ingest.fulltext",
              "aggregator.ingest.discover", "aggregator.ingest.subscriptions",
-             "aggregator.ingest.fastparse"),
+             "aggregator.ingest.fastparse", "aggregator.ingest.fastparse_entries"),
     "cssselect": ("aggregator.ingest.scrape",),
     "readability": ("aggregator.ingest.fulltext",),
     "ruamel": ("aggregator.configfile",),
