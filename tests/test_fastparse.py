@@ -143,7 +143,7 @@ def test_a_plain_rss_document_takes_the_fast_path_with_feedparsers_readings() ->
         ('<rss version="2.0"><channel><item><title>a &nbsp; b</title></item></channel></rss>',
          "an undeclared entity (not well-formed)"),
         ('<rss version="2.0"><channel xml:base="http://b.test/"><item><title>t</title></item>'
-         "</channel></rss>", "xml:base"),
+         "</channel></rss>", "xml:base and no feed title (feedparser then bases on the subtitle)"),
         ('<rss version="2.0"><channel><item><title>smart &#146;quote</title></item></channel>'
          "</rss>", "a C1 character feedparser maps to windows-1252"),
     ],
@@ -161,3 +161,30 @@ def test_a_document_served_as_html_goes_to_feedparser() -> None:
     parsed = parse(_fetched(document, "text/html"), SOURCE)
     assert parsed.parser is ParserKind.FEEDPARSER
     assert parsed.warnings == parse(_fetched(document, "text/html"), SOURCE, fast=False).warnings
+
+
+def test_xml_base_is_resolved_as_feedparser_resolves_it() -> None:
+    document = (
+        ATOM_HEAD.replace("<feed ", '<feed xml:base="http://base.test/a/" ')
+        + '<title>T</title><link href="home"/>'
+        '<entry xml:base="sub/"><id>tag:1</id><title>t</title><link href="post.html"/>'
+        '<content type="html" xml:base="/c/">&lt;img src="i.png"&gt;</content>'
+        '<link rel="enclosure" type="image/png" href="e.png"/></entry></feed>'
+    )
+    fast, reference = parse(_fetched(document), SOURCE), parse(_fetched(document), SOURCE,
+                                                                fast=False)
+    assert fast.parser is ParserKind.FAST
+    assert (fast.title, fast.link, fast.entries) == (reference.title, reference.link,
+                                                     reference.entries)
+    entry = fast.entries[0]
+    assert (entry.link, entry.base, entry.image_enclosures) == (
+        "http://base.test/a/sub/post.html", "http://base.test/c/",
+        ("http://base.test/a/sub/e.png",))
+
+
+def test_the_uri_schemes_a_base_may_have_are_feedparsers() -> None:
+    import feedparser.urls
+
+    from aggregator.ingest.fastparse_text import ACCEPTABLE_URI_SCHEMES
+
+    assert frozenset(feedparser.urls.ACCEPTABLE_URI_SCHEMES) == ACCEPTABLE_URI_SCHEMES

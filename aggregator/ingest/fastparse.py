@@ -5,8 +5,9 @@ direct lxml extraction is ten times faster.  This module must give exactly what 
 feedparser path (``parse._entry``) gives, field by field, so it reproduces
 feedparser's readings where they matter (whitespace stripping, its "UTF-8 read as
 Latin-1" repair, RSS titles that look like HTML, ``<guid>`` as a link, the summary
-copied from the content, the last alternate link winning) and **declines** (returns
-None) whenever it is not sure: not well-formed, a DOCTYPE, xml:base, an unknown root,
+copied from the content, the last alternate link winning, xml:base in scope and the
+URI schemes it accepts) and **declines** (returns
+None) whenever it is not sure: not well-formed, a DOCTYPE, an unknown root,
 an element it does not model or knows to be harmless, ``type="xhtml"``,
 ``mode="escaped"``, markup or comments inside a text element, duplicates of an element
 whose duplicates feedparser resolves in ways it does not model, C1 control characters
@@ -109,7 +110,6 @@ def parse_fast(
     if (
         _C1.search(text)
         or ("&#" in text and _C1_REFERENCE.search(text))
-        or ("base" in text and _DECLARES_BASE.search(text))
     ):
         return None
     try:
@@ -120,7 +120,9 @@ def parse_fast(
         tree = root.getroottree()
         if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
             return None
-        return _Reader(document_url, read_date).feed(root)
+        reader = _Reader(document_url, read_date)
+        reader.resolving = "base" in text.lower() and bool(_DECLARES_BASE.search(text))
+        return reader.feed(root)
     except Decline:
         return None
 
@@ -144,8 +146,10 @@ class _Reader(EntryReader):
             items = [c for c in channel if c.tag == "item"]
             if sum(1 for _ in root.iter("item")) != len(items):
                 raise Decline("items outside the channel")
-            title, link = self._channel(channel, "")
-            entries = [self._rss_item(i, "") for i in items]
+            root_base = self._scope(self.document_url, root)
+            channel_base = self._scope(root_base, channel)
+            title, link = self._channel(channel, "", channel_base)
+            entries = [self._rss_item(i, "", channel_base) for i in items]
         elif ns == RDF and local == "RDF":
             channels = [c for c in root if c.tag == f"{{{RSS1}}}channel"]
             if len(channels) != 1:
@@ -156,24 +160,36 @@ class _Reader(EntryReader):
                 raise Decline("nested items")
             if any(qname(c) not in _RDF_CHILDREN for c in root):
                 raise Decline("unmodelled element in rdf:RDF")
-            title, link = self._channel(channels[0], RSS1)
-            entries = [self._rss_item(i, RSS1) for i in items]
+            root_base = self._scope(self.document_url, root)
+            title, link = self._channel(channels[0], RSS1, self._scope(root_base, channels[0]))
+            entries = [self._rss_item(i, RSS1, root_base) for i in items]
         elif ns in (ATOM, ATOM03) and local == "feed":
             self.atom = ns
             entry_tag = f"{{{ns}}}entry"
             items = [c for c in root if c.tag == entry_tag]
             if sum(1 for _ in root.iter(entry_tag)) != len(items):
                 raise Decline("nested entries")
-            title, link = self._atom_feed(root)
-            entries = [self._atom_entry(e) for e in items]
+            root_base = self._scope(self.document_url, root)
+            title, link = self._atom_feed(root, root_base)
+            entries = [self._atom_entry(e, root_base) for e in items]
         else:
             return None
         return FastFeed(title, link, tuple(entries))
 
     # --- feed level -----------------------------------------------------------------
 
-    def _channel(self, channel: etree._Element, rss_ns: str) -> tuple[str | None, str | None]:
+    def _set_feed_base(self, title_base: str | None) -> None:
+        """``parse._detail_base``: the base at the feed's title (its subtitle's or rights'
+        when it has none: not modelled), else the document URL."""
+        if self.resolving and title_base is None:
+            raise Decline("a declared base and no feed title")
+        self.base = absolute(title_base, self.document_url) or self.document_url
+
+    def _channel(
+        self, channel: etree._Element, rss_ns: str, channel_base: str
+    ) -> tuple[str | None, str | None]:
         title: str | None = None
+        title_base: str | None = None
         link: str | None = None
         titles = 0
         for child in channel:
@@ -181,20 +197,24 @@ class _Reader(EntryReader):
             if ns == rss_ns and local == "title":
                 titles += 1
                 title = text_value(child)
+                title_base = self._scope(channel_base, child)
             elif ns == rss_ns and local == "link":
-                link = LINK_ENTITY.sub(r"&\1", feedparser_uri(text_value(child)))
+                value = feedparser_uri(text_value(child), self._scope(channel_base, child))
+                link = LINK_ENTITY.sub(r"&\1", value)
             elif ns == ATOM and local == "link":
-                link = self._atom_link_alternate(child, link)
+                link = self._atom_link_alternate(child, link, self._scope(channel_base, child))
             elif ns in _CHANNEL_NAMESPACES and local not in ("title", "link"):
                 continue
             elif not (ns == rss_ns and local in _CHANNEL_CHILDREN):
                 raise Decline(f"unmodelled channel element {(ns, local)}")
         if titles > 1:
             raise Decline("two channel titles")
+        self._set_feed_base(title_base)
         return clean(title), absolute(link, self.base)
 
-    def _atom_feed(self, root: etree._Element) -> tuple[str | None, str | None]:
+    def _atom_feed(self, root: etree._Element, root_base: str) -> tuple[str | None, str | None]:
         title: str | None = None
+        title_base: str | None = None
         link: str | None = None
         ident: str | None = None
         for child in root:
@@ -203,8 +223,9 @@ class _Reader(EntryReader):
                 if title is not None:
                     raise Decline("two feed titles")
                 title, _ = self._atom_text(child)
+                title_base = self._scope(root_base, child)
             elif ns == ATOM and local == "link":
-                link = self._atom_link_alternate(child, link)
+                link = self._atom_link_alternate(child, link, self._scope(root_base, child))
             elif ns == ATOM and local == "id":
                 if ident is not None:
                     raise Decline("two feed ids")
@@ -213,6 +234,7 @@ class _Reader(EntryReader):
                 raise Decline(f"unmodelled feed element {(ns, local)}")
         if link is None and ident is not None:
             link = ident  # feedparser: an id is the feed's link when it has none
+        self._set_feed_base(title_base)
         return clean(title), absolute(link, self.base)
 
     # --- shared pieces --------------------------------------------------------------

@@ -23,6 +23,7 @@ from aggregator.ingest.fastparse_text import (
     looks_like_html,
     map_type,
     popped_text,
+    safe_base,
 )
 from aggregator.records import ParsedEntry
 from aggregator.rules import web_url
@@ -65,6 +66,7 @@ _SOURCE = frozenset({(ATOM, "source"), ("", "source")})
 # (contributors, places).
 _SUBTREES = _SOURCE | {(ATOM, "contributor"), (GEORSS, "where")}
 
+_XML_BASE = "{http://www.w3.org/XML/1998/namespace}base"
 ReadDate = Callable[[str | None], datetime | None]
 
 
@@ -100,11 +102,31 @@ class EntryReader:
 
     def __init__(self, document_url: str, read_date: ReadDate) -> None:
         self.atom = ATOM  # the namespace of an Atom feed's own elements
-        self.base = document_url
+        self.document_url = document_url
+        self.base = document_url  # the feed's base, once its feed level is read
         self.read_date = read_date
+        # True when the document may declare a base (``parse`` then gives feedparser the
+        # document URL, and feedparser resolves URLs against the base in scope).
+        self.resolving = False
+
+    def _scope(self, base: str, el: etree._Element) -> str:
+        """The base in scope inside ``el`` (feedparser's unknown_starttag); "" when the
+        document declares none, as feedparser's own base is then."""
+        if not self.resolving:
+            return ""
+        attrs = el.attrib
+        rel = attrs[_XML_BASE] if _XML_BASE in attrs else attrs.get("base")
+        return safe_base(base, rel or base) or base
+
+    def _entry_base(self, detail_base: str | None) -> str:
+        """``parse._entry``: the base of the content, summary or title detail, else the
+        feed's."""
+        return absolute(detail_base, self.base) or self.base
 
     @staticmethod
-    def _atom_link_alternate(el: etree._Element, current: str | None) -> str | None:
+    def _atom_link_alternate(
+        el: etree._Element, current: str | None, base: str
+    ) -> str | None:
         attrs = attributes(el)
         href = attrs.get("href")
         if "url" in attrs or "uri" in attrs or len(el) or (el.text or "").strip():
@@ -114,7 +136,7 @@ class EntryReader:
         rel = attrs.get("rel", "alternate")
         kind = attrs.get("type", "application/atom+xml" if rel == "self" else "text/html")
         if rel == "alternate" and map_type(kind) in ("text/html", "application/xhtml+xml"):
-            return feedparser_uri(href)
+            return feedparser_uri(href, base)
         return current
 
     @staticmethod
@@ -132,7 +154,9 @@ class EntryReader:
 
     # --- RSS ------------------------------------------------------------------------
 
-    def _rss_item(self, item: etree._Element, rss_ns: str) -> ParsedEntry:
+    def _rss_item(self, item: etree._Element, rss_ns: str, parent_base: str) -> ParsedEntry:
+        item_base = self._scope(parent_base, item)
+        bases: dict[str, str] = {}  # the base in scope at the title, description, content
         seen: set[tuple[str, str]] = set()
         guid: str | None = item.get(f"{{{RDF}}}about") if rss_ns else None
         permalink = False
@@ -163,17 +187,19 @@ class EntryReader:
             seen.add(key)
             if ns == rss_ns and local == "title":
                 title = text_value(child)
+                bases["title"] = self._scope(item_base, child)
             elif ns == rss_ns and local == "link":
                 if child.attrib:
                     raise Decline("link with attributes")
                 has_link = True
-                value = feedparser_uri(text_value(child)).replace("&amp;", "&")
-                link = LINK_ENTITY.sub(r"&\1", value)
+                value = feedparser_uri(text_value(child), self._scope(item_base, child))
+                link = LINK_ENTITY.sub(r"&\1", value.replace("&amp;", "&"))
             elif ns == ATOM and local == "link":
                 before = link
-                link = self._atom_link_alternate(child, link)
+                child_base = self._scope(item_base, child)
+                link = self._atom_link_alternate(child, link, child_base)
                 has_link = has_link or link is not before
-                self._enclosure(attributes(child), enclosures, atom=True)
+                self._enclosure(attributes(child), enclosures, atom=True, base=child_base)
             elif ns == "" and local == "guid" and not rss_ns:
                 if guid is not None:
                     raise Decline("two guids")
@@ -192,14 +218,16 @@ class EntryReader:
                 if child.attrib:
                     raise Decline("description with attributes")
                 description = text_value(child)
+                bases["summary"] = self._scope(item_base, child)
             elif key == (CONTENT, "encoded"):
                 if child.attrib:
                     raise Decline("content:encoded with attributes")
                 encoded = text_value(child)
+                bases["content"] = self._scope(item_base, child)
             elif ns == "" and local == "enclosure" and not rss_ns:
                 if len(child):
                     raise Decline("enclosure with children")
-                self._enclosure(attributes(child), enclosures, atom=False)
+                self._enclosure(attributes(child), enclosures, atom=False, base="")
             elif ns in MEDIA_NAMESPACES and local in ("thumbnail", "content"):
                 self._media(child, local, thumbnails)
             elif ns in ITUNES and local not in _ITUNES_FIELDS:
@@ -208,15 +236,20 @@ class EntryReader:
                 raise Decline(f"unmodelled element {key}")
         if ("", "guid") in seen and guid is None:
             raise Decline("guid")
+        if encoded:
+            base = self._entry_base(bases["content"])
+        else:
+            base = self._entry_base(bases.get("summary", bases.get("title")))
         if has_link:
-            entry_link = absolute(link, self.base)
+            entry_link = absolute(link, base)
         elif permalink and guid is not None:  # rdf:about never is a link
             entry_link = web_url(clean(guid))
         else:
             entry_link = None
-        contents = [("text/html", encoded)] if encoded is not None else []
+        contents = [("text/html", encoded, "")] if encoded is not None else []
         summary = description if description is not None else encoded
         return self._entry(
+            base=base,
             guid=guid, link=entry_link, title=title, title_is_html=(
                 title is not None and looks_like_html(title)
             ),
@@ -227,7 +260,9 @@ class EntryReader:
 
     # --- Atom -----------------------------------------------------------------------
 
-    def _atom_entry(self, entry: etree._Element) -> ParsedEntry:
+    def _atom_entry(self, entry: etree._Element, parent_base: str) -> ParsedEntry:
+        entry_base = self._scope(parent_base, entry)
+        bases: dict[str, str] = {}  # the base in scope at the title and summary
         seen: set[str] = set()
         guid: str | None = None
         link: str | None = None
@@ -238,7 +273,7 @@ class EntryReader:
         published: datetime | None = None
         updated: datetime | None = None
         summary: str | None = None
-        contents: list[tuple[str, str]] = []
+        contents: list[tuple[str, str, str]] = []
         thumbnails: list[str] = []
         enclosures: list[str] = []
         for child in entry:
@@ -252,9 +287,10 @@ class EntryReader:
                 continue
             if ns == ATOM and local == "link":
                 before = link
-                link = self._atom_link_alternate(child, link)
+                child_base = self._scope(entry_base, child)
+                link = self._atom_link_alternate(child, link, child_base)
                 has_link = has_link or link is not before
-                self._enclosure(attributes(child), enclosures, atom=True)
+                self._enclosure(attributes(child), enclosures, atom=True, base=child_base)
                 continue
             if ns in MEDIA_NAMESPACES and local in ("thumbnail", "content"):
                 self._media(child, local, thumbnails)
@@ -268,6 +304,7 @@ class EntryReader:
                 guid = text_value(child)
             elif local == "title":
                 title, title_kind = self._atom_text(child)
+                bases["title"] = self._scope(entry_base, child)
             elif local == "author":
                 author = self._atom_author(child)
             elif local in ("published", "issued"):  # Atom 0.3: issued, modified
@@ -276,18 +313,25 @@ class EntryReader:
                 updated = self._date(child)
             elif local == "summary":
                 summary, _ = self._atom_text(child)
+                bases["summary"] = self._scope(entry_base, child)
             elif local == "content":
                 value, kind = self._atom_text(child)
-                contents.append((kind, value))
+                contents.append((kind, value, self._scope(entry_base, child)))
             else:
                 raise Decline(f"unmodelled element {key}")
         if summary is None and contents:
             summary = contents[0][1]
+        chosen = first_content(contents)
+        if chosen is not None:
+            base = self._entry_base(chosen[2])
+        else:
+            base = self._entry_base(bases.get("summary", bases.get("title")))
         if has_link:
-            entry_link = absolute(link, self.base)
+            entry_link = absolute(link, base)
         else:
             entry_link = web_url(clean(guid)) if guid is not None else None
         return self._entry(
+            base=base,
             guid=guid, link=entry_link, title=title, title_is_html=title_kind == "text/html",
             author=author, published=published, updated=updated, contents=contents,
             summary=summary, thumbnails=thumbnails, enclosures=enclosures,
@@ -330,12 +374,14 @@ class EntryReader:
         elif attrs.get("medium") == "image" or attrs.get("type", "").startswith("image/"):
             thumbnails.append("\0" + url)  # media:content images come after thumbnails
 
-    def _enclosure(self, attrs: dict[str, str], enclosures: list[str], *, atom: bool) -> None:
+    def _enclosure(
+        self, attrs: dict[str, str], enclosures: list[str], *, atom: bool, base: str
+    ) -> None:
         if atom:
             if attrs.get("rel") != "enclosure" or "href" not in attrs:
                 return
             kind = attrs.get("type", "text/html")
-            href: str | None = feedparser_uri(attrs["href"])
+            href: str | None = feedparser_uri(attrs["href"], base)
         else:
             href = attrs.get("url", attrs.get("uri", attrs.get("href")))
             kind = attrs.get("type", "")
@@ -343,13 +389,14 @@ class EntryReader:
             enclosures.append(href)
 
     def _entry(
-        self, *, guid: str | None, link: str | None, title: str | None, title_is_html: bool,
+        self, *, base: str, guid: str | None, link: str | None, title: str | None,
+        title_is_html: bool,
         author: str | None, published: datetime | None, updated: datetime | None,
-        contents: list[tuple[str, str]], summary: str | None, thumbnails: list[str],
+        contents: list[tuple[str, str, str]], summary: str | None, thumbnails: list[str],
         enclosures: list[str],
     ) -> ParsedEntry:
-        content = first_content(contents)
-        base = self.base
+        chosen = first_content(contents)
+        content = chosen[1] if chosen is not None else None
         thumbs = [u for u in thumbnails if not u.startswith("\0")]
         thumbs += [u[1:] for u in thumbnails if u.startswith("\0")]
         return ParsedEntry(

@@ -15,8 +15,17 @@ import re
 from urllib.parse import urljoin
 
 __all__ = [
-    "LINK_ENTITY", "absolute", "author_name", "clean", "feedparser_uri", "first_content",
-    "looks_like_html", "map_type", "popped_text",
+    "ACCEPTABLE_URI_SCHEMES",
+    "LINK_ENTITY",
+    "absolute",
+    "author_name",
+    "clean",
+    "feedparser_uri",
+    "first_content",
+    "looks_like_html",
+    "map_type",
+    "popped_text",
+    "safe_base",
 ]
 
 # feedparser's own spelling of an email inside an author string (``_sync_author_detail``)
@@ -24,6 +33,14 @@ _EMAIL = re.compile(
     r"(([a-zA-Z0-9\_\-\.\+]+)@((\[[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.)|(([a-zA-Z0-9\-]+\.)+))"
     r"([a-zA-Z]{2,4}|[0-9]{1,3})(\]?))(\?subject=\S+)?"
 )
+# feedparser.urls.ACCEPTABLE_URI_SCHEMES (tests/test_fastparse.py holds them equal)
+ACCEPTABLE_URI_SCHEMES = frozenset((
+    "file", "ftp", "gopher", "h323", "hdl", "http", "https", "imap", "magnet",
+    "mailto", "mms", "news", "nntp", "prospero", "rsync", "rtsp", "rtspu",
+    "sftp", "shttp", "sip", "sips", "snews", "svn", "svn+ssh", "telnet", "wais",
+    "aim", "callto", "cvs", "facetime", "feed", "git", "gtalk", "irc", "ircs",
+    "irc6", "itms", "msnim", "skype", "ssh", "smb", "ymsg",
+))
 _URI_FIXER = re.compile("^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
 LINK_ENTITY = re.compile("&([A-Za-z0-9_]+);")
 # looks_like_html: a close tag or an entity, only HTML elements, only HTML entities
@@ -43,13 +60,20 @@ def popped_text(text: str) -> str:
 
 
 
-def feedparser_uri(uri: str) -> str:
-    """feedparser's resolve_uri with no base: fix "http:///x", drop what urljoin refuses."""
+def feedparser_uri(uri: str, base: str = "") -> str:
+    """feedparser's _urljoin: fix "http:///x", join, "" for what urljoin refuses."""
     uri = _URI_FIXER.sub(r"\1\3", uri)
     try:
-        return urljoin("", uri)
+        return urljoin(base, uri)
     except ValueError:
         return ""
+
+
+def safe_base(base: str, rel: str) -> str:
+    """feedparser's make_safe_absolute_uri(base, rel) for a non-empty base and rel: the
+    joined URI, or "" when its scheme is not one feedparser accepts."""
+    uri = feedparser_uri(rel, base)
+    return uri if uri.strip().split(":", 1)[0] in ACCEPTABLE_URI_SCHEMES else ""
 
 
 def clean(value: str | None) -> str | None:
@@ -96,14 +120,16 @@ def author_name(raw: str) -> str | None:
 
 
 
-def first_content(contents: list[tuple[str, str]]) -> str | None:
+def first_content(contents: list[tuple[str, str, str]]) -> tuple[str, str, str] | None:
+    """``parse._first_content`` over (type, value, base): the HTML one, else the first
+    non-empty one."""
     for wanted in ("text/html", "application/xhtml+xml"):
-        for kind, value in contents:
-            if kind == wanted and value:
-                return value
-    for _, value in contents:
-        if value:
-            return value
+        for item in contents:
+            if item[0] == wanted and item[1]:
+                return item
+    for item in contents:
+        if item[1]:
+            return item
     return None
 
 
