@@ -45,7 +45,7 @@ from aggregator.ingest.fastparse_entries import (
     qname,
     text_value,
 )
-from aggregator.ingest.fastparse_text import LINK_ENTITY, absolute, clean, feedparser_uri
+from aggregator.ingest.fastparse_text import absolute, clean, feedparser_uri, unentity_link
 from aggregator.records import ParsedEntry
 
 __all__ = ["Decline", "FastFeed", "parse_fast"]
@@ -77,7 +77,6 @@ _XML_TYPES = ("application/xml", "text/xml")
 # encoded C2 80-C2 9F, so the Latin-1 reading held one already.)
 _C1 = re.compile("[\x80-\x9f]")
 _C1_REFERENCE = re.compile("&#(?:[xX]0*[89][0-9a-fA-F]|0*(?:12[89]|1[3-5][0-9]));")
-_DECLARES_BASE = re.compile(r"[\s:]base\s*=", re.IGNORECASE)
 _MAX_BYTES = 50 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
@@ -95,22 +94,24 @@ def _parser() -> etree.XMLParser:
 
 
 def parse_fast(
-    document: bytes, document_url: str, read_date: ReadDate, *, media_type: str
+    document: bytes,
+    text: str,
+    document_url: str,
+    read_date: ReadDate,
+    *,
+    media_type: str,
+    declares_base: bool,
 ) -> FastFeed | None:
-    """The feed in ``document`` (UTF-8 that says so), or None when not sure of it.
+    """The feed in ``document`` (UTF-8 that says so; ``text`` is what it was made
+    from), or None when not sure of it.
 
-    ``read_date`` reads a date string exactly as the feedparser path does.
+    ``read_date`` reads a date string exactly as the feedparser path does;
+    ``declares_base`` is True when ``parse`` gives feedparser the document URL (the
+    document may declare an xml:base), so that URLs resolve as feedparser resolves them.
     """
     if len(document) > _MAX_BYTES or not _is_xml_type(media_type):
         return None
-    try:
-        text = document.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if (
-        _C1.search(text)
-        or ("&#" in text and _C1_REFERENCE.search(text))
-    ):
+    if _C1.search(text) or ("&#" in text and _C1_REFERENCE.search(text)):
         return None
     try:
         root = etree.fromstring(document, _parser())
@@ -121,7 +122,7 @@ def parse_fast(
         if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
             return None
         reader = _Reader(document_url, read_date)
-        reader.resolving = "base" in text.lower() and bool(_DECLARES_BASE.search(text))
+        reader.resolving = declares_base
         return reader.feed(root)
     except Decline:
         return None
@@ -200,7 +201,7 @@ class _Reader(EntryReader):
                 title_base = self._scope(channel_base, child)
             elif ns == rss_ns and local == "link":
                 value = feedparser_uri(text_value(child), self._scope(channel_base, child))
-                link = LINK_ENTITY.sub(r"&\1", value)
+                link = unentity_link(value)
             elif ns == ATOM and local == "link":
                 link = self._atom_link_alternate(child, link, self._scope(channel_base, child))
             elif ns in _CHANNEL_NAMESPACES and local not in ("title", "link"):

@@ -14,7 +14,6 @@ from datetime import datetime
 from lxml import etree
 
 from aggregator.ingest.fastparse_text import (
-    LINK_ENTITY,
     absolute,
     author_name,
     clean,
@@ -24,6 +23,7 @@ from aggregator.ingest.fastparse_text import (
     map_type,
     popped_text,
     safe_base,
+    unentity_link,
 )
 from aggregator.records import ParsedEntry
 from aggregator.rules import web_url
@@ -193,7 +193,7 @@ class EntryReader:
                     raise Decline("link with attributes")
                 has_link = True
                 value = feedparser_uri(text_value(child), self._scope(item_base, child))
-                link = LINK_ENTITY.sub(r"&\1", value.replace("&amp;", "&"))
+                link = unentity_link(value.replace("&amp;", "&"))
             elif ns == ATOM and local == "link":
                 before = link
                 child_base = self._scope(item_base, child)

@@ -16,7 +16,6 @@ from urllib.parse import urljoin
 
 __all__ = [
     "ACCEPTABLE_URI_SCHEMES",
-    "LINK_ENTITY",
     "absolute",
     "author_name",
     "clean",
@@ -42,7 +41,7 @@ ACCEPTABLE_URI_SCHEMES = frozenset((
     "irc6", "itms", "msnim", "skype", "ssh", "smb", "ymsg",
 ))
 _URI_FIXER = re.compile("^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
-LINK_ENTITY = re.compile("&([A-Za-z0-9_]+);")
+_LINK_ENTITY = re.compile("&([A-Za-z0-9_]+);")
 # looks_like_html: a close tag or an entity, only HTML elements, only HTML entities
 _CLOSE_TAG = re.compile(r"</(\w+)>")
 _ANY_ENTITY = re.compile(r"&#?\w+;")
@@ -62,7 +61,8 @@ def popped_text(text: str) -> str:
 
 def feedparser_uri(uri: str, base: str = "") -> str:
     """feedparser's _urljoin: fix "http:///x", join, "" for what urljoin refuses."""
-    uri = _URI_FIXER.sub(r"\1\3", uri)
+    if ":///" in uri:  # the only case the fixer changes
+        uri = _URI_FIXER.sub(r"\1\3", uri)
     try:
         return urljoin(base, uri)
     except ValueError:
@@ -74,6 +74,11 @@ def safe_base(base: str, rel: str) -> str:
     joined URI, or "" when its scheme is not one feedparser accepts."""
     uri = feedparser_uri(rel, base)
     return uri if uri.strip().split(":", 1)[0] in ACCEPTABLE_URI_SCHEMES else ""
+
+
+def unentity_link(link: str) -> str:
+    """feedparser's fix of a link's query ("?a=1&b;=2" read as an entity): "&b;" → "&b"."""
+    return _LINK_ENTITY.sub(r"&\1", link) if "&" in link else link
 
 
 def clean(value: str | None) -> str | None:

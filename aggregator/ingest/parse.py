@@ -413,6 +413,7 @@ def _parse_xml_feed(
     text, had_dtd = strip_internal_dtd(text)
     document_url = _absolute(fetched.headers.get("content-location"), fetched.url) or fetched.url
     document = _utf8_document(text)
+    declares_base = bool(_DECLARES_BASE.search(text))
     warnings = [decoded.warning] if decoded.warning else []
     if had_dtd:
         warnings.append("ignored the document's entity declarations (internal DTD subset)")
@@ -423,7 +424,8 @@ def _parse_xml_feed(
     if fast and not had_dtd:
         from aggregator.ingest.fastparse import parse_fast  # lxml: not for a warm poll
 
-        quick = parse_fast(document, document_url, _read_date, media_type=media_type)
+        quick = parse_fast(document, text, document_url, _read_date,
+                           media_type=media_type, declares_base=declares_base)
         if quick is not None:
             return ParsedFeed(
                 source_id=source.id,
@@ -437,7 +439,7 @@ def _parse_xml_feed(
             )
     # feedparser reads only lower-case header keys
     headers = {"content-type": f"{media_type}; charset=utf-8"}
-    if _DECLARES_BASE.search(text):
+    if declares_base:
         # Only then: given a document URL, feedparser joins URLs on every element it
         # opens (a fifth of its time).  Without xml:base, it reports URLs as written
         # and ``_entry`` resolves the few it keeps against the document URL.
