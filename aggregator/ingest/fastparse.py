@@ -203,7 +203,8 @@ class _Reader(EntryReader):
                 value = feedparser_uri(text_value(child), self._scope(channel_base, child))
                 link = unentity_link(value)
             elif ns == ATOM and local == "link":
-                link = self._atom_link_alternate(child, link, self._scope(channel_base, child))
+                alternate = self._atom_link_alternate(child, self._scope(channel_base, child))
+                link = link if alternate is None else alternate
             elif ns in _CHANNEL_NAMESPACES and local not in ("title", "link"):
                 continue
             elif not (ns == rss_ns and local in _CHANNEL_CHILDREN):
@@ -226,7 +227,8 @@ class _Reader(EntryReader):
                 title, _ = self._atom_text(child)
                 title_base = self._scope(root_base, child)
             elif ns == ATOM and local == "link":
-                link = self._atom_link_alternate(child, link, self._scope(root_base, child))
+                alternate = self._atom_link_alternate(child, self._scope(root_base, child))
+                link = link if alternate is None else alternate
             elif ns == ATOM and local == "id":
                 if ident is not None:
                     raise Decline("two feed ids")

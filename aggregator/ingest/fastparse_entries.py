@@ -124,9 +124,9 @@ class EntryReader:
         return absolute(detail_base, self.base) or self.base
 
     @staticmethod
-    def _atom_link_alternate(
-        el: etree._Element, current: str | None, base: str
-    ) -> str | None:
+    def _atom_link_alternate(el: etree._Element, base: str) -> str | None:
+        """The href of an alternate HTML link (the entry's or feed's link: the last one
+        wins), None for any other link."""
         attrs = attributes(el)
         href = attrs.get("href")
         if "url" in attrs or "uri" in attrs or len(el) or (el.text or "").strip():
@@ -137,7 +137,7 @@ class EntryReader:
         kind = attrs.get("type", "application/atom+xml" if rel == "self" else "text/html")
         if rel == "alternate" and map_type(kind) in ("text/html", "application/xhtml+xml"):
             return feedparser_uri(href, base)
-        return current
+        return None
 
     @staticmethod
     def _atom_text(el: etree._Element) -> tuple[str, str]:
@@ -195,10 +195,10 @@ class EntryReader:
                 value = feedparser_uri(text_value(child), self._scope(item_base, child))
                 link = unentity_link(value.replace("&amp;", "&"))
             elif ns == ATOM and local == "link":
-                before = link
                 child_base = self._scope(item_base, child)
-                link = self._atom_link_alternate(child, link, child_base)
-                has_link = has_link or link is not before
+                alternate = self._atom_link_alternate(child, child_base)
+                if alternate is not None:
+                    link, has_link = alternate, True
                 self._enclosure(attributes(child), enclosures, atom=True, base=child_base)
             elif ns == "" and local == "guid" and not rss_ns:
                 if guid is not None:
@@ -286,10 +286,10 @@ class EntryReader:
                     raise Decline(f"markup inside {local}")
                 continue
             if ns == ATOM and local == "link":
-                before = link
                 child_base = self._scope(entry_base, child)
-                link = self._atom_link_alternate(child, link, child_base)
-                has_link = has_link or link is not before
+                alternate = self._atom_link_alternate(child, child_base)
+                if alternate is not None:
+                    link, has_link = alternate, True
                 self._enclosure(attributes(child), enclosures, atom=True, base=child_base)
                 continue
             if ns in MEDIA_NAMESPACES and local in ("thumbnail", "content"):
