@@ -194,3 +194,28 @@ def test_the_uri_schemes_a_base_may_have_are_feedparsers() -> None:
     from aggregator.ingest.fastparse_text import ACCEPTABLE_URI_SCHEMES
 
     assert frozenset(feedparser.urls.ACCEPTABLE_URI_SCHEMES) == ACCEPTABLE_URI_SCHEMES
+
+
+@pytest.mark.parametrize(
+    ("items", "field", "expected"),
+    [
+        ('<item><guid isPermaLink="false">http://p.test/1</guid><title>t</title></item>',
+         "link", None),
+        ("<item><guid>123456</guid><title>t</title></item>", "link", None),
+        ("<item><guid>http://p.test/9</guid><title>t</title></item>", "link", "http://p.test/9"),
+        ("<item><title>a &lt;b&gt;x&lt;/b&gt;</title></item>", "title_is_html", True),
+        ("<item><title>AT&amp;T</title></item>", "title_is_html", False),
+        ("<item><title>t</title><description>d</description></item>", "content", "d"),
+        ("<item><title>t</title><link>/rel?a=1&amp;b=2</link></item>", "link",
+         "http://portal.test/rel?a=1&b=2"),
+        ("<item><title>\u00c3\u00a9t\u00c3\u00a9</title></item>", "title", "été"),
+    ],
+)
+def test_feedparsers_readings_are_reproduced(items: str, field: str, expected: object) -> None:
+    document = rss_items(items)
+    fetched = FetchResult(source_id="corpus", url="http://portal.test/feed.xml", status=200,
+                          content=document.encode(), headers={"content-type": "text/xml"})
+    fast, reference = parse(fetched, SOURCE), parse(fetched, SOURCE, fast=False)
+    assert fast.parser is ParserKind.FAST
+    assert fast.entries == reference.entries
+    assert getattr(fast.entries[0], field) == expected
