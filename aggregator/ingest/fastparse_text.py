@@ -63,6 +63,8 @@ def feedparser_uri(uri: str, base: str = "") -> str:
     """feedparser's _urljoin: fix "http:///x", join, "" for what urljoin refuses."""
     if ":///" in uri:  # the only case the fixer changes
         uri = _URI_FIXER.sub(r"\1\3", uri)
+    if not base:
+        return uri  # what urljoin returns for an empty base
     try:
         return urljoin(base, uri)
     except ValueError:
