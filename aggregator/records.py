@@ -194,7 +194,7 @@ class ParsedFeed:
     warnings: tuple[str, ...] = ()  # non-fatal problems (bozo feeds that still had entries)
     rekeyed: int = 0  # entries that shared another's key and got one of their own
     filtered: int = 0  # articles the source's rules dropped (exclude / include)
-    parser: ParserKind | None = None  # which path read an RSS/Atom document
+    parser: ParserKind | None = None  # which path read RSS/Atom (None: JSON Feed, list page)
 
 
 @dataclass(frozen=True, slots=True)
