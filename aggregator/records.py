@@ -152,6 +152,13 @@ class FetchResult:
         return Validators(etag=self.etag, last_modified=self.last_modified)
 
 
+class ParserKind(StrEnum):
+    """Which parse path read an RSS/Atom document (``ingest.fastparse`` or feedparser)."""
+
+    FAST = "fast"
+    FEEDPARSER = "feedparser"
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedEntry:
     """One feed entry as the document says it, before any cleaning.
@@ -187,6 +194,7 @@ class ParsedFeed:
     warnings: tuple[str, ...] = ()  # non-fatal problems (bozo feeds that still had entries)
     rekeyed: int = 0  # entries that shared another's key and got one of their own
     filtered: int = 0  # articles the source's rules dropped (exclude / include)
+    parser: ParserKind | None = None  # which path read RSS/Atom (None: JSON Feed, list page)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,159 @@
+"""feedparser's readings of text and URLs, reproduced for the fast parse path.
+
+``fastparse`` must give exactly what the feedparser path gives; these are the places
+where feedparser changes what a document says (it strips text, repairs UTF-8 read as
+Latin-1, guesses that an RSS title is HTML, splits an email out of an author, fixes
+"http:///x") and what ``parse._entry`` then does with it.  Each one is a copy of the
+feedparser 6 behaviour it names; this module must not add readings of its own, import
+feedparser (``parse`` is its one home) or touch XML.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from urllib.parse import urljoin
+
+__all__ = [
+    "ACCEPTABLE_URI_SCHEMES",
+    "absolute",
+    "author_name",
+    "clean",
+    "feedparser_uri",
+    "first_content",
+    "looks_like_html",
+    "map_type",
+    "popped_text",
+    "safe_base",
+]
+
+# feedparser's own spelling of an email inside an author string (``_sync_author_detail``)
+_EMAIL = re.compile(
+    r"(([a-zA-Z0-9\_\-\.\+]+)@((\[[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.)|(([a-zA-Z0-9\-]+\.)+))"
+    r"([a-zA-Z]{2,4}|[0-9]{1,3})(\]?))(\?subject=\S+)?"
+)
+# feedparser.urls.ACCEPTABLE_URI_SCHEMES (tests/test_fastparse.py holds them equal)
+ACCEPTABLE_URI_SCHEMES = frozenset((
+    "file", "ftp", "gopher", "h323", "hdl", "http", "https", "imap", "magnet",
+    "mailto", "mms", "news", "nntp", "prospero", "rsync", "rtsp", "rtspu",
+    "sftp", "shttp", "sip", "sips", "snews", "svn", "svn+ssh", "telnet", "wais",
+    "aim", "callto", "cvs", "facetime", "feed", "git", "gtalk", "irc", "ircs",
+    "irc6", "itms", "msnim", "skype", "ssh", "smb", "ymsg",
+))
+_URI_FIXER = re.compile("^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
+_LINK_ENTITY = re.compile("&([A-Za-z0-9_]+);")
+# looks_like_html: a close tag or an entity, only HTML elements, only HTML entities
+_CLOSE_TAG = re.compile(r"</(\w+)>")
+_ANY_ENTITY = re.compile(r"&#?\w+;")
+_TAG_NAME = re.compile(r"</?(\w+)")
+_ENTITY_NAME = re.compile(r"&(\w+);")
+
+
+def popped_text(text: str) -> str:
+    """feedparser's pop(): strip, then undo UTF-8 read as Latin-1 where that decodes."""
+    text = text.strip()
+    if not text.isascii():
+        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+            text = text.encode("iso-8859-1").decode("utf-8")
+    return text
+
+
+
+def feedparser_uri(uri: str, base: str = "") -> str:
+    """feedparser's _urljoin: fix "http:///x", join, "" for what urljoin refuses."""
+    if ":///" in uri:  # the only case the fixer changes
+        uri = _URI_FIXER.sub(r"\1\3", uri)
+    if not base:
+        return uri  # what urljoin returns for an empty base
+    try:
+        return urljoin(base, uri)
+    except ValueError:
+        return ""
+
+
+def safe_base(base: str, rel: str) -> str:
+    """feedparser's make_safe_absolute_uri(base, rel) for a non-empty base and rel: the
+    joined URI, or "" when its scheme is not one feedparser accepts."""
+    uri = feedparser_uri(rel, base)
+    return uri if uri.strip().split(":", 1)[0] in ACCEPTABLE_URI_SCHEMES else ""
+
+
+def unentity_link(link: str) -> str:
+    """feedparser's fix of a link's query ("?a=1&b;=2" read as an entity): "&b;" → "&b"."""
+    return _LINK_ENTITY.sub(r"&\1", link) if "&" in link else link
+
+
+def clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value.strip() or None
+
+
+def absolute(url: str | None, base: str) -> str | None:
+    text = clean(url)
+    if text is None:
+        return None
+    try:
+        return urljoin(base, text)
+    except ValueError:
+        return None
+
+
+def looks_like_html(s: str) -> bool:
+    from html.entities import entitydefs
+
+    if not (_CLOSE_TAG.search(s) or _ANY_ENTITY.search(s)):
+        return False
+    if any(t.lower() not in _HTML_ELEMENTS for t in _TAG_NAME.findall(s)):
+        return False
+    return all(e in entitydefs for e in _ENTITY_NAME.findall(s))
+
+
+
+def author_name(raw: str) -> str | None:
+    """An RSS ``<author>``/``<dc:creator>`` string as feedparser's author_detail reads it."""
+    author = raw
+    match = _EMAIL.search(author)
+    if match is None:
+        return clean(author)
+    email = match.group(0)
+    author = author.replace(email, "").replace("()", "").replace("<>", "")
+    author = author.replace("&lt;&gt;", "").strip()
+    if author and author[0] == "(":
+        author = author[1:]
+    if author and author[-1] == ")":
+        author = author[:-1]
+    return clean(author.strip() or raw)
+
+
+
+def first_content(contents: list[tuple[str, str, str]]) -> tuple[str, str, str] | None:
+    """``parse._first_content`` over (type, value, base): the HTML one, else the first
+    non-empty one."""
+    for wanted in ("text/html", "application/xhtml+xml"):
+        for item in contents:
+            if item[0] == wanted and item[1]:
+                return item
+    for item in contents:
+        if item[1]:
+            return item
+    return None
+
+
+def map_type(kind: str) -> str:
+    kind = kind.lower()
+    return {"text": "text/plain", "html": "text/html", "xhtml": "application/xhtml+xml"}.get(
+        kind, kind
+    )
+
+
+# feedparser's _HTMLSanitizer.acceptable_elements (what looks_like_html accepts)
+_HTML_ELEMENT_NAMES = """
+    a abbr acronym address area article aside audio b big blockquote br button canvas
+    caption center cite code col colgroup command datagrid datalist dd del details dfn
+    dialog dir div dl dt em event-source fieldset figcaption figure font footer form h1
+    h2 h3 h4 h5 h6 header hr i img input ins kbd keygen label legend li m map menu meter
+    multicol nav nextid noscript ol optgroup option output p pre progress q s samp
+    section select small sound source spacer span strike strong sub sup table tbody td
+    textarea tfoot th thead time tr tt u ul var video"""
+_HTML_ELEMENTS = frozenset(_HTML_ELEMENT_NAMES.split())
