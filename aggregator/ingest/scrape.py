@@ -17,7 +17,7 @@ Pages are decoded by ``parse.decode_feed_bytes`` with the same rules as feeds (o
 BOM, HTTP charset, ``<meta charset>`` / ``http-equiv``, gb2312 → GB18030, big5 → HKSCS /
 cp950): one decoder, not two.
 
-Dates without ``date_format`` are read by ``parse.lenient_datetime`` (ISO, RFC 822,
+Dates without ``date_format`` are read by ``dates.lenient_datetime`` (ISO, RFC 822,
 ``2021-05-21 08:30``, ``2021/05/21``, ``2021.05.21``, ``2021年5月21日 08:30``), in the
 source's ``timezone`` when they carry none.  A date without a year (``05-21 08:30``,
 ``5月21日``) is in the year of the page's HTTP ``Date`` (else now) in that zone, or the
@@ -48,11 +48,11 @@ from cssselect import HTMLTranslator, SelectorError
 from lxml import etree
 
 from aggregator.errors import ConfigError, ParseError
+from aggregator.ingest.dates import lenient_datetime
 from aggregator.ingest.parse import (
     charset_from_content_type,
     declared_html_encoding,
     decode_feed_bytes,
-    lenient_datetime,
 )
 from aggregator.records import (
     FetchResult,
@@ -71,7 +71,7 @@ _DEFAULT_ATTRIBUTE = {"link": "href", "image": "src"}
 # outside quoted strings, and a quoted "@" is not followed by a name and the end).
 _ATTRIBUTE = re.compile(r"^(?P<css>.*?)\s*@(?P<attr>[A-Za-z_:][-\w:.]*)$", re.DOTALL)
 _OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-])(\d{1,2})(?::?(\d\d))?$", re.IGNORECASE)
-# A year-month-day date inside longer text, read then by ``parse.lenient_datetime``.
+# A year-month-day date inside longer text, read then by ``dates.lenient_datetime``.
 _DATE_WITHIN = re.compile(
     r"(?<!\d)\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}(?!\d)\s*日?"
     r"(?:\s*T?\s*\d{1,2}:\d\d(?::\d\d)?)?(?:\s*(?:Z|[+-]\d\d:?\d\d)(?!\d))?"
