@@ -3,12 +3,15 @@ from __future__ import annotations
 import html
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import nh3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_corpus import CORPUS, fetched_from_file
 
+from aggregator.errors import ParseError
 from aggregator.ingest.normalize import (
     choose_date,
     clean_text,
@@ -17,7 +20,9 @@ from aggregator.ingest.normalize import (
     plain_title,
     proxied_image,
     sanitize_html,
+    sanitized_excerpt,
 )
+from aggregator.ingest.parse import parse
 from aggregator.records import NormalizeOptions, ParsedEntry, Source
 from aggregator.rules import UNTITLED, strip_xml_illegal
 
@@ -247,3 +252,60 @@ def test_a_list_of_default_images_gives_each_article_always_the_same_one() -> No
         assert first == again and first in images
         picked[n] = first
     assert set(picked.values()) == set(images)  # 40 articles spread over all four
+
+
+def corpus_fragments() -> list[tuple[str, str]]:
+    """(document, HTML) of every entry's content and summary: ../shared/corpus, the
+    project's fixtures and the demo feeds."""
+    root = Path(__file__).resolve().parents[1]
+    paths = sorted(p for p in CORPUS.rglob("*") if p.is_file()
+                   and p.suffix in (".xml", ".rdf", ".atom", ".json")) if CORPUS.is_dir() else []
+    for folder in (root / "tests" / "fixtures", root / "aggregator" / "demo" / "feeds"):
+        paths += sorted(folder.rglob("*.xml"))
+    out = []
+    for path in paths:
+        try:
+            feed = parse(fetched_from_file(path), SOURCE)
+        except ParseError:
+            continue
+        out += [(path.name, f) for e in feed.entries for f in {e.content, e.summary} if f]
+    return out
+
+
+def test_the_excerpt_of_the_sanitized_output_equals_the_excerpt_of_the_html() -> None:
+    """Differential: over every entry HTML of the corpus and the fixtures, the excerpt
+    read from nh3's output (one nh3 call) equals ``excerpt`` of the HTML (two calls)."""
+    fragments = corpus_fragments()
+    assert len(fragments) > 50
+    for name, fragment in fragments:
+        cleaned = sanitize_html(fragment, "http://corpus.test/x/", OPTIONS)
+        for length in (1, 5, 20, 80, 200, 1000):
+            assert sanitized_excerpt(cleaned, length) == excerpt(fragment, length), name
+
+
+PREFIX_PIECES = st.sampled_from([
+    "<p>", "</p>", "<b>", '<img src="x.jpg" alt="a>b">', '<a title="&quot;<>" href="/a">',
+    "</a>", "<script>", "</script>", "<style>", "</style>", "&amp;", "&nbsp;", "&#x5b57;",
+    "&lt;", "&amp;lt;", "&", "<!--", "-->", "<table>", "<td>", " ", "\n\t", "字", "漢字 ",
+    "ab", "<xmp>", "</xmp>", "<br>", "\x01"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(st.one_of(PREFIX_PIECES, st.text(max_size=6)), max_size=120),
+       length=st.integers(1, 60))
+def test_the_excerpt_of_a_cut_sanitized_output_equals_the_whole_excerpt(
+        pieces: list[str], length: int) -> None:
+    """Tags cut in the middle (with ``>`` in attribute values), entities cut, CJK,
+    whitespace runs: the prefix read equals ``excerpt`` of the HTML."""
+    fragment = "".join(pieces)
+    cleaned = sanitize_html(fragment, "http://portal.test/", OPTIONS)
+    assert sanitized_excerpt(cleaned, length) == whole_text_excerpt(fragment, length)
+
+
+def test_normalize_reads_the_summary_when_it_differs_from_the_content() -> None:
+    item = entry(summary="<p>摘要 only</p>", content="<p>正文 only</p>")
+    article = normalize(item, SOURCE, OPTIONS, seen_at=SEEN)
+    assert article.summary == "摘要 only" and "正文" in article.content
+    same = normalize(entry(summary=None, content="<p>a &amp; b</p>"), SOURCE, OPTIONS,
+                     seen_at=SEEN)
+    assert same.summary == "a & b"

@@ -90,6 +90,9 @@ _URL_SCHEMES = {"http", "https", "mailto"}
 _FIRST_IMG_SRC = re.compile(r"<img\b[^>]*?\ssrc=\"([^\"]+)\"", re.IGNORECASE)
 _ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z][a-z0-9]*);", re.IGNORECASE)
 _TEXT_CLEANER = nh3.Cleaner(tags=set(), clean_content_tags={"script", "style"})
+# nh3 output: a tag (attribute values always double-quoted), an entity cut at the end.
+_SERIALIZED_TAG = re.compile(r'<(?:[^">]|"[^"]*")*>')
+_CUT_ENTITY = re.compile(r"&[#0-9A-Za-z]*$")
 _EXCERPT_SOURCE_FACTOR = 8  # HTML characters read per excerpt character, at first
 _EXCERPT_CUT_MARGIN = 32  # text characters a cut tag or entity may spoil
 
@@ -103,8 +106,12 @@ def normalize(
     # The document's xml:base only when it is a web URL: it comes from the feed, and
     # relative links resolved against "javascript:…" would be executable.
     base = web_url(entry.base or "") or link or source.url
-    content = sanitize_html(entry.content or entry.summary or "", base, options)
-    summary = excerpt(entry.summary or entry.content or "", options.summary_length)
+    content_html = entry.content or entry.summary or ""
+    content = sanitize_html(content_html, base, options)
+    summary_html = entry.summary or entry.content or ""
+    summary = (sanitized_excerpt(content, options.summary_length)  # one nh3 call, not two
+               if summary_html == content_html
+               else excerpt(summary_html, options.summary_length))
     title = plain_title(entry.title, entry.title_is_html) or fallback_title(summary, link)
     date, date_from_feed = choose_date(entry.published, entry.updated, seen_at)
     date, seen_at = as_utc(date), as_utc(seen_at)  # as the Article holds them, before hashing
@@ -282,6 +289,37 @@ def excerpt(fragment: str, length: int) -> str:
     if len(text) <= length:
         return text
     return text[: length - 1].rstrip() + "…"
+
+
+def sanitized_excerpt(sanitized: str, length: int) -> str:
+    """``excerpt`` of the fragment that ``sanitize_html`` made ``sanitized``, read from
+    that output without a second nh3 call (the same text: nh3 drops scripts and styles as
+    ``plain_text`` does, and its serialization is regular enough to strip with a regex).
+
+    Only for nh3 output: there every ``<`` starts a tag (text and attribute values have
+    ``&lt;``/``&gt;``/``&quot;``), every ``&`` starts a complete entity, and comments are
+    gone.  Raw feed HTML is none of that: it goes through ``excerpt``.
+    """
+    if length <= 0 or not sanitized:
+        return ""
+    size = _EXCERPT_SOURCE_FACTOR * length
+    while True:  # a prefix's text is a prefix of the text: read only what is needed
+        text = _serialized_text(sanitized[:size])
+        if size >= len(sanitized) or len(text) > length:
+            break
+        size *= 4
+    if len(text) <= length:
+        return text
+    return text[: length - 1].rstrip() + "…"
+
+
+def _serialized_text(serialized: str) -> str:
+    """The text of (a prefix of) nh3 output; a tag or entity cut at its end is dropped."""
+    text = _SERIALIZED_TAG.sub("", serialized)
+    cut = text.find("<")  # what is left of a tag cut in half
+    if cut >= 0:
+        text = text[:cut]
+    return clean_text(html.unescape(_CUT_ENTITY.sub("", text)))
 
 
 def plain_text(fragment: str) -> str:
