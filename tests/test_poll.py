@@ -25,7 +25,7 @@ from builders import (
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from aggregator.errors import FetchError
+from aggregator.errors import AggregatorError, FetchError
 from aggregator.ingest.decide import REDIRECT_CONFIRMATIONS
 from aggregator.ingest.fetch import HttpFetcher
 from aggregator.ingest.poll import (
@@ -197,7 +197,8 @@ class CountingStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.reads = 0
-        self.commits = 0
+        self.commits = 0  # polls committed, alone or in a batch
+        self.batches: list[int] = []  # the size of each commit_polls batch
 
     def source_states(self, source_ids: object = None) -> dict[str, SourceState]:
         self.reads += 1
@@ -207,6 +208,13 @@ class CountingStore:
                     lease: Lease | None = None) -> StoreCounts:
         self.commits += 1
         return self.store.commit_poll(update, articles, lease)
+
+    def commit_polls(self, items: Sequence[tuple[SourceUpdate, Sequence[Article] | None,
+                                                 Lease | None]]
+                     ) -> list[StoreCounts | AggregatorError]:
+        self.commits += len(items)
+        self.batches.append(len(items))
+        return self.store.commit_polls(items)
 
 
 def answer(status: int = 200, content: bytes = b"", **kwargs: object) -> FetchResult:
