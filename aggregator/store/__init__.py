@@ -11,7 +11,9 @@ Guarantees:
   decided it, and all its articles — in ONE transaction; on any database error
   nothing of it remains and a ``StoreError`` naming the source is raised.  A poll
   reads the source's state once (``source_state`` / ``source_states``) and writes
-  once.
+  once.  ``commit_polls`` writes several polls in one transaction, each exactly as
+  ``commit_poll`` would (polls that parsed nothing: one executemany of UPDATEs), and
+  retries a failed batch one by one so that one bad poll fails alone.
 * Each new article gets its story at commit: the story of another source's stored
   article that ``stories.same_story`` matches on the keys the article derived (candidates
   found by the indexed link and title keys; titles only within ``STORY_WINDOW``), else a
