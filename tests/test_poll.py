@@ -25,7 +25,7 @@ from builders import (
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from aggregator.errors import FetchError
+from aggregator.errors import AggregatorError, FetchError
 from aggregator.ingest.decide import REDIRECT_CONFIRMATIONS
 from aggregator.ingest.fetch import HttpFetcher
 from aggregator.ingest.poll import (
@@ -36,6 +36,7 @@ from aggregator.ingest.poll import (
     poll_sources,
 )
 from aggregator.ingest.sandbox import Budget, WorkerPool
+from aggregator.ingest.writer import BatchWriter
 from aggregator.records import (
     Article,
     FetchOptions,
@@ -197,7 +198,8 @@ class CountingStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.reads = 0
-        self.commits = 0
+        self.commits = 0  # polls committed, alone or in a batch
+        self.batches: list[int] = []  # the size of each commit_polls batch
 
     def source_states(self, source_ids: object = None) -> dict[str, SourceState]:
         self.reads += 1
@@ -207,6 +209,13 @@ class CountingStore:
                     lease: Lease | None = None) -> StoreCounts:
         self.commits += 1
         return self.store.commit_poll(update, articles, lease)
+
+    def commit_polls(self, items: Sequence[tuple[SourceUpdate, Sequence[Article] | None,
+                                                 Lease | None]]
+                     ) -> list[StoreCounts | AggregatorError]:
+        self.commits += len(items)
+        self.batches.append(len(items))
+        return self.store.commit_polls(items)
 
 
 def answer(status: int = 200, content: bytes = b"", **kwargs: object) -> FetchResult:
@@ -543,3 +552,82 @@ def test_the_full_text_deadline_bounds_a_poll_whose_pages_hang(
     assert result.elapsed < 5  # the page's own fetch deadline (10 s) was cut to what was left
     state = store.source_state(src.id)
     assert state is not None and state.body_hash is None  # parsed again by the next poll
+
+
+# -- one writer: several polls per transaction ----------------------------------------
+
+
+class GatedStore(CountingStore):
+    """A real store whose first batch waits, inside commit_polls, until released."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def commit_polls(self, items: Sequence[tuple[SourceUpdate, Sequence[Article] | None,
+                                                 Lease | None]]
+                     ) -> list[StoreCounts | AggregatorError]:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(10)
+        return super().commit_polls(items)
+
+
+def unchanged(source_id: str) -> SourceUpdate:
+    return SourceUpdate(state=SourceState(source_id=source_id, url="http://p.test/feed",
+                                          etag='"v2"', last_poll_at=NOW,
+                                          last_success_at=NOW,
+                                          next_poll_at=NOW + timedelta(hours=1)),
+                        result=PollOutcome.NOT_MODIFIED)
+
+
+def test_the_writer_commits_what_waits_in_one_transaction_and_reports_after_it(
+        store: Store) -> None:
+    gated = GatedStore(store)
+    seen: dict[str, SourceState | None] = {}
+    outcomes: dict[str, object] = {}
+
+    def done(source_id: str, outcome: object) -> None:
+        seen[source_id] = store.source_state(source_id)  # committed before it is reported
+        outcomes[source_id] = outcome
+
+    with BatchWriter(gated) as writer:
+        writer.submit(unchanged("s0"), None, None, partial(done, "s0"))
+        assert gated.entered.wait(10)
+        for i in range(1, 30):
+            writer.submit(unchanged(f"s{i}"), None, None, partial(done, f"s{i}"))
+        assert outcomes == {}  # nothing is done before its transaction committed
+        gated.release.set()
+    assert gated.batches == [1, 29] and writer.transactions == 2
+    assert outcomes == {f"s{i}": StoreCounts() for i in range(30)}
+    assert {state.next_poll_at if state else None for state in seen.values()} == {
+        NOW + timedelta(hours=1)}
+
+
+def test_a_bug_in_the_writer_surfaces_when_it_closes(store: Store) -> None:
+    class Buggy(CountingStore):
+        def commit_polls(self, items: object) -> list[StoreCounts | AggregatorError]:
+            raise TypeError("a bug")
+
+    with pytest.raises(TypeError, match="a bug"), BatchWriter(Buggy(store)) as writer:
+        writer.submit(unchanged("s0"), None, None, lambda _outcome: None)
+    assert store.source_state("s0") is None
+
+
+def test_poll_sources_reports_a_result_only_once_it_is_committed(store: Store) -> None:
+    counting = CountingStore(store)
+    sources = [Source(id=f"s{i}", name="S", url=f"http://p{i}.test/", categories=("c",))
+               for i in range(40)]
+    portal = Portal(*[answer(304, etag='"v1"') for _ in sources])
+    committed: list[bool] = []
+
+    def on_result(result: PollResult) -> None:
+        state = store.source_state(result.source_id)
+        committed.append(state is not None and state.next_poll_at == result.next_poll_at
+                         and state.etag == '"v1"')
+
+    results = poll_sources(sources, counting, OPTIONS, fetch=portal, workers=4,
+                           on_result=on_result)
+    assert [r.result for r in results] == [PollOutcome.NOT_MODIFIED] * 40
+    assert committed == [True] * 40
+    assert counting.commits == 40 and sum(counting.batches) == 40

@@ -11,6 +11,7 @@ These tests must not touch the network beyond that server, and must not sleep.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
@@ -29,7 +30,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from builders import T0, make_article
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -39,6 +40,7 @@ from aggregator.records import (
     Article,
     ArticleStamp,
     ConfigVersion,
+    Lease,
     PollOutcome,
     Source,
     SourceState,
@@ -969,3 +971,124 @@ def test_upgraded_articles_are_stories_of_their_own(database_url: str) -> None:
         [old] = list(store.iter_articles("old"))
         assert members_of(store, old) == [("old", "k")]  # no keys: never merged
         assert members_of(store, new) == [("new", "n")]
+
+
+# -- many polls in one transaction (commit_polls) ------------------------------------
+
+
+@contextlib.contextmanager
+def counted_commits() -> Iterator[list[int]]:
+    """Counts the transactions committed (by every engine) while open: ``[n]``."""
+    count = [0]
+
+    def committed(_connection: object) -> None:
+        count[0] += 1
+
+    event.listen(Engine, "commit", committed)
+    try:
+        yield count
+    finally:
+        event.remove(Engine, "commit", committed)
+
+
+def side_article(side: str, key: str, **fields: object) -> Article:
+    """An article of source ``{side}-…`` whose story keys are its side's own."""
+    return make_article(key, link=f"https://{side}.example/{key}", title=f"{side} {key}",
+                        content=f"<p>{side} {key} {uuid.uuid4().hex}</p>", **fields)
+
+
+def paired_polls(store: Store, side: str) -> list[tuple[SourceUpdate, list[Article] | None,
+                                                         Lease | None]]:
+    """One side's sources polled once, then every kind of second poll of them: 304, same
+    body, error, a first poll that failed, a parsed one, one under a lease."""
+    later = T0 + timedelta(hours=1)
+    for name in ("304", "same", "error", "parsed"):
+        sid = f"{side}-{name}"
+        state = replace(success(sid), url=f"https://example.com/{name}.xml",
+                        next_poll_at=T0 + timedelta(days=1))
+        store.commit_poll(SourceUpdate(state=state, result=None),
+                          [side_article(side, "k1", source_id=sid)])
+    store.add_sources([Source(id=f"{side}-leased", name="L", url="https://example.com/l.xml",
+                              categories=("c",))], now=T0)
+    [claim] = store.claim_due("w", limit=1, lease_for=timedelta(minutes=5), now=T0)
+    assert claim.lease.source_id == f"{side}-leased"
+
+    def state(name: str, **fields: object) -> SourceState:
+        return replace(success(f"{side}-{name}", polled_at=later,
+                               validators=Validators('"v2"', None)),
+                       url=f"https://example.com/{name}.xml", next_poll_at=later, **fields)
+
+    return [
+        (SourceUpdate(state=state("304"), result=PollOutcome.NOT_MODIFIED), None, None),
+        (SourceUpdate(state=state("same"), result=None), None, None),
+        (SourceUpdate(state=state("error", last_error="HTTP 500", error_count=1),
+                      result=PollOutcome.ERROR), None, None),
+        (SourceUpdate(state=state("new", last_error="HTTP 404", error_count=1),
+                      result=PollOutcome.ERROR), None, None),
+        (SourceUpdate(state=state("parsed"), result=None),
+         [side_article(side, "k1", source_id=f"{side}-parsed", content_hash="v2"),
+          side_article(side, "k2", source_id=f"{side}-parsed")], None),
+        (SourceUpdate(state=state("leased"), result=PollOutcome.NOT_MODIFIED), None,
+         claim.lease),
+    ]
+
+
+def test_a_batch_of_polls_is_one_transaction_and_writes_what_commit_poll_writes(
+        store: Store) -> None:
+    one_by_one = paired_polls(store, "a")
+    batched = paired_polls(store, "b")
+    with counted_commits() as alone:
+        expected = [store.commit_poll(*item) for item in one_by_one]
+    with counted_commits() as together:
+        outcomes = store.commit_polls(batched)
+    assert (alone[0], together[0]) == (len(one_by_one), 1)
+    assert outcomes == expected
+    assert expected[4] == StoreCounts(new=1, updated=1)
+    for (first, _, _), (second, _, _) in zip(one_by_one, batched, strict=True):
+        a, b = first.state.source_id, second.state.source_id
+        assert replace(store.source_state(a), source_id="") == replace(  # type: ignore[arg-type]
+            store.source_state(b), source_id="")  # type: ignore[arg-type]
+        assert store.count_articles(a) == store.count_articles(b)
+    # the leases were released on both sides: neither source is claimed again before it is due
+    assert store.claim_due("w2", limit=10, lease_for=timedelta(minutes=5),
+                           now=T0 + timedelta(minutes=30)) == []
+
+
+def test_unchanged_polls_of_many_sources_share_transactions(store: Store) -> None:
+    ids = [f"s{i:03d}" for i in range(120)]
+    for sid in ids:
+        fail(store, sid, "first")
+    polls = [(SourceUpdate(state=success(sid, next_poll_at=T0 + timedelta(hours=2)),
+                           result=PollOutcome.NOT_MODIFIED), None, None) for sid in ids]
+    with counted_commits() as committed:
+        assert store.commit_polls(polls) == [StoreCounts()] * len(ids)
+    assert committed[0] == 1
+    states = store.source_states(ids)
+    assert {(s.error_count, s.last_result, s.next_poll_at) for s in states.values()} == {
+        (0, "not-modified", T0 + timedelta(hours=2))}
+
+
+def test_a_failing_item_fails_alone_and_the_others_commit(store: Store) -> None:
+    store.add_sources(configured("leased"), now=T0)
+    [paused] = store.claim_due("w1", limit=1, lease_for=timedelta(minutes=2), now=T0)
+    store.claim_due("w2", limit=1, lease_for=timedelta(minutes=2), now=T0 + timedelta(minutes=5))
+    polls: list[tuple[SourceUpdate, list[Article] | None, Lease | None]] = [
+        (SourceUpdate(state=success("ok1"), result=PollOutcome.NOT_MODIFIED), None, None),
+        (SourceUpdate(state=success("leased"), result=None), [make_article(
+            "k1", source_id="leased")], paused.lease),
+        (SourceUpdate(state=success("refused"), result=None),
+         [make_article("bad", source_id="refused", content=None)], None),  # NOT NULL
+        (SourceUpdate(state=success("stranger"), result=None), [make_article("k1")], None),
+        (SourceUpdate(state=success("ok2"), result=None),
+         [make_article("k1", source_id="ok2")], None),
+    ]
+    outcomes = store.commit_polls(polls)
+    assert outcomes[0] == StoreCounts() and outcomes[4] == StoreCounts(new=1)
+    assert isinstance(outcomes[1], LeaseLost) and outcomes[1].source_id == "leased"
+    assert isinstance(outcomes[2], StoreError) and outcomes[2].source_id == "refused"
+    assert isinstance(outcomes[3], StoreError) and outcomes[3].source_id == "stranger"
+    assert "belongs to source 'src'" in outcomes[3].reason
+    assert store.source_state("ok1") == replace(success("ok1"), last_result="not-modified")
+    assert store.count_articles("ok2") == 1 and store.count_articles() == 1
+    assert store.source_state("refused") is None and store.source_state("stranger") is None
+    assert store.source_state("leased").last_poll_at is None  # type: ignore[union-attr]

@@ -68,9 +68,10 @@ def test_a_poll_of_an_unchanged_source_commits_one_transaction(pg_admin: object,
             results = poll_sources(sources, store, OPTIONS, fetch=not_modified, workers=1)
             assert {r.result for r in results} == {PollOutcome.NOT_MODIFIED}
     spent = commits(pg_admin, pg_database) - before - rounds * opening
-    # One commit per poll: the state reads are read-only (rolled back), and no ping
-    # transaction precedes a checkout.
-    assert spent == rounds * len(sources), (spent, opening)
+    # At most one commit per poll (the writer commits several polls per transaction):
+    # the state reads are read-only (rolled back), and no ping transaction precedes a
+    # checkout.
+    assert rounds <= spent <= rounds * len(sources), (spent, opening)
     assert opening <= 5
 
 

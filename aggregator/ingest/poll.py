@@ -16,7 +16,9 @@
    (``fulltext``, in a parse worker too) replaces the summary;
 5. ``decide.decide``: one pure ``SourceUpdate`` (validators, errors, backoff, next
    poll, redirect, disabling, outcome);
-6. ``store.commit_poll``: the update and the articles in ONE transaction.
+6. ``store.commit_poll``: the update and the articles in ONE transaction (in
+   ``poll_sources``, a ``writer.BatchWriter`` commits several polls per transaction,
+   and a poll's result exists only once its transaction committed).
 
 Faults of one source (``AggregatorError``, a parse over budget, even a bug) end as an
 error outcome that is decided, committed and logged with the source id; they never
@@ -46,6 +48,7 @@ from urllib.parse import urlsplit
 from aggregator.errors import AggregatorError, FetchError, LeaseLost, ParseError
 from aggregator.ingest import decide
 from aggregator.ingest.sandbox import FunctionRef, SandboxError, WorkerPool
+from aggregator.ingest.writer import BatchWriter
 from aggregator.records import (
     Article,
     FetchOptions,
@@ -92,8 +95,9 @@ class PollOptions:
 
 
 class PollStore(Protocol):
-    """What a poll needs of the store: one read of the states, one commit per poll (and,
-    for a ``full_text`` source, one read of which articles it already holds)."""
+    """What a poll needs of the store: one read of the states, one commit per poll —
+    alone (``poll_source``) or several in one transaction (``poll_sources``'s writer) —
+    and, for a ``full_text`` source, one read of which articles it already holds."""
 
     def source_states(self, source_ids: Iterable[str] | None = None) -> dict[str, SourceState]:
         ...
@@ -102,6 +106,10 @@ class PollStore(Protocol):
 
     def commit_poll(self, update: SourceUpdate, articles: Sequence[Article] | None = None,
                     lease: Lease | None = None) -> StoreCounts: ...
+
+    def commit_polls(self, items: Sequence[tuple[SourceUpdate, Sequence[Article] | None,
+                                                 Lease | None]]
+                     ) -> list[StoreCounts | AggregatorError]: ...
 
 
 def utc_now() -> datetime:
@@ -124,6 +132,35 @@ def poll_source(
     """Poll one source whose stored state the caller read (``remembered``); never raises
     for that source's faults.  ``force`` polls a source that a 410 disabled; ``lease``
     (from a claim) fences the commit."""
+    prepared = _prepare(configured, remembered, store, options, fetch=fetch,
+                        parse_pool=parse_pool, force=force, lease=lease, now=now,
+                        jitter=jitter)
+    if isinstance(prepared, PollResult):
+        return prepared
+    try:
+        outcome: StoreCounts | AggregatorError = store.commit_poll(
+            prepared.update, prepared.articles, lease)
+    except AggregatorError as exc:
+        outcome = exc
+    return prepared.finish(outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A poll done but for its commit: what to commit, and how its outcome becomes the
+    poll's result (``finish``, called once the commit ended)."""
+
+    update: SourceUpdate
+    articles: list[Article] | None
+    finish: Callable[[StoreCounts | AggregatorError], PollResult]
+
+
+def _prepare(configured: Source, remembered: SourceState | None, store: PollStore,
+             options: PollOptions, *, fetch: Fetch, parse_pool: WorkerPool | None,
+             force: bool, lease: Lease | None, now: Callable[[], datetime],
+             jitter: Callable[[], float]) -> PollResult | Prepared:
+    """``poll_source`` up to its commit: the result of a skipped source, or the decision
+    to commit."""
     started, at = time.monotonic(), now()
     planned = decide.plan(configured, remembered)
     if planned.disabled is not None and not force:
@@ -134,22 +171,26 @@ def poll_source(
     attempt, articles, parsed, pages = _attempt(planned, options, fetch, parse_pool, at, store)
     update = decide.decide(configured, remembered, planned, attempt, now=at,
                            rules=options.rules, jitter=jitter())
-    try:
-        counts = store.commit_poll(update, articles, lease)
-    except LeaseLost as exc:
-        log.info("source=%s %s", configured.id, exc.reason)
-        return PollResult(source_id=configured.id, result=PollOutcome.SUPERSEDED,
-                          error=exc.reason, elapsed=time.monotonic() - started,
-                          consecutive_errors=_errors(remembered))
-    except AggregatorError as exc:
-        log.error("source=%s could not store the poll: %s", configured.id, exc.reason)
-        update = decide.decide(configured, remembered, planned, decide.Attempt(
-            fetched=attempt.fetched, error=exc.reason), now=at, rules=options.rules,
-            jitter=jitter())
-        counts = StoreCounts()
-    result = _result(update, attempt, counts, parsed, pages, time.monotonic() - started)
-    _log(planned.source, update, result)
-    return result
+
+    def finish(outcome: StoreCounts | AggregatorError) -> PollResult:
+        decided, counts = update, outcome
+        if isinstance(outcome, LeaseLost):
+            log.info("source=%s %s", configured.id, outcome.reason)
+            return PollResult(source_id=configured.id, result=PollOutcome.SUPERSEDED,
+                              error=outcome.reason, elapsed=time.monotonic() - started,
+                              consecutive_errors=_errors(remembered))
+        if isinstance(outcome, AggregatorError):
+            log.error("source=%s could not store the poll: %s", configured.id, outcome.reason)
+            decided = decide.decide(configured, remembered, planned, decide.Attempt(
+                fetched=attempt.fetched, error=outcome.reason), now=at, rules=options.rules,
+                jitter=jitter())
+            counts = StoreCounts()
+        assert isinstance(counts, StoreCounts)
+        result = _result(decided, attempt, counts, parsed, pages, time.monotonic() - started)
+        _log(planned.source, decided, result)
+        return result
+
+    return Prepared(update=update, articles=articles, finish=finish)
 
 
 def poll_sources(
@@ -167,26 +208,38 @@ def poll_sources(
     """Poll sources concurrently; results come back in the sources' order.
 
     The sources' states are read in one query; ``force`` names sources to poll even
-    if a 410 disabled them; ``host_concurrency`` bounds the polls of one host.
+    if a 410 disabled them; ``host_concurrency`` bounds the polls of one host.  The
+    decisions go to one ``BatchWriter``, which commits several per transaction; a
+    source's result is recorded (and ``on_result`` called, on the writer's thread)
+    only once its commit ended.
     """
     states = store.source_states([s.id for s in sources])
     hosts = HostSlots()
     results: dict[str, PollResult] = {}
 
-    def run(source: Source) -> None:
-        result = poll_source(source, states.get(source.id), store, options, fetch=fetch,
-                             parse_pool=parse_pool, force=source.id in force)
-        results[source.id] = result
+    def report(result: PollResult) -> None:
+        results[result.source_id] = result
         if on_result is not None:
             on_result(result)
 
-    def submit(source: Source) -> None:
-        host = host_of(decide.plan(source, states.get(source.id)).source.url)
-        hosts.run(host, host_concurrency, lambda: run(source))
+    def run(source: Source, writer: BatchWriter) -> None:
+        prepared = _prepare(source, states.get(source.id), store, options, fetch=fetch,
+                            parse_pool=parse_pool, force=source.id in force, lease=None,
+                            now=utc_now, jitter=random.random)
+        if isinstance(prepared, PollResult):
+            report(prepared)
+            return
+        writer.submit(prepared.update, prepared.articles, None,
+                      lambda outcome: report(prepared.finish(outcome)))
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(sources) or 1)),
-                            thread_name_prefix="poll") as pool:
-        done, _ = wait([pool.submit(submit, source) for source in sources])
+    def submit(source: Source, writer: BatchWriter) -> None:
+        host = host_of(decide.plan(source, states.get(source.id)).source.url)
+        hosts.run(host, host_concurrency, lambda: run(source, writer))
+
+    with BatchWriter(store) as writer, ThreadPoolExecutor(
+            max_workers=max(1, min(workers, len(sources) or 1)),
+            thread_name_prefix="poll") as pool:
+        done, _ = wait([pool.submit(submit, source, writer) for source in sources])
         for future in done:
             future.result()  # a bug in the wiring, not in a source, surfaces here
     return [results[source.id] for source in sources]

@@ -11,7 +11,9 @@ Guarantees:
   decided it, and all its articles — in ONE transaction; on any database error
   nothing of it remains and a ``StoreError`` naming the source is raised.  A poll
   reads the source's state once (``source_state`` / ``source_states``) and writes
-  once.
+  once.  ``commit_polls`` writes several polls in one transaction, each exactly as
+  ``commit_poll`` would (polls that parsed nothing: one executemany of UPDATEs), and
+  retries a failed batch one by one so that one bad poll fails alone.
 * Each new article gets its story at commit: the story of another source's stored
   article that ``stories.same_story`` matches on the keys the article derived (candidates
   found by the indexed link and title keys; titles only within ``STORY_WINDOW``), else a
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -46,7 +49,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased, selectinload
 
-from aggregator.errors import LeaseLost, StoreError
+from aggregator.errors import AggregatorError, LeaseLost, StoreError
 from aggregator.records import (
     AppliedConfig,
     Article,
@@ -205,27 +208,55 @@ class Store:
         carries its token, and releases the lease; a worker that lost its lease (paused
         past it while another claimed the source) gets ``LeaseLost`` and writes nothing.
         """
-        state = update.state
-        source_id = state.source_id
-        batch: dict[str, Article] = {}
-        collided = 0
-        if articles is not None:
-            batch, collided = rows.first_occurrences(articles)
-            for article in batch.values():
-                if article.source_id != source_id:
-                    raise ValueError(f"article {article.key!r} belongs to source "
-                                     f"{article.source_id!r}, not {source_id!r}")
-        with self._write(source_id, "commit the poll") as session:
-            row = rows.lock_source(session, source_id, state.url or "", lease)
-            if row is None:
-                raise LeaseLost(f"lease {lease.token if lease else '?'} was taken over; "
-                                "this poll's results are dropped", source_id=source_id)
-            counts = StoreCounts()
-            if articles is not None:
-                counts = _upsert(session, source_id, batch, collided)
-            rows.apply_state(row, state)
-            row.last_result = (update.result or PollOutcome.of_counts(counts)).value
-        return counts
+        batch, collided = _checked(update, articles)
+        with self._write(update.state.source_id, "commit the poll") as session:
+            outcome = _commit_in(session, update, articles is not None, batch, collided, lease)
+            if isinstance(outcome, LeaseLost):
+                raise outcome
+        return outcome
+
+    def commit_polls(self, items: Sequence[tuple[SourceUpdate, Sequence[Article] | None,
+                                                 Lease | None]]
+                     ) -> list[StoreCounts | AggregatorError]:
+        """Write several polls' decisions (``commit_poll``'s (update, articles, lease)) in
+        ONE transaction; per item, in order, what ``commit_poll`` would have returned or
+        raised: its ``StoreCounts``, or the ``LeaseLost`` / ``StoreError`` naming its source.
+
+        Each item keeps ``commit_poll``'s semantics exactly (a lost lease writes nothing of
+        that item and costs the others nothing).  A poll that parsed nothing (304, same
+        bytes, error) of a source with a row is one UPDATE of its state, all of them one
+        ``executemany``.  When the batch fails in the database, it is rolled back and
+        every item is committed alone, so only the bad one fails, with its source id.  An
+        article of another source fails its item (a ``StoreError``), not the batch.
+        """
+        outcomes: list[StoreCounts | AggregatorError | None] = [None] * len(items)
+        ready: list[_Item] = []
+        for index, (poll, articles, lease) in enumerate(items):
+            try:
+                batch, collided = _checked(poll, articles)
+            except ValueError as exc:
+                outcomes[index] = StoreError(f"cannot commit the poll: {exc}",
+                                             source_id=poll.state.source_id)
+                continue
+            ready.append(_Item(index, poll, articles is not None, batch, collided, lease))
+        if ready:
+            try:
+                with self._write(None, "commit the polls") as session:
+                    written = _commit_batch(session, ready)
+            except StoreError:
+                if len(ready) == 1:
+                    raise
+                written = {}
+                for item in ready:
+                    try:
+                        written[item.index] = self.commit_poll(
+                            item.update, items[item.index][1], item.lease)
+                    except AggregatorError as exc:
+                        written[item.index] = exc
+            for index, outcome in written.items():
+                outcomes[index] = outcome
+        assert all(outcome is not None for outcome in outcomes)
+        return outcomes  # type: ignore[return-value]
 
     def known_keys(self, source_id: str, hashes: Mapping[str, str]) -> set[str]:
         """Which of these article keys (key → content hash) need nothing new: stored with
@@ -624,6 +655,85 @@ def _add_missing(session: Session, sources: Iterable[Source], now: datetime) -> 
     if fresh:
         session.execute(insert(SourceRow), fresh)
     return len(fresh)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One poll of a ``commit_polls`` batch, checked: its place, the decision, whether
+    something was parsed, its articles by key (and how many collided), its lease."""
+
+    index: int
+    update: SourceUpdate
+    parsed: bool
+    batch: dict[str, Article]
+    collided: int
+    lease: Lease | None
+
+
+def _checked(update: SourceUpdate, articles: Sequence[Article] | None
+             ) -> tuple[dict[str, Article], int]:
+    """The articles by key, the first of a key winning, and how many collided; a
+    ``ValueError`` for an article of another source."""
+    if articles is None:
+        return {}, 0
+    source_id = update.state.source_id
+    batch, collided = rows.first_occurrences(articles)
+    for article in batch.values():
+        if article.source_id != source_id:
+            raise ValueError(f"article {article.key!r} belongs to source "
+                             f"{article.source_id!r}, not {source_id!r}")
+    return batch, collided
+
+
+def _lease_lost(source_id: str, lease: Lease | None) -> LeaseLost:
+    return LeaseLost(f"lease {lease.token if lease else '?'} was taken over; "
+                     "this poll's results are dropped", source_id=source_id)
+
+
+def _commit_in(session: Session, update: SourceUpdate, parsed: bool,
+               batch: dict[str, Article], collided: int,
+               lease: Lease | None) -> StoreCounts | LeaseLost:
+    """One poll inside an open write transaction (see ``commit_poll``); a lost lease
+    writes nothing and is returned."""
+    state = update.state
+    row = rows.lock_source(session, state.source_id, state.url or "", lease)
+    if row is None:
+        return _lease_lost(state.source_id, lease)
+    counts = StoreCounts()
+    if parsed:
+        counts = _upsert(session, state.source_id, batch, collided)
+    rows.apply_state(row, state)
+    row.last_result = (update.result or PollOutcome.of_counts(counts)).value
+    return counts
+
+
+def _commit_batch(session: Session, items: Sequence[_Item]
+                  ) -> dict[int, StoreCounts | AggregatorError]:
+    """``commit_polls``'s items inside one write transaction: the polls that parsed
+    nothing of sources with a row as UPDATEs by executemany, the others one by one in
+    their order.  Several polls of one source are all taken one by one, in order."""
+    ids = [item.update.state.source_id for item in items]
+    quick = [item for item in items if not item.parsed] if len(set(ids)) == len(ids) else []
+    tokens = rows.lock_states(session, [item.update.state.source_id for item in quick])
+    outcomes: dict[int, StoreCounts | AggregatorError] = {}
+    states: list[tuple[SourceState, str, bool]] = []
+    for item in quick:
+        state, lease = item.update.state, item.lease
+        if state.source_id not in tokens and lease is None:
+            continue  # a source without a row yet: it gets one one by one
+        if state.source_id not in tokens or (lease is not None
+                                             and tokens[state.source_id] != lease.token):
+            outcomes[item.index] = _lease_lost(state.source_id, lease)
+            continue
+        result = (item.update.result or PollOutcome.of_counts(StoreCounts())).value
+        states.append((state, result, lease is not None))
+        outcomes[item.index] = StoreCounts()
+    rows.write_states(session, states)
+    for item in items:
+        if item.index not in outcomes:
+            outcomes[item.index] = _commit_in(session, item.update, item.parsed, item.batch,
+                                              item.collided, item.lease)
+    return outcomes
 
 
 def _upsert(session: Session, source_id: str, batch: dict[str, Article],

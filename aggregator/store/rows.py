@@ -28,6 +28,7 @@ from aggregator.store.models import ArticleRow, CategoryRow, ConfigGenerationRow
 IN_CHUNK = 500  # keys per IN (...) list when loading a batch's existing rows
 _ARTICLES = ArticleRow.__table__
 _CATEGORIES = CategoryRow.__table__
+_SOURCES = SourceRow.__table__
 # An Article's fields stored in the articles table (categories have a table of their own),
 # and those a changed article replaces (not its identity, first_seen or date).
 ARTICLE_COLUMNS = tuple(f.name for f in fields(Article) if f.init and f.name != "categories")
@@ -128,6 +129,40 @@ def lock_source(session: Session, source_id: str, url: str,
         session.add(source)
         session.flush()  # the row must exist before articles reference it
     return source
+
+
+def lock_states(session: Session, source_ids: list[str]) -> dict[str, int]:
+    """source id → lease token of those of these sources with a row, the rows locked for
+    this transaction in id order (FOR UPDATE; SQLite's lock is global)."""
+    tokens: dict[str, int] = {}
+    ids = sorted(source_ids)
+    for start in range(0, len(ids), IN_CHUNK):
+        query = (select(_SOURCES.c.id, _SOURCES.c.lease_token)
+                 .where(_SOURCES.c.id.in_(ids[start:start + IN_CHUNK]))
+                 .order_by(_SOURCES.c.id).with_for_update())
+        tokens.update((source_id, token) for source_id, token in session.execute(query))
+    return tokens
+
+
+def write_states(session: Session, states: list[tuple[SourceState, str, bool]]) -> None:
+    """Replace these sources' stored states whole (rows that exist, locked), each with its
+    ``last_result``, and release the leases of those flagged: one executemany per kind."""
+    for released in (False, True):
+        values = [{"b_id": state.source_id, "b_last_result": result,
+                   **{f"b_{name}": getattr(state, name) for name in STATE_FIELDS
+                      if name != "last_result"}}
+                  for state, result, lease in states if lease is released]
+        if values:
+            session.execute(_state_update(released), values)
+
+
+@functools.cache
+def _state_update(release: bool) -> Any:
+    """UPDATE of one source's state columns by id (and its lease released): built once."""
+    columns: dict[str, Any] = {name: bindparam(f"b_{name}") for name in STATE_FIELDS}
+    if release:
+        columns.update(leased_until=None, leased_by=None)
+    return update(_SOURCES).where(_SOURCES.c.id == bindparam("b_id")).values(columns)
 
 
 def update_row(row: ArticleRow, article: Article) -> None:
