@@ -102,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     sources = [Source(id=f"s{i:02d}", name=f"s{i:02d}", url=f"https://portal.example/s{i:02d}",
                       categories=(CATEGORY,)) for i in range(SOURCES)]
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as work:  # noqa: SIM117 - the store lives in it
         with Store.open(f"sqlite:///{Path(work) / 'db.sqlite'}") as store:
             started = time.perf_counter()
             store_articles(store, range(args.articles))
