@@ -80,12 +80,17 @@ def cli(ctx: click.Context, verbose: int, log_format: str) -> None:
 
 def _settings(ctx: click.Context) -> Settings:
     from aggregator.config import load_config, resolve_config_path
-    from aggregator.ingest.scrape import check_page_sources
+    from aggregator.records import SourceKind
 
     path = resolve_config_path(ctx.find_root().ensure_object(dict).get("config"))
     try:
         settings = load_config(path)
-        check_page_sources(settings.source_list(), str(path))  # html: selectors (cssselect)
+        sources = settings.source_list()
+        # CSS selectors (cssselect, lxml: scrape is their home) only when a source has some
+        if any(s.kind is SourceKind.HTML or s.content_selector is not None for s in sources):
+            from aggregator.ingest.scrape import check_page_sources
+
+            check_page_sources(sources, str(path))
         return settings
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
@@ -147,10 +152,15 @@ def poll(ctx: click.Context, source_ids: tuple[str, ...]) -> None:
 
     A source that a 410 Gone disabled is skipped (and said so) unless --source names it.
     """
-    from aggregator.service.wiring import parse_pool
-
     settings = _settings(ctx)
     sources = _selected_sources(ctx, settings, source_ids)
+    if not sources:  # nothing to fetch: no parse workers, no HTTP client (nor their imports)
+        with _open_store(ctx, settings):
+            pass
+        click.echo(poll_summary([])[-1])
+        return
+    from aggregator.service.wiring import parse_pool
+
     with parse_pool(settings) as pool:
         if len(sources) > 1:
             pool.start_soon()  # the workers start while this process opens the store

@@ -19,16 +19,18 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from aggregator.config import Settings, load_config
 from aggregator.errors import AggregatorError, StoreError
 from aggregator.ingest.poll import ARTICLE_WITH_FULL_TEXT, PARSE_AND_NORMALIZE, PollOptions
 from aggregator.ingest.sandbox import Budget, WorkerPool
-from aggregator.ingest.scrape import check_page_sources
 from aggregator.records import AppliedConfig, ConfigSync, ConfigVersion, PollRules
 from aggregator.service.health import ConfigState
-from aggregator.service.metrics import Metrics
-from aggregator.store import Store
+
+if TYPE_CHECKING:  # a CLI ``status`` or ``poll`` imports this module: no prometheus_client
+    from aggregator.service.metrics import Metrics
+    from aggregator.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,9 @@ def reload_config(current: Settings, state: ConfigState, metrics: Metrics,
     before the outcome is logged (whoever reads the log then finds it in ``/healthz``).
     Whether it worked.
     """
+    # scrape's lxml and cssselect only for a reload, not for every command using this module
+    from aggregator.ingest.scrape import check_page_sources
+
     if current.config_path is None:
         return False
     try:
