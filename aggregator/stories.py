@@ -146,20 +146,16 @@ def fingerprint(text: str) -> str | None:
     if len(letters) < MIN_TEXT:
         return None
     grams = Counter(letters[i:i + 3] for i in range(len(letters) - 2))
-    # Every gram's 8 hash bytes, once per occurrence; then per byte position, how often each
-    # byte value occurs (Counter over a strided slice: C speed), and from those the
-    # per-bit balance of set minus unset — a fixed 8 × 256 × 8 loop however long the text.
+    # Every gram's 8 hash bytes, once per occurrence; then for each of the 64 bits, how many
+    # grams set it: the strided slice of its byte position, mapped to 1 where the bit is set
+    # (``bytes.translate``) and counted — 64 C-speed passes, no Python loop over the grams.
     blob = b"".join(_digest(gram) * count for gram, count in grams.items())
     total = len(blob) // 8
     value = 0
     for position in range(8):  # byte 0 holds the most significant bits
-        ones = [0] * 8
-        for byte, count in Counter(blob[position::8]).items():
-            for bit in range(8):
-                if byte >> (7 - bit) & 1:
-                    ones[bit] += count
-        for bit in range(8):
-            value = value << 1 | (2 * ones[bit] > total)
+        column = blob[position::8]
+        for bit_set in _BIT_SET:
+            value = value << 1 | (2 * column.translate(bit_set).count(1) > total)
     return f"{value:016x}"
 
 
@@ -178,6 +174,11 @@ def same_story(link_a: str | None, title_a: str | None, print_a: str | None,
     if title_a is None or title_a != title_b or print_a is None or print_b is None:
         return False
     return distance(print_a, print_b) <= MAX_DISTANCE
+
+
+# For each bit of a byte, most significant first: the table mapping a byte to 1 when it
+# has that bit set, else to 0.
+_BIT_SET = tuple(bytes(byte >> (7 - bit) & 1 for byte in range(256)) for bit in range(8))
 
 
 def _digest(gram: str) -> bytes:
