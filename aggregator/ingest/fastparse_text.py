@@ -83,13 +83,16 @@ def unentity_link(link: str) -> str:
     return _LINK_ENTITY.sub(r"&\1", link) if "&" in link else link
 
 
-def clean(value: str | None) -> str | None:
+def clean(value: object) -> str | None:
+    """A value as stripped text, None when empty; non-strings (a JSON Feed's numeric id)
+    as their ``str``.  Both parse paths read text through it."""
     if value is None:
         return None
-    return value.strip() or None
+    return str(value).strip() or None
 
 
-def absolute(url: str | None, base: str) -> str | None:
+def absolute(url: object, base: str) -> str | None:
+    """``url`` resolved against ``base``; None when empty or not joinable (both paths)."""
     text = clean(url)
     if text is None:
         return None

@@ -37,6 +37,8 @@ import feedparser.mixin
 
 from aggregator.errors import ParseError
 from aggregator.ingest.dates import lenient_datetime
+from aggregator.ingest.fastparse_text import absolute as _absolute
+from aggregator.ingest.fastparse_text import clean as _text
 from aggregator.records import (
     FetchResult,
     ParsedEntry,
@@ -607,23 +609,6 @@ def _entry_date(entry: Mapping[str, Any], key: str) -> datetime | None:
     """feedparser's reading of the entry's ``key`` date, else a lenient reading of the
     string the document gave (None when it gave none, or one that cannot be read)."""
     return _struct_to_datetime(entry.get(f"{key}_parsed")) or lenient_datetime(entry.get(key))
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _absolute(url: Any, base: str) -> str | None:
-    text = _text(url)
-    if text is None:
-        return None
-    try:
-        return urljoin(base, text)
-    except ValueError:
-        return None
 
 
 # --- JSON Feed ----------------------------------------------------------------------
