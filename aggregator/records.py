@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from aggregator.rules import as_utc, check_title
-from aggregator.stories import fingerprint, link_key, plain_text, title_digest
+from aggregator.stories import link_key, text_fingerprint, title_digest
 
 
 class SourceKind(StrEnum):
@@ -262,8 +262,8 @@ class Article:
         """This record, its story keys derived now if they were not: the normalize stage
         calls it, so a parse worker pays for the SimHash, not the store's transaction."""
         if self._story_keys is None:
-            text = plain_text(self.content or "") or self.summary or ""
-            keys = (link_key(self.link), title_digest(self.title), fingerprint(text))
+            keys = (link_key(self.link), title_digest(self.title),
+                    text_fingerprint(self.content or "", self.summary or ""))
             object.__setattr__(self, "_story_keys", keys)
         return self
 

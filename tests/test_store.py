@@ -29,7 +29,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from builders import T0, make_article
+from builders import T0, database_rows, make_article
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -50,6 +50,7 @@ from aggregator.records import (
 )
 from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, Store, make_engine
 from aggregator.store.models import Base
+from aggregator.stories import fingerprint
 
 PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -971,6 +972,37 @@ def test_upgraded_articles_are_stories_of_their_own(database_url: str) -> None:
         [old] = list(store.iter_articles("old"))
         assert members_of(store, old) == [("old", "k")]  # no keys: never merged
         assert members_of(store, new) == [("new", "n")]
+
+
+def test_the_upgrade_to_tabulation_fingerprints_recomputes_the_last_days(
+        database_url: str) -> None:
+    migrate_with_alembic(database_url, "0006")
+    recent = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=1)
+    text_ = "工业互联网先锋榜单出炉，百家企业上榜。The quick brown fox jumps over the lazy dog."
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO sources (id, url, error_count, "
+                                       "redirect_count, lease_token) VALUES "
+                                       "('old', 'https://old.test/', 0, 0, 0)"))
+            html = f"<p>{text_}</p>"
+            for key, date, content, summary in (("recent", recent, html, ""),
+                                                ("summary", recent, "", text_),
+                                                ("old", datetime(2020, 1, 1), html, "")):
+                connection.execute(text(
+                    "INSERT INTO articles (source_id, key, link, title, author, date, "
+                    "date_from_feed, content, summary, comments, first_seen, updated_at, "
+                    "content_hash, story_print, story_id) VALUES ('old', :key, "
+                    "'https://news.test/1.html', 't', 'a', :date, true, :content, :summary, "
+                    "false, :date, :date, 'h', '98c81b11383b5a3a', 1)"),
+                    {"key": key, "date": date, "content": content, "summary": summary})
+    finally:
+        engine.dispose()
+    with Store.open(database_url):  # upgrades to 0007
+        pass
+    prints = dict(database_rows(database_url, "SELECT key, story_print FROM articles"))
+    assert prints == {"recent": fingerprint(text_), "summary": fingerprint(text_), "old": None}
+    assert fingerprint(text_) != "98c81b11383b5a3a"
 
 
 # -- many polls in one transaction (commit_polls) ------------------------------------
