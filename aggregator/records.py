@@ -252,42 +252,48 @@ class Article:
         check_title(self.title)
 
     # The keys ``stories.same_story`` compares, derived from the fields on first use and
-    # kept (not an init field: ``dataclasses.replace`` makes a record that derives its own,
+    # kept (not init fields: ``dataclasses.replace`` makes a record that derives its own,
     # never a stale copy; pickled with the record, so what a parse worker derived reaches
-    # the store with it); the store keeps them in indexed columns.
-    _story_keys: tuple[str | None, str | None, str | None] | None = field(
+    # the store with it); the store keeps them in indexed columns.  The link and title
+    # keys are cheap and always needed; the fingerprint (a SimHash of the whole text, the
+    # dearest thing about a new article) only when another source's article has the same
+    # title, so it is derived on first use — by the store, for the few that need it.
+    _story_keys: tuple[str | None, str | None] | None = field(
+        default=None, init=False, repr=False, compare=False)
+    _story_print: tuple[str | None] | None = field(
         default=None, init=False, repr=False, compare=False)
 
     def with_story_keys(self) -> Article:
-        """This record, its story keys derived now if they were not: the normalize stage
-        calls it, so a parse worker pays for the SimHash, not the store's transaction."""
+        """This record, its link and title keys derived now if they were not: the normalize
+        stage calls it, so a parse worker pays for them, not the store's transaction."""
         if self._story_keys is None:
-            keys = (link_key(self.link), title_digest(self.title),
-                    text_fingerprint(self.content or "", self.summary or ""))
-            object.__setattr__(self, "_story_keys", keys)
+            object.__setattr__(self, "_story_keys",
+                               (link_key(self.link), title_digest(self.title)))
         return self
-
-    @property
-    def story_keys(self) -> tuple[str | None, str | None, str | None]:
-        """(``story_link``, ``story_title``, ``story_print``), derived once."""
-        keys = self.with_story_keys()._story_keys
-        assert keys is not None
-        return keys
 
     @property
     def story_link(self) -> str | None:
         """A digest of the canonical link (``stories.link_key``); None without a link."""
-        return self.story_keys[0]
+        keys = self.with_story_keys()._story_keys
+        assert keys is not None
+        return keys[0]
 
     @property
     def story_title(self) -> str | None:
         """A digest of the folded title (``stories.title_digest``)."""
-        return self.story_keys[1]
+        keys = self.with_story_keys()._story_keys
+        assert keys is not None
+        return keys[1]
 
     @property
     def story_print(self) -> str | None:
-        """The SimHash of the content's text, else of the summary (``stories.fingerprint``)."""
-        return self.story_keys[2]
+        """The SimHash of the content's text, else of the summary
+        (``stories.text_fingerprint``); None with too little text.  Derived on first use."""
+        if self._story_print is None:
+            object.__setattr__(self, "_story_print",
+                               (text_fingerprint(self.content or "", self.summary or ""),))
+        assert self._story_print is not None
+        return self._story_print[0]
 
 
 @dataclass(frozen=True, slots=True)

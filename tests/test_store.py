@@ -50,7 +50,7 @@ from aggregator.records import (
 )
 from aggregator.store import HEAD_REVISION, MIGRATIONS_DIR, Store, make_engine
 from aggregator.store.models import Base
-from aggregator.stories import fingerprint
+from aggregator.stories import fingerprint, plain_text, title_digest
 
 PG_URL = os.environ.get("AGGREGATOR_TEST_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -974,35 +974,45 @@ def test_upgraded_articles_are_stories_of_their_own(database_url: str) -> None:
         assert members_of(store, new) == [("new", "n")]
 
 
-def test_the_upgrade_to_tabulation_fingerprints_recomputes_the_last_days(
+def test_the_upgrade_to_0007_drops_old_fingerprints_and_a_match_derives_them_again(
         database_url: str) -> None:
     migrate_with_alembic(database_url, "0006")
-    recent = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=1)
-    text_ = "工业互联网先锋榜单出炉，百家企业上榜。The quick brown fox jumps over the lazy dog."
     engine = create_engine(database_url, poolclass=NullPool)
     try:
         with engine.begin() as connection:
             connection.execute(text("INSERT INTO sources (id, url, error_count, "
-                                       "redirect_count, lease_token) VALUES "
-                                       "('old', 'https://old.test/', 0, 0, 0)"))
-            html = f"<p>{text_}</p>"
-            for key, date, content, summary in (("recent", recent, html, ""),
-                                                ("summary", recent, "", text_),
-                                                ("old", datetime(2020, 1, 1), html, "")):
-                connection.execute(text(
-                    "INSERT INTO articles (source_id, key, link, title, author, date, "
-                    "date_from_feed, content, summary, comments, first_seen, updated_at, "
-                    "content_hash, story_print, story_id) VALUES ('old', :key, "
-                    "'https://news.test/1.html', 't', 'a', :date, true, :content, :summary, "
-                    "false, :date, :date, 'h', '98c81b11383b5a3a', 1)"),
-                    {"key": key, "date": date, "content": content, "summary": summary})
+                                    "redirect_count, lease_token) VALUES "
+                                    "('a', 'https://a.test/', 0, 0, 0)"))
+            connection.execute(text(
+                "INSERT INTO articles (source_id, key, link, title, author, date, "
+                "date_from_feed, content, summary, comments, first_seen, updated_at, "
+                "content_hash, story_title, story_print, story_id) VALUES ('a', '1', "
+                "'https://a.test/1', 't', 'a', :date, true, :content, '', false, :date, "
+                ":date, 'h', :title, '98c81b11383b5a3a', 1)"),  # the old function's value
+                {"date": T0.replace(tzinfo=None), "content": STORY_TEXT,
+                 "title": title_digest("国务院部署推动工业互联网发展")})
     finally:
         engine.dispose()
-    with Store.open(database_url):  # upgrades to 0007
-        pass
+    with Store.open(database_url) as store:  # upgrades to 0007
+        assert database_rows(database_url, "SELECT story_print FROM articles") == [(None,)]
+        copy = story_article("b", "2", first_seen=T0 + timedelta(hours=1))
+        save(store, [copy], source_id="b")
+        [old] = list(store.iter_articles("a"))
+        assert members_of(store, old) == [("a", "1"), ("b", "2")]
     prints = dict(database_rows(database_url, "SELECT key, story_print FROM articles"))
-    assert prints == {"recent": fingerprint(text_), "summary": fingerprint(text_), "old": None}
-    assert fingerprint(text_) != "98c81b11383b5a3a"
+    assert prints == {"1": fingerprint(plain_text(STORY_TEXT)), "2": copy.story_print}
+
+
+def test_fingerprints_are_derived_only_for_titles_another_source_has(database_url: str) -> None:
+    with Store.open(database_url) as store:
+        save(store, [story_article("a", "1"), story_article("a", "2", title="别的标题"),
+                     story_article("a", "3", title="短", content="<p>短讯</p>")], source_id="a")
+        save(store, [story_article("b", "9", content="<p>短讯</p>", title="短")], source_id="b")
+    prints = dict(database_rows(database_url,
+                                "SELECT source_id || key, story_print FROM articles"))
+    # no other source has a1's or a2's title: nothing derived; a3 and b9 met on "短",
+    # and neither has text enough for a fingerprint (stored as '', not NULL)
+    assert prints == {"a1": None, "a2": None, "a3": "", "b9": ""}
 
 
 # -- many polls in one transaction (commit_polls) ------------------------------------

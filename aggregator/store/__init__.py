@@ -82,7 +82,7 @@ from aggregator.store.models import (
     SourceRow,
     TombstoneRow,
 )
-from aggregator.stories import same_story
+from aggregator.stories import same_story, text_fingerprint
 
 __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Store", "make_engine"]
 
@@ -750,8 +750,8 @@ def _upsert(session: Session, source_id: str, batch: dict[str, Article],
     fresh = [a for key, a in batch.items() if key not in stored and key not in stones]
     changed = {stored[key][0]: a for key, a in batch.items()
                if key in stored and stored[key][1] != a.content_hash}
-    joined = _stories_of(session, source_id, fresh)
-    rows.insert_articles(session, fresh, joined)
+    joined, prints = _stories_of(session, source_id, fresh)
+    rows.insert_articles(session, fresh, joined, prints)
     for row in rows.rows_by_id(session, list(changed)):
         rows.update_row(row, changed[row.id])
     retired = sum(1 for key in batch if key in stones and key not in stored)
@@ -761,27 +761,31 @@ def _upsert(session: Session, source_id: str, batch: dict[str, Article],
                        story_categories=_categories_of(session, set(joined.values())))
 
 
-def _stories_of(session: Session, source_id: str, fresh: Sequence[Article]) -> dict[str, int]:
+def _stories_of(session: Session, source_id: str, fresh: Sequence[Article]
+                ) -> tuple[dict[str, int], dict[str, str]]:
     """key → story id, for each of a source's new articles that is a story another
     source's stored article already tells (``stories.same_story`` on their stored keys;
     titles only within ``STORY_WINDOW`` of the date); the others start stories of their own.
+    Also key → stored ``story_print`` of the new articles whose fingerprint was derived.
 
+    Fingerprints are derived here, and only for a title that another source's article has
+    too: the new article's from its record, a stored one's from its row (then kept).
     On PostgreSQL the keys are locked first (transaction advisory locks, in one order), so
     two workers committing the same story at once queue and the second finds the first's
     article; SQLite's write lock serializes commits already.
     """
     links = {a.story_link for a in fresh} - {None}
-    titles = {a.story_title for a in fresh if a.story_print is not None} - {None}
+    titles = {a.story_title for a in fresh} - {None}
     if not links and not titles:
-        return {}
+        return {}, {}
     if session.get_bind().dialect.name == "postgresql":
         for lock in sorted({int(key[:15], 16) for key in links | titles}):
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
     earliest = min(a.date for a in fresh) - STORY_WINDOW
     latest = max(a.date for a in fresh) + STORY_WINDOW
-    columns = (ArticleRow.story_id, ArticleRow.story_link, ArticleRow.story_title,
-               ArticleRow.story_print, ArticleRow.date, ArticleRow.first_seen,
-               ArticleRow.source_id)
+    columns = (ArticleRow.id, ArticleRow.story_id, ArticleRow.story_link,
+               ArticleRow.story_title, ArticleRow.story_print, ArticleRow.date,
+               ArticleRow.first_seen, ArticleRow.source_id)
     candidates = set()
     for keys, column in ((sorted(links), ArticleRow.story_link),
                          (sorted(titles), ArticleRow.story_title)):
@@ -792,18 +796,38 @@ def _stories_of(session: Session, source_id: str, fresh: Sequence[Article]) -> d
             candidates.update(session.execute(select(*columns).where(
                 ArticleRow.source_id != source_id, ArticleRow.story_id.is_not(None), matched)))
     ordered = sorted(candidates, key=lambda c: (c.first_seen, c.source_id, c.story_id))
+    theirs = {c.id: None if c.story_print == rows.NO_PRINT else c.story_print
+              for c in ordered if c.story_print is not None}
     joined: dict[str, int] = {}
+    prints: dict[str, str] = {}
     for article in fresh:
-        link, title, printed = article.story_link, article.story_title, article.story_print
+        link, title = article.story_link, article.story_title
         for candidate in ordered:
-            same_link = link is not None and candidate.story_link == link
-            if not same_link and abs(candidate.date - article.date) > STORY_WINDOW:
-                continue
-            if same_story(link, title, printed, candidate.story_link, candidate.story_title,
-                          candidate.story_print):
+            if link is not None and candidate.story_link == link:
                 joined[article.key] = candidate.story_id
                 break
-    return joined
+            if (title is None or candidate.story_title != title
+                    or abs(candidate.date - article.date) > STORY_WINDOW):
+                continue
+            prints[article.key] = rows.stored_print(article.story_print)
+            if candidate.id not in theirs:
+                theirs[candidate.id] = _derive_print(session, candidate.id)
+            if same_story(None, title, article.story_print,
+                          None, candidate.story_title, theirs[candidate.id]):
+                joined[article.key] = candidate.story_id
+                break
+    return joined, prints
+
+
+def _derive_print(session: Session, article_id: int) -> str | None:
+    """A stored article's fingerprint, derived from its row the first time a match needs
+    it, and kept in the row."""
+    content, summary = session.execute(select(ArticleRow.content, ArticleRow.summary)
+                                       .where(ArticleRow.id == article_id)).one()
+    derived = text_fingerprint(content, summary)
+    session.execute(update(ArticleRow).where(ArticleRow.id == article_id)
+                    .values(story_print=rows.stored_print(derived)))
+    return derived
 
 
 def _categories_of(session: Session, story_ids: set[int]) -> tuple[str, ...]:

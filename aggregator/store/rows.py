@@ -36,7 +36,11 @@ _REPLACED_COLUMNS = tuple(name for name in ARTICLE_COLUMNS if name not in (
     "source_id", "key", "first_seen", "date", "date_from_feed"))
 # The story keys an Article derives (properties, not fields): written with the article,
 # replaced when it changes; its story_id is assigned once, when it is first stored.
-STORY_KEYS = ("story_link", "story_title", "story_print")
+STORY_KEYS = ("story_link", "story_title")
+# The third key, ``story_print``, is derived only when a story match needs it (an article of
+# another source with the same title): NULL until then (and again after the content
+# changed), then the fingerprint, or NO_PRINT when the text is too short to have one.
+NO_PRINT = ""
 # The state columns a poll writes whole (SourceState's fields but the id).
 STATE_FIELDS = tuple(f.name for f in fields(SourceState) if f.name != "source_id")
 
@@ -75,15 +79,18 @@ def rows_by_id(session: Session, ids: list[int]) -> list[ArticleRow]:
 
 
 def insert_articles(session: Session, articles: list[Article],
-                    stories: dict[str, int] | None = None) -> None:
+                    stories: dict[str, int] | None = None,
+                    prints: dict[str, str] | None = None) -> None:
     """Bulk INSERT (executemany, RETURNING the new ids), then their categories.
 
     ``stories``: key → the story an article joins; the others start their own (their
-    story id is their own id).
+    story id is their own id).  ``prints``: key → the stored ``story_print`` of the
+    articles whose fingerprint a match derived (the others' stays NULL).
     """
     if not articles:
         return
     joined = stories or {}
+    derived = prints or {}
     ids: dict[str, int] = {}
     for start in range(0, len(articles), IN_CHUNK):
         chunk = articles[start:start + IN_CHUNK]
@@ -92,7 +99,8 @@ def insert_articles(session: Session, articles: list[Article],
             # order: with sort_by_parameter_order SQLite would get one INSERT per row.
             # Core tables, not the ORM classes: the ORM's bulk path costs 2x per row.
             insert(_ARTICLES).returning(_ARTICLES.c.key, _ARTICLES.c.id),
-            [{**row_values(a), "story_id": joined.get(a.key)} for a in chunk])
+            [{**row_values(a), "story_id": joined.get(a.key),
+              "story_print": derived.get(a.key)} for a in chunk])
         ids.update((key, row_id) for key, row_id in returned)
     founders = [ids[a.key] for a in articles if a.key not in joined]
     for start in range(0, len(founders), IN_CHUNK):
@@ -103,6 +111,11 @@ def insert_articles(session: Session, articles: list[Article],
                   for a in articles for position, category in enumerate(a.categories)]
     if categories:
         session.execute(insert(_CATEGORIES), categories)
+
+
+def stored_print(fingerprint: str | None) -> str:
+    """``story_print`` as stored once derived."""
+    return NO_PRINT if fingerprint is None else fingerprint
 
 
 def row_values(article: Article) -> dict[str, Any]:
@@ -177,6 +190,7 @@ def copy_fields(row: ArticleRow, article: Article) -> None:
     """Everything but identity, first_seen and date (which have their own rules)."""
     for name in (*_REPLACED_COLUMNS, *STORY_KEYS):
         setattr(row, name, getattr(article, name))
+    row.story_print = None  # of the old text: derived again when a match needs it
     current = row.categories
     for position, category in enumerate(article.categories):
         if position < len(current):
