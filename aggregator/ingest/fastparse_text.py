@@ -116,7 +116,9 @@ def looks_like_html(s: str) -> bool:
 def author_name(raw: str) -> str | None:
     """An RSS ``<author>``/``<dc:creator>`` string as feedparser's author_detail reads it."""
     author = raw
-    match = _EMAIL.search(author)
+    # The pattern backtracks quadratically over a long run of name characters (feedparser
+    # issue #562) and cannot match without an "@": most authors never pay for it.
+    match = _EMAIL.search(author) if "@" in author else None
     if match is None:
         return clean(author)
     email = match.group(0)
