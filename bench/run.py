@@ -756,7 +756,8 @@ def measure_daemon(tree: Tree, count: int, server: FarmServer, work_root: Path,
 
 
 def ratio(figure: Figure, agg: float | None, other: float | None) -> float | None:
-    if agg is None or other is None or agg == 0 or other == 0:
+    """"Times better" than ``other``; None for counts (categories), where it means nothing."""
+    if agg is None or other is None or agg == 0 or other == 0 or figure.unit == "categories":
         return None
     return agg / other if figure.higher_is_better else other / agg
 
