@@ -1,11 +1,14 @@
-"""Measuring whole processes: wall time and peak RSS (``/usr/bin/time -v``), process-tree
-memory from ``/proc``, HTTP load (``wrk``, or a Python keep-alive fallback)."""
+"""Measuring whole processes: wall time, peak RSS and CPU (``/usr/bin/time -v``), the CPU
+of a whole process tree (child subreaper + ``RUSAGE_CHILDREN``), process-tree memory from
+``/proc``, HTTP load (``wrk``, or a Python keep-alive fallback)."""
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -18,11 +21,21 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 GNU_TIME = "/usr/bin/time"
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+ORPHAN_GRACE = 10.0  # seconds an orphaned descendant gets to exit after the main process
 
 
 @dataclass
 class Timed:
-    """One finished process: wall seconds, peak RSS (kB, as GNU time reports it), output."""
+    """One finished process: wall seconds, peak RSS (kB, as GNU time reports it), output.
+
+    ``cpu_s``: user + system seconds of the process and of the children it waited for
+    (GNU time).  ``tree_cpu_s`` (``timed(..., tree_cpu=True)`` only): the same for the
+    whole process tree, including descendants nobody waited for (multiprocessing's
+    forkserver, its workers, the resource tracker), which GNU time misses; ``orphans``
+    is how many of those were reaped here, ``stragglers`` how many had not exited in
+    ``ORPHAN_GRACE`` seconds (their CPU is then missing from ``tree_cpu_s``).
+    """
 
     command: list[str]
     wall: float
@@ -30,6 +43,10 @@ class Timed:
     returncode: int
     stdout: str
     stderr: str
+    cpu_s: float | None = None
+    tree_cpu_s: float | None = None
+    orphans: int = 0
+    stragglers: int = 0
 
     @property
     def peak_mb(self) -> float | None:
@@ -37,15 +54,27 @@ class Timed:
 
 
 def timed(command: Sequence[str], *, timeout: float = 1800, cwd: str | None = None,
-          env: dict[str, str] | None = None) -> Timed:
+          env: dict[str, str] | None = None, tree_cpu: bool = False) -> Timed:
     """Run ``command`` to completion under ``/usr/bin/time -v`` (when present).
 
     GNU time's "Maximum resident set size" is the largest RSS of the process or of any
     child it waited for (a maximum, not a sum over the process tree).
+
+    ``tree_cpu``: also measure the CPU of the whole tree.  This process becomes a child
+    subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``), so every descendant orphaned when its
+    parent exits is re-parented here instead of to init; after the command ends those are
+    waited for (``reap_orphans``), and the growth of this process's ``RUSAGE_CHILDREN``
+    over the call is the tree's CPU: the kernel adds a child's CPU, and that of everything
+    it reaped, when it is reaped.  Exact, unlike sampling ``/proc`` (which misses what a
+    process spends after its last sample).  It must not run while another thread of this
+    process starts or reaps other processes, whose CPU would be counted too.
     """
     with tempfile.NamedTemporaryFile("r", suffix=".time", delete=False) as report:
         report_path = report.name
     prefix = [GNU_TIME, "-v", "-o", report_path] if os.access(GNU_TIME, os.X_OK) else []
+    tracking = tree_cpu and become_subreaper()
+    ours = set(children_of(os.getpid())) if tracking else set()
+    usage_before = _children_cpu()
     started = time.perf_counter()
     try:
         run = subprocess.run([*prefix, *command], capture_output=True, text=True,
@@ -54,9 +83,60 @@ def timed(command: Sequence[str], *, timeout: float = 1800, cwd: str | None = No
         text = Path(report_path).read_text(encoding="utf-8", errors="replace")
     finally:
         Path(report_path).unlink(missing_ok=True)
+    orphans, stragglers = reap_orphans(ours) if tracking else (0, [])
     found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    user = re.search(r"User time \(seconds\): ([\d.]+)", text)
+    system = re.search(r"System time \(seconds\): ([\d.]+)", text)
     return Timed(command=list(command), wall=wall, peak_kb=int(found.group(1)) if found else None,
-                 returncode=run.returncode, stdout=run.stdout, stderr=run.stderr)
+                 returncode=run.returncode, stdout=run.stdout, stderr=run.stderr,
+                 cpu_s=float(user.group(1)) + float(system.group(1)) if user and system
+                 else None,
+                 tree_cpu_s=_children_cpu() - usage_before if tracking else None,
+                 orphans=orphans, stragglers=len(stragglers))
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+_subreaper: list[bool] = []
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux); False if refused."""
+    if not _subreaper:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            _subreaper.append(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        except (OSError, AttributeError):
+            _subreaper.append(False)
+    return _subreaper[0]
+
+
+def reap_orphans(keep: set[int], grace: float = ORPHAN_GRACE) -> tuple[int, list[int]]:
+    """Wait for every child of this process not in ``keep``: descendants of a finished
+    command re-parented here (see ``become_subreaper``).  Returns (reaped, still running
+    after ``grace`` seconds).  Must not be given a ``keep`` that misses a child another
+    part of this process will wait for."""
+    reaped = 0
+    deadline = time.monotonic() + grace
+    while True:
+        left = []
+        for pid in children_of(os.getpid()):
+            if pid in keep:
+                continue
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done:
+                reaped += 1
+            else:
+                left.append(pid)
+        if not left or time.monotonic() > deadline:
+            return reaped, left
+        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- /proc
@@ -82,8 +162,8 @@ def pss_kb(pid: int) -> int | None:
     return _kb_field(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (children, grandchildren, ...)."""
+def _children_map() -> dict[int, list[int]]:
+    """parent pid -> its children's pids, for every process in ``/proc`` (zombies too)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -95,6 +175,17 @@ def descendants(pid: int) -> list[int]:
         fields = stat.rsplit(")", 1)[-1].split()
         if len(fields) > 1:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def children_of(pid: int) -> list[int]:
+    """The direct children of ``pid``, zombies included."""
+    return _children_map().get(pid, [])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...)."""
+    children = _children_map()
     found: list[int] = []
     queue = [pid]
     while queue:
