@@ -53,6 +53,7 @@ from aggregator.records import FetchOptions, FetchResult, Source, Validators
 __all__ = ["ACCEPT", "HttpFetcher", "HttpSession", "fetch", "make_session"]
 
 _NO_VALIDATORS = Validators()
+POOLED_HOSTS = 32
 
 # What callers hold between fetches (connection pooling) without importing requests.
 HttpSession = requests.Session
@@ -72,7 +73,9 @@ def make_session(options: FetchOptions) -> requests.Session:
     session.trust_env = False  # no .netrc credentials, no *_PROXY / REQUESTS_CA_BUNDLE
     session.headers.update(request_headers(options))
     session.max_redirects = options.max_redirects  # informative only: fetch follows by hand
-    adapter = WatchedAdapter(max_retries=0,
+    # pool_connections: how many hosts' idle keep-alive connections a session (one per
+    # poll thread) keeps; portals with many feeds on one host reuse theirs.
+    adapter = WatchedAdapter(max_retries=0, pool_connections=POOLED_HOSTS,
                              allow_private_networks=options.allow_private_networks)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -4,8 +4,9 @@ Why this module exists: per-operation socket timeouts never trip on a server tha
 one byte per second, and a blocking read of a big chunk waits until the chunk fills, so
 only something outside the reading thread can enforce a deadline on the whole fetch.  The
 connection classes report every socket they open (or reuse) to the running fetch's
-``Watchdog``, which keeps a duplicate of each descriptor; when the deadline passes, a
-``threading.Timer`` calls ``shutdown()`` on them, which unblocks any read in progress.
+``Watchdog``, which keeps a duplicate of each descriptor; when the deadline passes, the
+process's one timer thread (``_Timers``: a heap of deadlines, not a thread per fetch)
+calls ``shutdown()`` on them, which unblocks any read in progress.
 
 What must not happen: ``close()`` from the timer thread (it does not unblock a read, and
 closing a buffered response from another thread would wait on the reader's lock), a
@@ -17,8 +18,11 @@ belong to another file), or a fetch that ended after the deadline reported as a 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import socket
 import threading
+import time
 
 __all__ = ["Watchdog"]
 
@@ -36,15 +40,14 @@ class Watchdog:
         self._lock = threading.Lock()
         self._dups: list[socket.socket] = []
         self._state = "running"  # → "expired" (timer fired) or "finished" (fetch ended)
-        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
-        self._timer.daemon = True
+        self._seconds = max(seconds, 0.0)
 
     @property
     def expired(self) -> bool:
         return self._state == "expired"
 
     def start(self) -> None:
-        self._timer.start()
+        _TIMERS.schedule(time.monotonic() + self._seconds, self)
 
     def track(self, sock: socket.socket | None) -> None:
         """Watch ``sock`` too; after expiry it is shut down at once."""
@@ -67,7 +70,6 @@ class Watchdog:
 
     def finish(self) -> bool:
         """Stop watching; True when the deadline had already passed."""
-        self._timer.cancel()
         with self._lock:
             if self._state == "running":
                 self._state = "finished"
@@ -83,6 +85,47 @@ class Watchdog:
             self._state = "expired"
             for dup in self._dups:
                 _shutdown(dup)
+
+
+class _Timers:
+    """One daemon thread that expires watchdogs at their deadlines, earliest first.
+
+    A finished watchdog stays in the heap until its deadline (its ``_expire`` then does
+    nothing): cheaper than removing it, and it holds no descriptor by then.  Starting a
+    thread per fetch cost more than the rest of a 304.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Watchdog]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, when: float, watchdog: Watchdog) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._order), watchdog))
+            if self._thread is None or not self._thread.is_alive():  # also after a fork
+                self._thread = threading.Thread(target=self._run, name="fetch-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is watchdog:  # a new earliest deadline
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                when = self._heap[0][0]
+                wait = when - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                watchdog = heapq.heappop(self._heap)[2]
+            watchdog._expire()
+
+
+_TIMERS = _Timers()
 
 
 def _shutdown(sock: socket.socket) -> None:
