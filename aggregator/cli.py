@@ -207,7 +207,9 @@ def _poll(settings: Settings, store: Store, sources: list[Source], pool: WorkerP
 
 def poll_summary(results: list[PollResult]) -> list[str]:
     """One line per source: new/updated/unchanged/error/skipped with reason, then totals."""
-    from aggregator.records import PollOutcome
+    from collections import Counter
+
+    from aggregator.records import ParserKind, PollOutcome
 
     width = max((len(r.source_id) for r in results), default=0)
     lines = []
@@ -244,6 +246,11 @@ def poll_summary(results: list[PollResult]) -> list[str]:
     total = f"polled {len(results) - skipped} source(s): {len(results) - failed - skipped} ok, " \
             f"{failed} failed"
     lines.append(total + (f", {skipped} skipped" if skipped else ""))
+    paths = Counter(r.parser for r in results if r.parser is not None)
+    if paths:  # the fast path's share, and what it left to feedparser
+        lines.append(f"parsed {sum(paths.values())} RSS/Atom document(s): "
+                     f"{paths[ParserKind.FAST]} by the fast path, "
+                     f"{paths[ParserKind.FEEDPARSER]} by feedparser")
     return lines
 
 

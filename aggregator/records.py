@@ -482,6 +482,9 @@ class PollResult:
     pages_failed: int = 0
     pages_pending: int = 0
     filtered: int = 0  # articles the source's rules dropped (not stored)
+    # which path read an RSS/Atom document: the fast path, or feedparser when it declined
+    # (None: nothing parsed, or a JSON Feed / list page)
+    parser: ParserKind | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -388,6 +388,22 @@ def test_poll_summary_says_what_a_parse_found(httpserver: HTTPServer, tmp_path: 
     assert "unchanged (nothing to parse)" in summary_line(again, "dated")
 
 
+def test_poll_summary_counts_the_documents_each_parse_path_read(
+        httpserver: HTTPServer, tmp_path: Path) -> None:
+    item = b"<item><title>t</title><link>http://p.test/1</link>%s</item>"
+    feed = b'<?xml version="1.0"?><rss version="2.0"><channel><title>C</title>%s</channel></rss>'
+    unmodelled = b'<x:rating xmlns:x="urn:example:rating">5</x:rating>'  # fast path declines
+    httpserver.expect_request("/gone.xml").respond_with_data(feed % (item % b""),
+                                                             content_type="text/xml")
+    httpserver.expect_request("/dated.xml").respond_with_data(feed % (item % unmodelled),
+                                                              content_type="text/xml")
+    config = gone_and_dated_config(tmp_path, httpserver)
+    first = run("--config", str(config), "poll")
+    assert "parsed 2 RSS/Atom document(s): 1 by the fast path, 1 by feedparser" in first.output
+    again = run("--config", str(config), "poll")  # the same bytes: nothing parsed
+    assert "RSS/Atom document(s)" not in again.output
+
+
 def test_a_source_removed_from_the_config_leaves_every_output(
     httpserver: HTTPServer, tmp_path: Path, database: Database
 ) -> None:

@@ -18,7 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from served_site import BuiltSite, build_site, raw_get
 
 from aggregator.publish.paths import OPML_FILENAME, category_paths
-from aggregator.records import PollOutcome, PollResult, Source, SourceStatus, StoreCounts
+from aggregator.records import (
+    ParserKind,
+    PollOutcome,
+    PollResult,
+    Source,
+    SourceStatus,
+    StoreCounts,
+)
 from aggregator.service.health import health_report
 from aggregator.service.http import FeedServer, make_app
 from aggregator.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -199,7 +206,7 @@ def test_metrics_endpoint(site: BuiltSite) -> None:
     metrics = Metrics()
     metrics.record_poll(
         PollResult(source_id="portal", result=PollOutcome.NEW, counts=StoreCounts(new=3),
-                   fetch_seconds=0.2),
+                   fetch_seconds=0.2, parser=ParserKind.FAST),
     )
     metrics.record_poll(PollResult(source_id="tech", result=PollOutcome.ERROR, error="boom",
                                    consecutive_errors=1))
@@ -219,6 +226,9 @@ def test_metrics_endpoint(site: BuiltSite) -> None:
     assert polls == {("portal", "new"): 1.0, ("tech", "error"): 1.0}
     errors = families["aggregator_source_consecutive_errors"].samples
     assert {s.labels["source"]: s.value for s in errors} == {"portal": 0.0, "tech": 1.0}
+    parsed = {s.labels["parser"]: s.value for s in families["aggregator_parsed_documents"].samples
+              if s.name == "aggregator_parsed_documents_total"}
+    assert parsed == {"fast": 1.0}  # the failed poll parsed nothing
 
 
 def test_metrics_absent_is_404(server: FeedServer) -> None:

@@ -472,6 +472,7 @@ def _result(update: SourceUpdate, attempt: decide.Attempt, counts: StoreCounts,
         pages_failed=pages.failed,
         pages_pending=pages.pending,
         filtered=parsed.filtered if parsed else 0,
+        parser=parsed.parser if parsed else None,
     )
 
 
@@ -494,10 +495,10 @@ def _log(polled: Source, update: SourceUpdate, result: PollResult) -> None:
     if result.pages_fetched or result.pages_pending:
         pages = (f" pages={result.pages_fetched} pages_failed={result.pages_failed}"
                  f" pages_pending={result.pages_pending}")
-    log.info("source=%s result=%s new=%d updated=%d unchanged=%d filtered=%d%s elapsed=%.3fs",
+    parser = f" parser={result.parser.value}" if result.parser else ""
+    log.info("source=%s result=%s new=%d updated=%d unchanged=%d filtered=%d%s%s elapsed=%.3fs",
              polled.id, result.result.value, c.new, c.updated, c.unchanged, result.filtered,
-             pages,
-             result.elapsed)
+             pages, parser, result.elapsed)
 
 
 def _errors(state: SourceState | None) -> int:

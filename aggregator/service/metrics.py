@@ -33,6 +33,11 @@ class Metrics:
             "aggregator_polls", "Polls by source and result.", ["source", "result"],
             registry=self.registry,
         )
+        self.parsed_documents = Counter(
+            "aggregator_parsed_documents", "RSS/Atom documents parsed, by the parse path "
+            "that read them (fast, or feedparser where the fast path declined).", ["parser"],
+            registry=self.registry,
+        )
         self.fetch_seconds = Histogram(
             "aggregator_fetch_seconds", "Time spent fetching one source.", ["source"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry,
@@ -138,6 +143,8 @@ class Metrics:
             self.leases_lost.inc()
         if result.fetch_seconds is not None:
             self.fetch_seconds.labels(result.source_id).observe(result.fetch_seconds)
+        if result.parser is not None:
+            self.parsed_documents.labels(result.parser.value).inc()
         if result.counts.new:
             self.articles_stored.labels(result.source_id, "new").inc(result.counts.new)
         if result.counts.updated:
