@@ -274,16 +274,17 @@ class Article:
     @property
     def story_link(self) -> str | None:
         """A digest of the canonical link (``stories.link_key``); None without a link."""
-        keys = self.with_story_keys()._story_keys
-        assert keys is not None
-        return keys[0]
+        return self._link_and_title()[0]
 
     @property
     def story_title(self) -> str | None:
         """A digest of the folded title (``stories.title_digest``)."""
+        return self._link_and_title()[1]
+
+    def _link_and_title(self) -> tuple[str | None, str | None]:
         keys = self.with_story_keys()._story_keys
         assert keys is not None
-        return keys[1]
+        return keys
 
     @property
     def story_print(self) -> str | None:

@@ -10,7 +10,9 @@ servers and seams they share.
 from __future__ import annotations
 
 import email.utils
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -100,6 +102,36 @@ def test_conditional_get_sends_validators_and_304_keeps_old_ones(httpserver: HTT
     assert result.content == b""
     assert result.validators == old
     assert len(httpserver.log) == 1
+
+
+def test_a_304_leaves_its_connection_for_the_next_fetch_of_the_host() -> None:
+    """Re-polling a portal's many feeds must not open a TCP connection per 304."""
+    peers: list[tuple[str, int]] = []
+
+    class NotModified(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def do_GET(self) -> None:
+            peers.append(self.client_address)
+            self.send_response(304)
+            self.send_header("ETag", '"v"')
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotModified)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    session = make_session(OPTIONS)
+    try:
+        for feed in ("a", "b", "c"):
+            url = f"http://127.0.0.1:{server.server_address[1]}/{feed}.xml"
+            assert fetch(source(url), OPTIONS, Validators(etag='"v"'), session).status == 304
+    finally:
+        session.close()
+        server.shutdown()
+        server.server_close()
+    assert len(peers) == 3 and len(set(peers)) == 1  # one connection, three requests
 
 
 def test_304_that_repeats_a_new_etag_replaces_it(httpserver: HTTPServer) -> None:
