@@ -1,9 +1,19 @@
 """The article database: the only place in the project that speaks SQL.
 
 Why: every other stage works with plain records (``aggregator.records``); this
-package turns them into rows and back (``rows``), owns the schema (``models``) and
-its Alembic migrations, opens and upgrades databases (``engine``), and makes SQLite
-safe for the poller's concurrent writers.
+package turns them into rows and back, owns the schema and its Alembic migrations, and
+makes SQLite safe for the poller's concurrent writers.  ``Store``, here, is the whole
+public face: it opens every transaction and turns database errors into ``StoreError``;
+the modules below do the work inside a transaction it opened, and import nothing from
+this one:
+
+* ``models``: the schema (``migrations``: its Alembic history); ``engine``: engines,
+  SQLite's connection rules, opening and upgrading databases; ``rows``: rows <-> records;
+* ``commit``: one poll's (or a batch's) writes; ``story_match``: the story each new
+  article joins;
+* ``claims``: the sources table's rows, config generations and leases; ``retention``:
+  pruning, tombstones, forgetting removed sources; ``reads``: the article reads by
+  identity and story; ``locks``: locks across the processes sharing a database.
 
 Guarantees:
 
@@ -37,17 +47,15 @@ about feeds, articles' content or polling policy: it stores what it is given.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, or_, select, text, true, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from aggregator.errors import AggregatorError, LeaseLost, StoreError
 from aggregator.records import (
@@ -57,14 +65,14 @@ from aggregator.records import (
     Claim,
     ConfigVersion,
     Lease,
-    PollOutcome,
     Source,
     SourceState,
     SourceStatus,
     SourceUpdate,
     StoreCounts,
 )
-from aggregator.store import rows
+from aggregator.store import claims, locks, reads, retention, rows
+from aggregator.store.commit import Item, checked, commit_batch, commit_in
 from aggregator.store.engine import (
     HEAD_REVISION,
     MIGRATIONS_DIR,
@@ -82,15 +90,11 @@ from aggregator.store.models import (
     SourceRow,
     TombstoneRow,
 )
-from aggregator.stories import same_story, text_fingerprint
+from aggregator.store.story_match import STORY_WINDOW as STORY_WINDOW
 
 __all__ = ["HEAD_REVISION", "MIGRATIONS_DIR", "Store", "make_engine"]
 
 _ITER_CHUNK = 500  # articles per read transaction in iter_articles
-_FEW_IDS = 1000  # above: filter articles by the sources not wanted (``_of_sources``)
-# How far apart two articles' dates may be for a matching title and text to make them one
-# story (a link match needs no window): a story is news for days, a title recurs for years.
-STORY_WINDOW = timedelta(days=3)
 
 
 class Store:
@@ -208,9 +212,9 @@ class Store:
         carries its token, and releases the lease; a worker that lost its lease (paused
         past it while another claimed the source) gets ``LeaseLost`` and writes nothing.
         """
-        batch, collided = _checked(update, articles)
+        batch, collided = checked(update, articles)
         with self._write(update.state.source_id, "commit the poll") as session:
-            outcome = _commit_in(session, update, articles is not None, batch, collided, lease)
+            outcome = commit_in(session, update, articles is not None, batch, collided, lease)
             if isinstance(outcome, LeaseLost):
                 raise outcome
         return outcome
@@ -230,19 +234,19 @@ class Store:
         article of another source fails its item (a ``StoreError``), not the batch.
         """
         outcomes: list[StoreCounts | AggregatorError | None] = [None] * len(items)
-        ready: list[_Item] = []
+        ready: list[Item] = []
         for index, (poll, articles, lease) in enumerate(items):
             try:
-                batch, collided = _checked(poll, articles)
+                batch, collided = checked(poll, articles)
             except ValueError as exc:
                 outcomes[index] = StoreError(f"cannot commit the poll: {exc}",
                                              source_id=poll.state.source_id)
                 continue
-            ready.append(_Item(index, poll, articles is not None, batch, collided, lease))
+            ready.append(Item(index, poll, articles is not None, batch, collided, lease))
         if ready:
             try:
                 with self._write(None, "commit the polls") as session:
-                    written = _commit_batch(session, ready)
+                    written = commit_batch(session, ready)
             except StoreError:
                 if len(ready) == 1:
                     raise
@@ -280,7 +284,7 @@ class Store:
         how many were added.  Idempotent: existing rows are left as they are."""
         with self._write(None, "add sources") as session:
             lock_schema(session.connection())  # peers starting together add the same rows
-            return _add_missing(session, sources, now)
+            return claims.add_missing(session, sources, now)
 
     def applied_config(self) -> AppliedConfig | None:
         """The config whose sources the table holds (the newest applied), or None."""
@@ -300,28 +304,10 @@ class Store:
         a config meanwhile) nothing is written and None is returned — the caller compares
         its config with the new one and decides again.
         """
-        listed = {s.id for s in sources}
         with self._write(None, "apply the config") as session:
             lock_schema(session.connection())  # one config applied at a time
-            newest = session.scalar(select(func.max(ConfigGenerationRow.generation))) or 0
-            if newest != after:
-                return None
-            _add_missing(session, sources, now)
-            known = session.execute(select(SourceRow.id, SourceRow.unlisted_since)).all()
-            for ids, value in (([i for i, since in known if i not in listed and since is None],
-                                now),
-                               ([i for i, since in known if i in listed and since is not None],
-                                None)):
-                for start in range(0, len(ids), rows.IN_CHUNK):
-                    session.execute(update(SourceRow).where(
-                        SourceRow.id.in_(ids[start:start + rows.IN_CHUNK]))
-                        .values(unlisted_since=value))
-            row = ConfigGenerationRow(generation=after + 1, digest=version.digest,
-                                      written_at=version.written_at, applied_at=now,
-                                      applied_by=holder)
-            session.add(row)
-            session.flush()
-            return rows.applied_config(row)
+            return claims.apply_generation(session, version, sources, after=after,
+                                           holder=holder, now=now)
 
     def claim_due(self, holder: str, *, limit: int, lease_for: timedelta,
                   now: datetime) -> list[Claim]:
@@ -335,23 +321,8 @@ class Store:
         """
         if limit <= 0:
             return []
-        query = (select(SourceRow)
-                 .where(or_(SourceRow.next_poll_at.is_(None), SourceRow.next_poll_at <= now),
-                        or_(SourceRow.leased_until.is_(None), SourceRow.leased_until < now),
-                        SourceRow.disabled_reason.is_(None), SourceRow.unlisted_since.is_(None))
-                 .order_by(SourceRow.next_poll_at, SourceRow.id).limit(limit)
-                 .with_for_update(skip_locked=True))
-        until = now + lease_for
         with self._write(None, "claim due sources") as session:
-            claimed = list(session.scalars(query))
-            expired = {row.id for row in claimed if row.leased_until is not None}
-            for row in claimed:
-                row.lease_token = (row.lease_token or 0) + 1
-                row.leased_until, row.leased_by = until, holder
-            return [Claim(lease=Lease(source_id=row.id, token=row.lease_token, until=until,
-                                      holder=holder), state=rows.state_of(row),
-                          taken_over=row.id in expired)
-                    for row in claimed]
+            return claims.claim(session, holder, limit=limit, until=now + lease_for, now=now)
 
     def release(self, lease: Lease, *, due_at: datetime) -> None:
         """Give a claimed source back unpolled, due again at ``due_at``, if the lease holds."""
@@ -360,8 +331,7 @@ class Store:
                 SourceRow.id == lease.source_id, SourceRow.lease_token == lease.token)
                 .values(leased_until=None, leased_by=None, next_poll_at=due_at))
 
-    @contextmanager
-    def exclusive(self, names: Iterable[str]) -> Iterator[set[str]]:
+    def exclusive(self, names: Iterable[str]) -> AbstractContextManager[set[str]]:
         """Which of ``names`` (builds of a category, maintenance) this process is the one
         doing now, across every process on the database.
 
@@ -369,53 +339,14 @@ class Store:
         by PostgreSQL if the process dies); a busy name is left out, never waited for.
         SQLite is one host and one writer: every name.
         """
-        wanted = sorted(set(names))
-        if self._engine.dialect.name != "postgresql" or not wanted:
-            yield set(wanted)
-            return
-        try:
-            connection = self._engine.connect()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot lock {wanted!r}: {describe(exc)}") from exc
-        held: set[str] = set()
-        try:
-            for name in wanted:
-                if connection.execute(text("SELECT pg_try_advisory_lock(hashtext(:n))"),
-                                      {"n": name}).scalar():
-                    held.add(name)
-            connection.commit()
-            try:
-                yield set(held)
-            finally:
-                for name in held:
-                    connection.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"),
-                                       {"n": name})
-                connection.commit()
-        finally:
-            connection.close()
+        return locks.exclusive(self._engine, names)
 
-    @contextmanager
-    def sole_poller(self) -> Iterator[bool]:
+    def sole_poller(self) -> AbstractContextManager[bool]:
         """Whether this process may poll: always on PostgreSQL (workers share the sources
         through claims); on an SQLite file only if no other polling process holds it —
         SQLite is one host and one writer.  Held for the block (an OS file lock beside
         the database, released by the kernel if the process dies)."""
-        database = make_url(self._engine.url).database or ""
-        if self._engine.dialect.name != "sqlite" or not database or database == ":memory:":
-            yield True
-            return
-        import fcntl
-
-        with open(f"{database}.pollers", "a+b") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return locks.sole_poller(self._engine)
 
     def prune(self, *, older_than: datetime | None = None, keep_per_source: int | None = None,
               now: datetime | None = None) -> dict[str, int]:
@@ -425,34 +356,9 @@ class Store:
         Each deleted article leaves a tombstone (stamped ``now``, else its own date), so
         that the next poll does not add it back while the portal still lists it.
         """
-        deleted: dict[str, int] = {}
         with self._write(None, "prune articles") as session:
-            doomed: set[int] = set()
-            if older_than is not None:
-                doomed.update(session.scalars(
-                    select(ArticleRow.id).where(ArticleRow.date < older_than)))
-            if keep_per_source is not None:
-                for source_id in session.scalars(select(SourceRow.id)):
-                    doomed.update(session.scalars(
-                        select(ArticleRow.id).where(ArticleRow.source_id == source_id)
-                        .order_by(ArticleRow.date.desc(), ArticleRow.id.desc())
-                        .offset(keep_per_source)))
-            ids = sorted(doomed)
-            for start in range(0, len(ids), rows.IN_CHUNK):
-                chunk = ids[start:start + rows.IN_CHUNK]
-                gone = session.execute(select(ArticleRow.source_id, ArticleRow.key,
-                                              ArticleRow.date).where(ArticleRow.id.in_(chunk)))
-                stones = [{"source_id": s, "key": k, "removed_at": now or d} for s, k, d in gone]
-                for stone in stones:
-                    deleted[stone["source_id"]] = deleted.get(stone["source_id"], 0) + 1
-                session.execute(delete(TombstoneRow).where(
-                    TombstoneRow.source_id.in_({s["source_id"] for s in stones}),
-                    TombstoneRow.key.in_({s["key"] for s in stones})))
-                if stones:
-                    session.execute(insert(TombstoneRow), stones)
-                session.execute(delete(CategoryRow).where(CategoryRow.article_id.in_(chunk)))
-                session.execute(delete(ArticleRow).where(ArticleRow.id.in_(chunk)))
-        return dict(sorted(deleted.items()))
+            deleted = retention.prune(session, older_than, keep_per_source, now)
+        return deleted
 
     def count_tombstones(self, source_id: str | None = None) -> int:
         """How many removed articles are remembered (for one source, if given)."""
@@ -486,7 +392,7 @@ class Store:
                 CategoryRow.category == category)
         with self._read() as session:
             if source_ids is not None:
-                query = query.where(_of_sources(session, set(source_ids)))
+                query = query.where(reads.of_sources(session, set(source_ids)))
             return [rows.article(row) for row in session.scalars(query)]
 
     def story_members(self, articles: Iterable[Article],
@@ -502,25 +408,8 @@ class Store:
         pairs = sorted((s, k) for s, keys in wanted.items() for k in set(keys))
         if not pairs or (source_ids is not None and not source_ids):
             return {}
-        listed, member = aliased(ArticleRow), aliased(ArticleRow)
-        found: dict[tuple[str, str], list[Article]] = {}
         with self._read() as session:
-            for start in range(0, len(pairs), rows.IN_CHUNK):
-                grouped: dict[str, list[str]] = {}
-                for source_id, key in pairs[start:start + rows.IN_CHUNK]:
-                    grouped.setdefault(source_id, []).append(key)
-                query = (select(listed.source_id, listed.key, member)
-                         .join(member, member.story_id == listed.story_id)
-                         .where(or_(*(and_(listed.source_id == s, listed.key.in_(keys))
-                                      for s, keys in grouped.items())))
-                         .options(selectinload(member.categories)))
-                if source_ids is not None:
-                    query = query.where(_of_sources(session, set(source_ids), member.source_id))
-                for source_id, key, row in session.execute(query):
-                    found.setdefault((source_id, key), []).append(rows.article(row))
-        return {identity: tuple(sorted(members, key=lambda a: (a.first_seen, a.source_id,
-                                                                a.key)))
-                for identity, members in found.items()}
+            return reads.story_members(session, pairs, source_ids)
 
     def category_index(self, category: str,
                        source_ids: Collection[str] | None = None) -> list[ArticleStamp]:
@@ -536,7 +425,7 @@ class Store:
                  .order_by(ArticleRow.first_seen, ArticleRow.source_id, ArticleRow.key))
         with self._read() as session:
             if source_ids is not None:
-                query = query.where(_of_sources(session, set(source_ids)))
+                query = query.where(reads.of_sources(session, set(source_ids)))
             return [ArticleStamp(source_id=s, key=k, first_seen=f, updated_at=u, date=d,
                                  content_hash=h)
                     for s, k, f, u, d, h in session.execute(query)]
@@ -546,33 +435,14 @@ class Store:
         """(source_id, key) → the stored article, for those of ``identities`` still stored;
         one query per chunk of identities."""
         pairs = sorted(set(identities))
-        found: dict[tuple[str, str], Article] = {}
         with self._read() as session:
-            for start in range(0, len(pairs), rows.IN_CHUNK):
-                grouped: dict[str, list[str]] = {}
-                for source_id, key in pairs[start:start + rows.IN_CHUNK]:
-                    grouped.setdefault(source_id, []).append(key)
-                query = (select(ArticleRow)
-                         .where(or_(*(and_(ArticleRow.source_id == s, ArticleRow.key.in_(keys))
-                                      for s, keys in grouped.items())))
-                         .options(selectinload(ArticleRow.categories)))
-                for row in session.scalars(query):
-                    found[(row.source_id, row.key)] = rows.article(row)
-        return found
+            return reads.articles_by_identity(session, pairs)
 
     def forget_removed(self, *, now: datetime, grace: timedelta) -> list[str]:
         """Delete — with their articles and tombstones — the sources the applied config has
         not listed for longer than ``grace`` (``apply_config`` marks them); the ids deleted."""
         with self._write(None, "forget removed sources") as session:
-            expired = sorted(session.scalars(select(SourceRow.id).where(
-                SourceRow.unlisted_since < now - grace)))
-            for start in range(0, len(expired), rows.IN_CHUNK):
-                chunk = expired[start:start + rows.IN_CHUNK]
-                article_ids = select(ArticleRow.id).where(ArticleRow.source_id.in_(chunk))
-                session.execute(delete(CategoryRow).where(CategoryRow.article_id.in_(article_ids)))
-                session.execute(delete(ArticleRow).where(ArticleRow.source_id.in_(chunk)))
-                session.execute(delete(TombstoneRow).where(TombstoneRow.source_id.in_(chunk)))
-                session.execute(delete(SourceRow).where(SourceRow.id.in_(chunk)))
+            expired = retention.forget_unlisted(session, before=now - grace)
         return expired
 
     def iter_articles(self, source_id: str | None = None) -> Iterator[Article]:
@@ -628,215 +498,3 @@ class Store:
                 yield session
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read: {describe(exc)}", source_id=source_id) from exc
-
-
-
-def _of_sources(session: Session, wanted: set[str], column: Any = ArticleRow.source_id) -> Any:
-    """``column`` (an article's source id) among ``wanted``, as a short list of parameters:
-    the ids themselves, or — for a config of many sources — the (few) stored sources NOT
-    wanted.  A drivers' limit (65,535 parameters on PostgreSQL) must not fail the build of
-    a 100,000-source config, and 100,000 parameters per category cost more than the query."""
-    if len(wanted) <= _FEW_IDS:
-        return column.in_(sorted(wanted))
-    unwanted = set(session.scalars(select(SourceRow.id))) - wanted
-    return column.not_in(sorted(unwanted)) if unwanted else true()
-
-
-def _add_missing(session: Session, sources: Iterable[Source], now: datetime) -> int:
-    """Insert a row, due ``now``, for each of ``sources`` without one; how many."""
-    wanted = {s.id: s for s in sources}
-    known: set[str] = set()
-    ids = sorted(wanted)
-    for start in range(0, len(ids), rows.IN_CHUNK):
-        known.update(session.scalars(select(SourceRow.id).where(
-            SourceRow.id.in_(ids[start:start + rows.IN_CHUNK]))))
-    fresh = [{"id": i, "url": wanted[i].url, "error_count": 0, "redirect_count": 0,
-              "lease_token": 0, "next_poll_at": now} for i in ids if i not in known]
-    if fresh:
-        session.execute(insert(SourceRow), fresh)
-    return len(fresh)
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """One poll of a ``commit_polls`` batch, checked: its place, the decision, whether
-    something was parsed, its articles by key (and how many collided), its lease."""
-
-    index: int
-    update: SourceUpdate
-    parsed: bool
-    batch: dict[str, Article]
-    collided: int
-    lease: Lease | None
-
-
-def _checked(update: SourceUpdate, articles: Sequence[Article] | None
-             ) -> tuple[dict[str, Article], int]:
-    """The articles by key, the first of a key winning, and how many collided; a
-    ``ValueError`` for an article of another source."""
-    if articles is None:
-        return {}, 0
-    source_id = update.state.source_id
-    batch, collided = rows.first_occurrences(articles)
-    for article in batch.values():
-        if article.source_id != source_id:
-            raise ValueError(f"article {article.key!r} belongs to source "
-                             f"{article.source_id!r}, not {source_id!r}")
-    return batch, collided
-
-
-def _lease_lost(source_id: str, lease: Lease | None) -> LeaseLost:
-    return LeaseLost(f"lease {lease.token if lease else '?'} was taken over; "
-                     "this poll's results are dropped", source_id=source_id)
-
-
-def _commit_in(session: Session, update: SourceUpdate, parsed: bool,
-               batch: dict[str, Article], collided: int,
-               lease: Lease | None) -> StoreCounts | LeaseLost:
-    """One poll inside an open write transaction (see ``commit_poll``); a lost lease
-    writes nothing and is returned."""
-    state = update.state
-    row = rows.lock_source(session, state.source_id, state.url or "", lease)
-    if row is None:
-        return _lease_lost(state.source_id, lease)
-    counts = StoreCounts()
-    if parsed:
-        counts = _upsert(session, state.source_id, batch, collided)
-    rows.apply_state(row, state)
-    row.last_result = (update.result or PollOutcome.of_counts(counts)).value
-    return counts
-
-
-def _commit_batch(session: Session, items: Sequence[_Item]
-                  ) -> dict[int, StoreCounts | AggregatorError]:
-    """``commit_polls``'s items inside one write transaction: the polls that parsed
-    nothing of sources with a row as UPDATEs by executemany, the others one by one in
-    their order.  Several polls of one source are all taken one by one, in order."""
-    ids = [item.update.state.source_id for item in items]
-    quick = [item for item in items if not item.parsed] if len(set(ids)) == len(ids) else []
-    tokens = rows.lock_states(session, [item.update.state.source_id for item in quick])
-    outcomes: dict[int, StoreCounts | AggregatorError] = {}
-    states: list[tuple[SourceState, str, bool]] = []
-    for item in quick:
-        state, lease = item.update.state, item.lease
-        if state.source_id not in tokens and lease is None:
-            continue  # a source without a row yet: it gets one one by one
-        if state.source_id not in tokens or (lease is not None
-                                             and tokens[state.source_id] != lease.token):
-            outcomes[item.index] = _lease_lost(state.source_id, lease)
-            continue
-        result = (item.update.result or PollOutcome.of_counts(StoreCounts())).value
-        states.append((state, result, lease is not None))
-        outcomes[item.index] = StoreCounts()
-    rows.write_states(session, states)
-    for item in items:
-        if item.index not in outcomes:
-            outcomes[item.index] = _commit_in(session, item.update, item.parsed, item.batch,
-                                              item.collided, item.lease)
-    return outcomes
-
-
-def _upsert(session: Session, source_id: str, batch: dict[str, Article],
-            collided: int) -> StoreCounts:
-    """Insert, update or leave alone one parsed document's articles; see ``commit_poll``."""
-    stored = rows.stored_hashes(session, source_id, list(batch))
-    stones = set(session.scalars(select(TombstoneRow.key)
-                                 .where(TombstoneRow.source_id == source_id)))
-    forgotten = stones - batch.keys()
-    for start in range(0, len(forgotten), rows.IN_CHUNK):
-        keys = sorted(forgotten)[start:start + rows.IN_CHUNK]
-        session.execute(delete(TombstoneRow).where(TombstoneRow.source_id == source_id,
-                                                   TombstoneRow.key.in_(keys)))
-    fresh = [a for key, a in batch.items() if key not in stored and key not in stones]
-    changed = {stored[key][0]: a for key, a in batch.items()
-               if key in stored and stored[key][1] != a.content_hash}
-    joined, prints = _stories_of(session, source_id, fresh)
-    rows.insert_articles(session, fresh, joined, prints)
-    for row in rows.rows_by_id(session, list(changed)):
-        rows.update_row(row, changed[row.id])
-    retired = sum(1 for key in batch if key in stones and key not in stored)
-    unchanged = len(batch) - len(fresh) - len(changed) - retired
-    return StoreCounts(new=len(fresh), updated=len(changed), unchanged=unchanged,
-                       retired=retired, collided=collided,
-                       story_categories=_categories_of(session, set(joined.values())))
-
-
-def _stories_of(session: Session, source_id: str, fresh: Sequence[Article]
-                ) -> tuple[dict[str, int], dict[str, str]]:
-    """key → story id, for each of a source's new articles that is a story another
-    source's stored article already tells (``stories.same_story`` on their stored keys;
-    titles only within ``STORY_WINDOW`` of the date); the others start stories of their own.
-    Also key → stored ``story_print`` of the new articles whose fingerprint was derived.
-
-    Fingerprints are derived here, and only for a title that another source's article has
-    too: the new article's from its record, a stored one's from its row (then kept).
-    On PostgreSQL the keys are locked first (transaction advisory locks, in one order), so
-    two workers committing the same story at once queue and the second finds the first's
-    article; SQLite's write lock serializes commits already.
-    """
-    links = {a.story_link for a in fresh} - {None}
-    titles = {a.story_title for a in fresh} - {None}
-    if not links and not titles:
-        return {}, {}
-    if session.get_bind().dialect.name == "postgresql":
-        for lock in sorted({int(key[:15], 16) for key in links | titles}):
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
-    earliest = min(a.date for a in fresh) - STORY_WINDOW
-    latest = max(a.date for a in fresh) + STORY_WINDOW
-    columns = (ArticleRow.id, ArticleRow.story_id, ArticleRow.story_link,
-               ArticleRow.story_title, ArticleRow.story_print, ArticleRow.date,
-               ArticleRow.first_seen, ArticleRow.source_id)
-    candidates = set()
-    for keys, column in ((sorted(links), ArticleRow.story_link),
-                         (sorted(titles), ArticleRow.story_title)):
-        for start in range(0, len(keys), rows.IN_CHUNK):
-            matched = column.in_(keys[start:start + rows.IN_CHUNK])
-            if column is ArticleRow.story_title:
-                matched = and_(matched, ArticleRow.date.between(earliest, latest))
-            candidates.update(session.execute(select(*columns).where(
-                ArticleRow.source_id != source_id, ArticleRow.story_id.is_not(None), matched)))
-    ordered = sorted(candidates, key=lambda c: (c.first_seen, c.source_id, c.story_id))
-    theirs = {c.id: None if c.story_print == rows.NO_PRINT else c.story_print
-              for c in ordered if c.story_print is not None}
-    joined: dict[str, int] = {}
-    prints: dict[str, str] = {}
-    for article in fresh:
-        link, title = article.story_link, article.story_title
-        for candidate in ordered:
-            if link is not None and candidate.story_link == link:
-                joined[article.key] = candidate.story_id
-                break
-            if (title is None or candidate.story_title != title
-                    or abs(candidate.date - article.date) > STORY_WINDOW):
-                continue
-            prints[article.key] = rows.stored_print(article.story_print)
-            if candidate.id not in theirs:
-                theirs[candidate.id] = _derive_print(session, candidate.id)
-            if same_story(None, title, article.story_print,
-                          None, candidate.story_title, theirs[candidate.id]):
-                joined[article.key] = candidate.story_id
-                break
-    return joined, prints
-
-
-def _derive_print(session: Session, article_id: int) -> str | None:
-    """A stored article's fingerprint, derived from its row the first time a match needs
-    it, and kept in the row."""
-    content, summary = session.execute(select(ArticleRow.content, ArticleRow.summary)
-                                       .where(ArticleRow.id == article_id)).one()
-    derived = text_fingerprint(content, summary)
-    session.execute(update(ArticleRow).where(ArticleRow.id == article_id)
-                    .values(story_print=rows.stored_print(derived)))
-    return derived
-
-
-def _categories_of(session: Session, story_ids: set[int]) -> tuple[str, ...]:
-    """The distinct categories of these stories' articles, sorted."""
-    found: set[str] = set()
-    ids = sorted(story_ids)
-    for start in range(0, len(ids), rows.IN_CHUNK):
-        found.update(session.scalars(
-            select(CategoryRow.category).distinct()
-            .join(ArticleRow, ArticleRow.id == CategoryRow.article_id)
-            .where(ArticleRow.story_id.in_(ids[start:start + rows.IN_CHUNK]))))
-    return tuple(sorted(found))
