@@ -82,7 +82,8 @@ def keys(article: Article) -> tuple[str | None, str | None, str | None]:
 
 
 def one_story(a: Article, b: Article) -> bool:
-    """The store's rule (``aggregator.store.story_match.stories_of``): keys, and the window for titles."""
+    """The store's rule (``aggregator.store.story_match.stories_of``): keys, and the
+    window for titles."""
     same_link = a.story_link is not None and a.story_link == b.story_link
     if not same_link and abs(a.date - b.date) > STORY_WINDOW:
         return False
