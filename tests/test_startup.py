@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, event
 
 from aggregator.records import PollOutcome, SourceState, SourceUpdate
@@ -88,6 +89,25 @@ def test_poll_with_nothing_to_fetch_imports_no_feed_or_http_library(tmp_path: Pa
     again, _ = _imported(tmp_path, "--config", str(config), "poll")  # up-to-date database
     for modules in (first, again):
         assert modules.isdisjoint(HEAVY), sorted(modules.intersection(HEAVY))
+
+
+def test_a_warm_poll_imports_no_parser_feed_writer_or_migrations(
+        tmp_path: Path, httpserver: HTTPServer) -> None:
+    """Every source answers 304: the poll fetches (requests) but parses nothing, so
+    its process imports none of what parsing, building or migrating needs (the parse
+    workers, other processes, may import what they like)."""
+    for name in ("a", "b"):
+        httpserver.expect_request(f"/{name}.xml").respond_with_data(
+            b"", status=304, headers={"ETag": '"v1"'})
+    config = write_config_file(
+        tmp_path / "warm.yaml",
+        ['database_url: "sqlite:///w.db"', "output_dir: public", "allow_private_networks: true"],
+        {name: httpserver.url_for(f"/{name}.xml") for name in ("a", "b")})
+    modules, printed = _imported(tmp_path, "--config", str(config), "poll")
+    assert printed.count("not-modified (nothing to parse)") == 2, printed
+    assert "requests" in modules  # it did fetch
+    parsing = ("feedgen", "lxml", "feedparser", "alembic", "nh3", "cssselect")
+    assert modules.isdisjoint(parsing), sorted(modules.intersection(parsing))
 
 
 def test_statuses_is_one_select(store: Store) -> None:
