@@ -87,24 +87,27 @@ def decide(configured: Source, remembered: SourceState | None, planned: PollPlan
                        jitter=jitter)
 
     fetched = attempt.fetched
-    state = replace(previous, url=planned.source.url, last_poll_at=now, last_success_at=now,
-                    last_error=None, error_count=0, disabled_reason=None)
+    # One replace of the whole next state (each ``replace`` re-runs every field's
+    # checks: they were a tenth of an unchanged poll's CPU).
+    changes: dict[str, object] = {
+        "url": planned.source.url, "last_poll_at": now, "last_success_at": now,
+        "last_error": None, "error_count": 0, "disabled_reason": None}
     if fetched.not_modified:
         result: PollOutcome | None = PollOutcome.NOT_MODIFIED
         # A 304 may leave a validator out: the stored one still holds (HTTP caching).
-        state = replace(state, etag=fetched.etag or planned.validators.etag,
-                        last_modified=fetched.last_modified or planned.validators.last_modified)
+        changes.update(etag=fetched.etag or planned.validators.etag,
+                       last_modified=fetched.last_modified or planned.validators.last_modified)
     else:
         result = None if attempt.parsed else PollOutcome.UNCHANGED
-        state = replace(state, etag=fetched.etag, last_modified=fetched.last_modified)
+        changes.update(etag=fetched.etag, last_modified=fetched.last_modified)
         if attempt.parsed:
-            state = replace(state, body_hash=attempt.body_hash,
-                            last_warnings="; ".join(attempt.warnings) or None)
-    state, moved = _follow_redirect(configured, state, fetched.permanent_redirect)
+            changes.update(body_hash=attempt.body_hash,
+                           last_warnings="; ".join(attempt.warnings) or None)
+    redirect, moved = _follow_redirect(configured, previous, fetched.permanent_redirect)
     delay = poll_delay(configured.interval, 0, max_backoff=rules.max_backoff)
-    state = replace(state, last_result=result.value if result else None,
-                    next_poll_at=now + spread(delay, rules, jitter))
-    return SourceUpdate(state=state, result=result, moved=moved)
+    changes.update(redirect, last_result=result.value if result else None,
+                   next_poll_at=now + spread(delay, rules, jitter))
+    return SourceUpdate(state=replace(previous, **changes), result=result, moved=moved)
 
 
 def _failed(configured: Source, previous: SourceState, planned: PollPlan, attempt: Attempt, *,
@@ -126,15 +129,16 @@ def _failed(configured: Source, previous: SourceState, planned: PollPlan, attemp
 
 
 def _follow_redirect(configured: Source, state: SourceState,
-                     target: str | None) -> tuple[SourceState, bool]:
-    """Count a 301/308 of the polled URL; move once it is confirmed on consecutive polls."""
+                     target: str | None) -> tuple[dict[str, object], bool]:
+    """Count a 301/308 of the polled URL; move once it is confirmed on consecutive polls.
+    The state's changes, and whether it moved."""
     if target is None:
-        return replace(state, redirect_target=None, redirect_count=0), False
+        return {"redirect_target": None, "redirect_count": 0}, False
     count = state.redirect_count + 1 if state.redirect_target == target else 1
     if count < REDIRECT_CONFIRMATIONS:
-        return replace(state, redirect_target=target, redirect_count=count), False
-    return replace(state, moved_from=configured.url, moved_to=target, redirect_target=None,
-                   redirect_count=0), True
+        return {"redirect_target": target, "redirect_count": count}, False
+    return {"moved_from": configured.url, "moved_to": target, "redirect_target": None,
+            "redirect_count": 0}, True
 
 
 def poll_delay(interval: timedelta, consecutive_errors: int, *, max_backoff: timedelta,
