@@ -193,3 +193,32 @@ def test_two_workers_committing_one_story_at_once_make_one_story(pg_database: st
     assert len(articles) == 2 * rounds
     assert all(len(found) == 2 for found in members.values()), members
     assert len({found[0].key for found in members.values()}) == rounds
+
+
+def test_a_new_source_locks_all_its_story_keys_in_one_statement(pg_database: str) -> None:
+    """The advisory locks on a commit's story keys (a link and a title per new article)
+    are one round trip, not one per key, and they still serialize one story's commits
+    (the test above)."""
+    from builders import make_article
+    from sqlalchemy import Engine, event
+
+    from aggregator.records import SourceState, SourceUpdate
+
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    articles = [make_article(f"k{i}", source_id="s", link=f"https://news.test/{i}.html",
+                             title=f"标题 {i}") for i in range(20)]
+    with Store.open(pg_database) as store:
+        event.listen(Engine, "before_cursor_execute", record)
+        try:
+            store.commit_poll(SourceUpdate(state=SourceState(source_id="s",
+                                                             url="https://s.test/feed"),
+                                           result=None), articles)
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
+        assert store.count_articles("s") == 20
+    locks = [s for s in statements if "pg_advisory_xact_lock" in s]
+    assert len(locks) == 1, len(locks)
