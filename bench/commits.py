@@ -28,34 +28,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from farm import Farm  # noqa: E402
+from normalize import farm_entries  # noqa: E402  (bench/normalize.py)
 
 from aggregator.ingest.normalize import normalize  # noqa: E402
-from aggregator.ingest.parse import parse  # noqa: E402
-from aggregator.records import (  # noqa: E402
-    Article,
-    FetchResult,
-    NormalizeOptions,
-    Source,
-    SourceState,
-    SourceUpdate,
-)
+from aggregator.records import Article, NormalizeOptions, SourceState, SourceUpdate  # noqa: E402
 from aggregator.store import Store  # noqa: E402
 
 
 def polls(sources: int, entries: int) -> list[tuple[SourceState, list[Article]]]:
-    farm = Farm(sources, entries, seed=1)
+    """The farm's parsed entries (``normalize.farm_entries``), normalized, by source."""
     now = datetime.now(UTC)
-    found = []
-    for spec in farm.specs:
-        source = Source(spec.id, spec.name, f"http://127.0.0.1/feeds/{spec.id}.xml",
-                        (spec.category,))
-        feed = parse(FetchResult(spec.id, source.url, 200, farm.render(spec.index).body,
-                                 {"content-type": "text/xml"}), source)
-        articles = [normalize(e, source, NormalizeOptions(), seen_at=now) for e in feed.entries]
-        found.append((SourceState(source_id=spec.id, url=source.url, last_poll_at=now,
-                                  last_success_at=now), articles))
-    return found
+    by_source: dict[str, tuple[SourceState, list[Article]]] = {}
+    for entry, source in farm_entries(sources, entries):
+        _state, articles = by_source.setdefault(source.id, (SourceState(
+            source_id=source.id, url=source.url, last_poll_at=now, last_success_at=now), []))
+        articles.append(normalize(entry, source, NormalizeOptions(), seen_at=now))
+    return list(by_source.values())
 
 
 def main() -> None:
