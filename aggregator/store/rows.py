@@ -118,6 +118,12 @@ def stored_print(fingerprint: str | None) -> str:
     return NO_PRINT if fingerprint is None else fingerprint
 
 
+def derived_print(stored: str) -> str | None:
+    """The fingerprint a derived (non-NULL) ``story_print`` stands for: ``stored_print``
+    undone."""
+    return None if stored == NO_PRINT else stored
+
+
 def row_values(article: Article) -> dict[str, Any]:
     return {name: getattr(article, name) for name in (*ARTICLE_COLUMNS, *STORY_KEYS)}
 

@@ -72,7 +72,7 @@ def stories_of(session: Session, source_id: str, fresh: Sequence[Article]
             candidates.update(session.execute(select(*columns).where(
                 ArticleRow.source_id != source_id, ArticleRow.story_id.is_not(None), matched)))
     ordered = sorted(candidates, key=lambda c: (c.first_seen, c.source_id, c.story_id))
-    theirs = {c.id: None if c.story_print == rows.NO_PRINT else c.story_print
+    theirs = {c.id: rows.derived_print(c.story_print)
               for c in ordered if c.story_print is not None}
     joined: dict[str, int] = {}
     prints: dict[str, str] = {}
