@@ -156,7 +156,8 @@ def fingerprint(text: str) -> str | None:
     byte string of table entries, the grams' hashes are three big-integer XORs of strided
     views of it, and each bit is counted by ``bytes.translate`` — no Python loop per gram.
     Stored values are compared with new ones, so a change of this function is a new
-    migration that recomputes them (0007 did, from the first, per-gram BLAKE2b version)."""
+    migration that drops them (the store derives them again when a match needs them), as
+    0007 did for the first, per-gram BLAKE2b version."""
     letters = _letters(unicodedata.normalize("NFKC", text).casefold())
     if len(letters) < MIN_TEXT:
         return None

@@ -153,8 +153,8 @@ class ArticleRow(Base):
     # One story, many portals (migration 0006): the keys ``stories.same_story`` compares
     # (``Article.story_link`` / ``story_title`` / ``story_print``) and the story the store
     # assigned: the id of the story's first stored article.  Rows stored before 0006 have
-    # no keys (never matched) and are each their own story; 0007 recomputed the fingerprints
-    # of the last days' articles with today's function and dropped the older ones'.
+    # no keys (never matched) and are each their own story.  ``story_print`` is NULL until
+    # a story match derives it (0007 dropped every stored one: a new hash function).
     story_link: Mapped[str | None] = mapped_column(Text)
     story_title: Mapped[str | None] = mapped_column(Text)
     story_print: Mapped[str | None] = mapped_column(Text)
