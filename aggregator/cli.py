@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from aggregator.publish.feeds import BuildReport
     from aggregator.records import AppliedConfig, PollResult, Source, SourceStatus
     from aggregator.store import Store
+    from aggregator.store.quick import QuickReads
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -117,6 +118,21 @@ def _open_store(ctx: click.Context, settings: Settings, *,
         store.close()
 
 
+@contextmanager
+def _status_reads(ctx: click.Context, settings: Settings) -> Iterator[QuickReads | Store]:
+    """What ``status`` reads: an up-to-date SQLite file through ``sqlite3`` alone (no
+    SQLAlchemy import: most of a short command's time), anything else through the Store."""
+    from aggregator.store.quick import QuickReads
+
+    quick = QuickReads.open(settings.database_url)
+    if quick is None:
+        with _open_store(ctx, settings) as store:
+            yield store
+        return
+    with quick:
+        yield quick
+
+
 @cli.command("check-config")
 @config_option
 @click.pass_context
@@ -155,8 +171,8 @@ def poll(ctx: click.Context, source_ids: tuple[str, ...]) -> None:
     settings = _settings(ctx)
     sources = _selected_sources(ctx, settings, source_ids)
     if not sources:  # nothing to fetch: no parse workers, no HTTP client (nor their imports)
-        with _open_store(ctx, settings):
-            pass
+        with _status_reads(ctx, settings):
+            pass  # the database is there and current (else the Store created or migrated it)
         click.echo(poll_summary([])[-1])
         return
     from aggregator.service.wiring import parse_pool
@@ -374,7 +390,7 @@ def prune(ctx: click.Context) -> None:
 def status(ctx: click.Context) -> None:
     """A table per source: last poll, result, articles, errors, next poll."""
     settings = _settings(ctx)
-    with _open_store(ctx, settings) as store:
+    with _status_reads(ctx, settings) as store:
         remembered = {s.source_id: s for s in store.statuses()}
         applied = store.applied_config()
     rows = [("SOURCE", "LAST POLL (UTC)", "RESULT", "ARTICLES", "ERRORS", "NEXT POLL (UTC)",

@@ -72,11 +72,23 @@ def _remember(store: Store, source_id: str, *, articles: int) -> None:
                       [make_article(f"k{i}", source_id=source_id) for i in range(articles)])
 
 
-def test_status_imports_no_feed_or_migration_library(tmp_path: Path, polled: Path) -> None:
+def test_status_of_an_up_to_date_file_imports_no_sqlalchemy(tmp_path: Path,
+                                                             polled: Path) -> None:
     modules, printed = _imported(tmp_path, "--config", str(polled), "status")
     assert "alpha" in printed and "beta" in printed  # it did read the database
     assert modules.isdisjoint(HEAVY), sorted(modules.intersection(HEAVY))
-    assert "sqlalchemy" in modules  # the probe sees what the command imported
+    assert "sqlalchemy" not in modules  # store.quick read it through sqlite3
+    assert "pydantic" in modules  # the probe sees what the command imported (the config)
+
+
+def test_status_of_a_database_to_create_goes_through_the_store(tmp_path: Path) -> None:
+    config = write_config_file(tmp_path / "new.yaml",
+                               ['database_url: "sqlite:///new.sqlite"', "output_dir: public"],
+                               {"alpha": "http://127.0.0.1:9/a.xml"})
+    modules, printed = _imported(tmp_path, "--config", str(config), "status")
+    assert "alpha" in printed and "never" in printed
+    assert "sqlalchemy" in modules and (tmp_path / "new.sqlite").is_file()
+    assert modules.isdisjoint(HEAVY), sorted(modules.intersection(HEAVY))
 
 
 def test_poll_with_nothing_to_fetch_imports_no_feed_or_http_library(tmp_path: Path) -> None:
@@ -89,6 +101,8 @@ def test_poll_with_nothing_to_fetch_imports_no_feed_or_http_library(tmp_path: Pa
     again, _ = _imported(tmp_path, "--config", str(config), "poll")  # up-to-date database
     for modules in (first, again):
         assert modules.isdisjoint(HEAVY), sorted(modules.intersection(HEAVY))
+    assert "sqlalchemy" in first  # it created the database
+    assert "sqlalchemy" not in again  # store.quick found it current
 
 
 def test_a_warm_poll_imports_no_parser_feed_writer_or_migrations(

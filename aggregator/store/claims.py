@@ -9,8 +9,8 @@ LOCKED`` on PostgreSQL, so concurrent workers never claim one source twice).
 
 It must NOT decide when a source is due (the poll's decision, stored by ``commit``, says
 so), must not open, commit or roll back transactions (nor take the schema lock: the
-facade does, with the transaction), and must not import names from the package's
-``__init__`` (the ``Store`` facade imports this module, never the other way).
+facade does, with the transaction), and must not import the
+``facade`` (the ``Store`` facade imports this module, never the other way).
 """
 
 from __future__ import annotations

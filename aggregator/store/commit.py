@@ -10,8 +10,8 @@ writing the state.
 
 It must NOT open, commit or roll back transactions (the ``Store`` facade does, and turns
 database errors into ``StoreError``), must not decide polling policy or article content
-(it stores what the poll decided), and must not import names from the package's
-``__init__`` (the facade imports this module, never the other way).
+(it stores what the poll decided), and must not import the
+``facade`` (the facade imports this module, never the other way).
 """
 
 from __future__ import annotations

@@ -38,10 +38,9 @@ from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from aggregator.store.models import Base
+from aggregator.store.revision import HEAD_REVISION
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-# The newest migration; a test checks it is Alembic's head.  Bump it with every new revision.
-HEAD_REVISION = "0007"
 MIGRATION_TIMEOUT = 600.0  # seconds a migration in a child process may take
 
 BEGIN_OPTION = "aggregator_sqlite_begin"  # execution option read by the SQLite "begin" hook

@@ -8,8 +8,8 @@ PostgreSQL if the process dies), and an OS file lock beside an SQLite database (
 by the kernel).
 
 It must NOT wait for a busy lock (a busy name is left out, a held SQLite file answers
-False), must not touch any table, and must not import names from the package's
-``__init__`` (the ``Store`` facade imports this module, never the other way).
+False), must not touch any table, and must not import the
+``facade`` (the ``Store`` facade imports this module, never the other way).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ PostgreSQL) and cost one query per chunk, never one per article.  This module ow
 queries, inside the caller's read transaction.
 
 It must NOT write, must not open or end transactions, must not hand out ORM rows (it
-returns ``aggregator.records`` articles), and must not import names from the package's
-``__init__`` (the ``Store`` facade imports this module, never the other way).
+returns ``aggregator.records`` articles), and must not import the
+``facade`` (the ``Store`` facade imports this module, never the other way).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ a per-source count and leaves a tombstone for each (which ``commit`` reads and f
 ``forget_unlisted`` deletes the sources unlisted long enough with all they own.
 
 It must NOT decide what to keep (the caller passes the cut-offs from the config), must
-not open, commit or roll back transactions, and must not import names from the
-package's ``__init__`` (the ``Store`` facade imports this module, never the other way).
+not open, commit or roll back transactions, and must not import the
+``facade`` (the ``Store`` facade imports this module, never the other way).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from aggregator.records import (
@@ -21,8 +21,8 @@ from aggregator.records import (
     ConfigVersion,
     Lease,
     SourceState,
-    SourceStatus,
 )
+from aggregator.store import status_sql
 from aggregator.store.models import ArticleRow, CategoryRow, ConfigGenerationRow, SourceRow
 
 IN_CHUNK = 500  # keys per IN (...) list when loading a batch's existing rows
@@ -42,7 +42,7 @@ STORY_KEYS = ("story_link", "story_title")
 # changed), then the fingerprint, or NO_PRINT when the text is too short to have one.
 NO_PRINT = ""
 # The state columns a poll writes whole (SourceState's fields but the id).
-STATE_FIELDS = tuple(f.name for f in fields(SourceState) if f.name != "source_id")
+STATE_FIELDS = status_sql.STATE_COLUMNS
 
 
 def first_occurrences(articles: Iterable[Article]) -> tuple[dict[str, Article], int]:
@@ -220,28 +220,14 @@ def state_of(row: SourceRow) -> SourceState:
     return SourceState(source_id=row.id, **_state_values(row))
 
 
-def status_of(row: SourceRow, article_count: int) -> SourceStatus:
-    return SourceStatus(source_id=row.id, article_count=int(article_count), **_state_values(row))
-
-
 def _state_values(row: SourceRow) -> dict[str, Any]:
-    values = {name: getattr(row, name) for name in STATE_FIELDS}
-    values["redirect_count"] = values["redirect_count"] or 0
-    values["error_count"] = values["error_count"] or 0
-    return values
+    return status_sql.counted({name: getattr(row, name) for name in STATE_FIELDS})
 
 
 @functools.cache
 def one_state_query() -> Any:
     """One source's row: built once, every poll asks."""
     return select(SourceRow).where(SourceRow.id == bindparam("source_id"))
-
-
-def status_query() -> Any:
-    counts = (select(ArticleRow.source_id, func.count().label("n"))
-              .group_by(ArticleRow.source_id).subquery())
-    return (select(SourceRow, func.coalesce(counts.c.n, 0))
-            .outerjoin(counts, counts.c.source_id == SourceRow.id))
 
 
 def applied_config(row: ConfigGenerationRow) -> AppliedConfig:

@@ -9,7 +9,7 @@ fingerprints derived on demand — and the categories of the stories a commit to
 
 The rule itself (when two articles are one story) is ``aggregator.stories.same_story``;
 this module must NOT decide it, must not commit or open transactions (the caller's
-session holds the write), and must not import names from the package's ``__init__``
+session holds the write), and must not import the ``facade``
 (the ``Store`` facade imports this module, never the other way).
 """
 
