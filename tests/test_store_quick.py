@@ -118,3 +118,9 @@ def test_a_read_that_fails_after_the_check_names_the_database(tmp_path: Path) ->
         assert len(quick.statuses()) == 3
         with pytest.raises(StoreError, match="cannot read database .*db.sqlite"):
             quick.applied_config()
+
+
+def test_a_path_with_spaces_and_cjk_is_read(tmp_path: Path) -> None:
+    url = _filled(tmp_path / "新闻 数据" / "db #1.sqlite")
+    with QuickReads.open(url) as quick:  # type: ignore[union-attr]
+        assert [s.source_id for s in quick.statuses()] == ["alpha", "beta", "gone"]

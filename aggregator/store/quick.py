@@ -19,7 +19,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from types import TracebackType
-from urllib.request import pathname2url
 
 from aggregator.errors import StoreError
 from aggregator.records import AppliedConfig, SourceStatus
@@ -48,7 +47,7 @@ class QuickReads:
             return None
         try:
             # mode=rw: never creates the file (``Store.open`` does that)
-            connection = sqlite3.connect(f"file:{pathname2url(str(path))}?mode=rw", uri=True,
+            connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True,
                                          timeout=_BUSY_SECONDS)
         except sqlite3.Error:
             return None
