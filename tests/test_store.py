@@ -1134,3 +1134,44 @@ def test_a_failing_item_fails_alone_and_the_others_commit(store: Store) -> None:
     assert store.count_articles("ok2") == 1 and store.count_articles() == 1
     assert store.source_state("refused") is None and store.source_state("stranger") is None
     assert store.source_state("leased").last_poll_at is None  # type: ignore[union-attr]
+
+
+def test_a_new_article_joins_the_story_an_earlier_poll_of_the_batch_stored(
+        store: Store) -> None:
+    first = story_article("a", "1", link="http://news.test/1.html", title="甲")
+    second = story_article("b", "9", link="https://news.test/1.html", title="乙",
+                           first_seen=T0 + timedelta(hours=1))
+    outcomes = store.commit_polls([
+        (SourceUpdate(state=success("a"), result=None), [first], None),
+        (SourceUpdate(state=success("b"), result=None), [second], None)])
+    assert outcomes == [StoreCounts(new=1),
+                        StoreCounts(new=1, story_categories=("a-news", "b-news"))]
+    assert members_of(store, second) == [("a", "1"), ("b", "9")]
+
+
+def test_the_parsed_polls_of_a_batch_read_their_stored_keys_once(store: Store) -> None:
+    ids = [f"n{i:02d}" for i in range(12)]
+    store.commit_poll(SourceUpdate(state=success(ids[0]), result=None),
+                      [make_article("old", source_id=ids[0])])
+    polls = [(SourceUpdate(state=success(sid), result=None),
+              [make_article(f"k{n}", source_id=sid, link=f"https://{sid}.test/{n}",
+                            title=f"{sid} {n}") for n in range(3)], None) for sid in ids]
+    statements: list[tuple[str, bool]] = []
+
+    def record(_conn: object, _cursor: object, statement: str, _params: object,
+               _context: object, many: bool) -> None:
+        statements.append((" ".join(statement.split()), many))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        outcomes = store.commit_polls(polls)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert outcomes == [StoreCounts(new=3)] * len(ids)
+    reads = [s for s, _ in statements if "content_hash FROM articles WHERE" in s]
+    stones = [s for s, _ in statements if "FROM tombstones" in s]
+    rows_added = [s for s, _ in statements if s.startswith("INSERT INTO sources")]
+    states = [s for s, many in statements if s.startswith("UPDATE sources") and many]
+    assert (len(reads), len(stones), len(rows_added), len(states)) == (1, 1, 1, 1), statements
+    assert store.count_articles() == 1 + 3 * len(ids)
+    assert store.source_state(ids[-1]) == replace(success(ids[-1]), last_result="new")

@@ -116,7 +116,7 @@ def test_a_read_that_fails_after_the_check_names_the_database(tmp_path: Path) ->
         db.execute("DROP TABLE config_generations")
     with QuickReads.open(url) as quick:  # type: ignore[union-attr]
         assert len(quick.statuses()) == 3
-        with pytest.raises(StoreError, match="cannot read database .*db.sqlite"):
+        with pytest.raises(StoreError, match=r"cannot read database .*db\.sqlite"):
             quick.applied_config()
 
 

@@ -2,9 +2,10 @@
 
 Why: ``Store.commit_poll`` and ``Store.commit_polls`` promise that a poll — the source's
 whole next state and all its articles — is written at once or not at all, that a lost
-lease writes nothing, and that a batch of polls that parsed nothing is one executemany.
-This module owns the work done inside that transaction: checking a poll's articles,
-locking the source's row (fenced by its lease), upserting articles by (source_id, key)
+lease writes nothing, and that a batch shares its statements (one lock, one read of the
+stored keys, one executemany of the states).  This module owns the work done inside that
+transaction: checking a poll's articles, locking the sources' rows (fenced by their
+leases) and adding the missing ones, upserting articles by (source_id, key)
 with their tombstones, assigning new articles their stories (``story_match``), and
 writing the state.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from aggregator.errors import AggregatorError, LeaseLost
@@ -67,53 +68,66 @@ def commit_in(session: Session, update: SourceUpdate, parsed: bool,
                lease: Lease | None) -> StoreCounts | LeaseLost:
     """One poll inside an open write transaction (see ``commit_poll``); a lost lease
     writes nothing and is returned."""
-    state = update.state
-    row = rows.lock_source(session, state.source_id, state.url or "", lease)
-    if row is None:
-        return _lease_lost(state.source_id, lease)
-    counts = StoreCounts()
-    if parsed:
-        counts = _upsert(session, state.source_id, batch, collided)
-    rows.apply_state(row, state)
-    row.last_result = (update.result or PollOutcome.of_counts(counts)).value
-    return counts
+    return _commit_distinct(session, [Item(0, update, parsed, batch, collided, lease)])[0]
 
 
 def commit_batch(session: Session, items: Sequence[Item]
                   ) -> dict[int, StoreCounts | AggregatorError]:
-    """``commit_polls``'s items inside one write transaction: the polls that parsed
-    nothing of sources with a row as UPDATEs by executemany, the others one by one in
-    their order.  Several polls of one source are all taken one by one, in order."""
+    """``commit_polls``'s items inside one write transaction, each as ``commit_poll``
+    would write it.  Polls of distinct sources are written together; when one source is
+    polled twice, each poll is written after the one before (it must see its articles)."""
     ids = [item.update.state.source_id for item in items]
-    quick = [item for item in items if not item.parsed] if len(set(ids)) == len(ids) else []
-    tokens = rows.lock_states(session, [item.update.state.source_id for item in quick])
+    if len(set(ids)) == len(ids):
+        return _commit_distinct(session, items)
     outcomes: dict[int, StoreCounts | AggregatorError] = {}
-    states: list[tuple[SourceState, str, bool]] = []
-    for item in quick:
-        state, lease = item.update.state, item.lease
-        if state.source_id not in tokens and lease is None:
-            continue  # a source without a row yet: it gets one one by one
-        if state.source_id not in tokens or (lease is not None
-                                             and tokens[state.source_id] != lease.token):
-            outcomes[item.index] = _lease_lost(state.source_id, lease)
-            continue
-        result = (item.update.result or PollOutcome.of_counts(StoreCounts())).value
-        states.append((state, result, lease is not None))
-        outcomes[item.index] = StoreCounts()
-    rows.write_states(session, states)
     for item in items:
-        if item.index not in outcomes:
-            outcomes[item.index] = commit_in(session, item.update, item.parsed, item.batch,
-                                              item.collided, item.lease)
+        outcomes.update(_commit_distinct(session, [item]))
     return outcomes
 
 
-def _upsert(session: Session, source_id: str, batch: dict[str, Article],
-            collided: int) -> StoreCounts:
-    """Insert, update or leave alone one parsed document's articles; see ``commit_poll``."""
-    stored = rows.stored_hashes(session, source_id, list(batch))
-    stones = set(session.scalars(select(TombstoneRow.key)
-                                 .where(TombstoneRow.source_id == source_id)))
+def _commit_distinct(session: Session, items: Sequence[Item]
+                     ) -> dict[int, StoreCounts | LeaseLost]:
+    """Polls of distinct sources: a row added for each source polled without a lease
+    that has none; every row locked in id order by one SELECT (a fenced poll whose row
+    no longer carries its token is a lost lease and writes nothing); the stored keys and
+    tombstones of every parsed document read at once; the articles written poll by poll,
+    in order (a new article may join a story an earlier poll of the batch just stored);
+    every state written, and leases released, by executemany."""
+    tokens = rows.lock_states(session, [item.update.state.source_id for item in items])
+    missing = [item.update.state for item in items
+               if item.lease is None and item.update.state.source_id not in tokens]
+    rows.add_sources(session, missing)  # locked too: this transaction inserted them
+    tokens.update((state.source_id, 0) for state in missing)
+    outcomes: dict[int, StoreCounts | LeaseLost] = {}
+    live: list[Item] = []
+    for item in items:
+        source_id, lease = item.update.state.source_id, item.lease
+        if source_id not in tokens or (lease is not None and tokens[source_id] != lease.token):
+            outcomes[item.index] = _lease_lost(source_id, lease)
+        else:
+            live.append(item)
+    parsed = {item.update.state.source_id: list(item.batch) for item in live if item.parsed}
+    stored = rows.stored_hashes(session, parsed)
+    stones = rows.tombstones(session, list(parsed))
+    states: list[tuple[SourceState, str, bool]] = []
+    for item in live:
+        source_id = item.update.state.source_id
+        counts = StoreCounts()
+        if item.parsed:
+            counts = _upsert(session, source_id, item.batch, item.collided,
+                             stored.get(source_id, {}), stones.get(source_id, set()))
+        result = (item.update.result or PollOutcome.of_counts(counts)).value
+        states.append((item.update.state, result, item.lease is not None))
+        outcomes[item.index] = counts
+    rows.write_states(session, states)
+    return outcomes
+
+
+def _upsert(session: Session, source_id: str, batch: dict[str, Article], collided: int,
+            stored: dict[str, tuple[int, str]], stones: set[str]) -> StoreCounts:
+    """Insert, update or leave alone one parsed document's articles (``stored``: key →
+    (id, content hash) of those already stored; ``stones``: the source's tombstones);
+    see ``commit_poll``."""
     forgotten = stones - batch.keys()
     for start in range(0, len(forgotten), rows.IN_CHUNK):
         keys = sorted(forgotten)[start:start + rows.IN_CHUNK]

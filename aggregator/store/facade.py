@@ -187,9 +187,11 @@ class Store:
         raised: its ``StoreCounts``, or the ``LeaseLost`` / ``StoreError`` naming its source.
 
         Each item keeps ``commit_poll``'s semantics exactly (a lost lease writes nothing of
-        that item and costs the others nothing).  A poll that parsed nothing (304, same
-        bytes, error) of a source with a row is one UPDATE of its state, all of them one
-        ``executemany``.  When the batch fails in the database, it is rolled back and
+        that item and costs the others nothing).  The batch's rows are locked by one
+        SELECT, its parsed documents' stored keys and tombstones read by one, and its
+        states written by one ``executemany``; articles are written poll by poll, in
+        order (a new article may join the story of one an earlier poll of the batch
+        stored).  When the batch fails in the database, it is rolled back and
         every item is committed alone, so only the bad one fails, with its source id.  An
         article of another source fails its item (a ``StoreError``), not the batch.
         """
@@ -230,7 +232,7 @@ class Store:
         if not keys:
             return set()
         with self._read(source_id) as session:
-            stored = rows.stored_hashes(session, source_id, keys)
+            stored = rows.stored_hashes(session, {source_id: keys}).get(source_id, {})
             known = {key for key, (_, digest) in stored.items() if digest == hashes[key]}
             for start in range(0, len(keys), rows.IN_CHUNK):
                 known.update(key for key in session.scalars(select(TombstoneRow.key).where(

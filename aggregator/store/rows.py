@@ -8,22 +8,27 @@ policy or article content; it copies what it is given.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session, selectinload
 
 from aggregator.records import (
     AppliedConfig,
     Article,
     ConfigVersion,
-    Lease,
     SourceState,
 )
 from aggregator.store import status_sql
-from aggregator.store.models import ArticleRow, CategoryRow, ConfigGenerationRow, SourceRow
+from aggregator.store.models import (
+    ArticleRow,
+    CategoryRow,
+    ConfigGenerationRow,
+    SourceRow,
+    TombstoneRow,
+)
 
 IN_CHUNK = 500  # keys per IN (...) list when loading a batch's existing rows
 _ARTICLES = ArticleRow.__table__
@@ -58,15 +63,31 @@ def first_occurrences(articles: Iterable[Article]) -> tuple[dict[str, Article], 
     return batch, collided
 
 
-def stored_hashes(session: Session, source_id: str,
-                   keys: list[str]) -> dict[str, tuple[int, str]]:
-    """key → (id, content_hash) of the batch's already stored articles (no content loaded)."""
-    stored: dict[str, tuple[int, str]] = {}
-    for start in range(0, len(keys), IN_CHUNK):
-        query = select(ArticleRow.key, ArticleRow.id, ArticleRow.content_hash).where(
-            ArticleRow.source_id == source_id, ArticleRow.key.in_(keys[start:start + IN_CHUNK]))
-        stored.update((key, (row_id, digest)) for key, row_id, digest in session.execute(query))
+def stored_hashes(session: Session, keys: Mapping[str, list[str]]
+                  ) -> dict[str, dict[str, tuple[int, str]]]:
+    """source id → key → (id, content_hash) of the stored articles among ``keys`` (source
+    id → keys), no content loaded: one query per ``IN_CHUNK`` (source, key) pairs."""
+    pairs = sorted((source_id, key) for source_id, listed in keys.items() for key in listed)
+    stored: dict[str, dict[str, tuple[int, str]]] = {}
+    identity = tuple_(ArticleRow.source_id, ArticleRow.key)
+    for start in range(0, len(pairs), IN_CHUNK):
+        query = select(ArticleRow.source_id, ArticleRow.key, ArticleRow.id,
+                       ArticleRow.content_hash).where(
+            identity.in_(pairs[start:start + IN_CHUNK]))
+        for source_id, key, row_id, digest in session.execute(query):
+            stored.setdefault(source_id, {})[key] = (row_id, digest)
     return stored
+
+
+def tombstones(session: Session, source_ids: list[str]) -> dict[str, set[str]]:
+    """source id → the keys of its tombstones, for these sources (one query per chunk)."""
+    found: dict[str, set[str]] = {}
+    for start in range(0, len(source_ids), IN_CHUNK):
+        query = select(TombstoneRow.source_id, TombstoneRow.key).where(
+            TombstoneRow.source_id.in_(source_ids[start:start + IN_CHUNK]))
+        for source_id, key in session.execute(query):
+            found.setdefault(source_id, set()).add(key)
+    return found
 
 
 def rows_by_id(session: Session, ids: list[int]) -> list[ArticleRow]:
@@ -128,26 +149,12 @@ def row_values(article: Article) -> dict[str, Any]:
     return {name: getattr(article, name) for name in (*ARTICLE_COLUMNS, *STORY_KEYS)}
 
 
-def lock_source(session: Session, source_id: str, url: str,
-                lease: Lease | None = None) -> SourceRow | None:
-    """The source's row, locked for this transaction (FOR UPDATE; SQLite's lock is global).
-
-    With a ``lease``: only while the row still carries its token (else None: a later claim
-    took the source over), and the lease is released.
-    """
-    if lease is not None:
-        fenced = session.scalars(select(SourceRow).where(
-            SourceRow.id == source_id, SourceRow.lease_token == lease.token)
-            .with_for_update()).first()
-        if fenced is not None:
-            fenced.leased_until = fenced.leased_by = None
-        return fenced
-    source = session.get(SourceRow, source_id, with_for_update=True)
-    if source is None:
-        source = SourceRow(id=source_id, url=url, error_count=0)
-        session.add(source)
-        session.flush()  # the row must exist before articles reference it
-    return source
+def add_sources(session: Session, states: list[SourceState]) -> None:
+    """Rows for these sources, polled for the first time (one executemany); the state
+    itself is written with the others (``write_states``)."""
+    if states:
+        session.execute(insert(_SOURCES), [{"id": state.source_id, "url": state.url or "",
+                                             "error_count": 0} for state in states])
 
 
 def lock_states(session: Session, source_ids: list[str]) -> dict[str, int]:
@@ -209,11 +216,6 @@ def copy_fields(row: ArticleRow, article: Article) -> None:
 def article(row: ArticleRow) -> Article:
     return Article(categories=tuple(c.category for c in row.categories),
                    **{name: getattr(row, name) for name in ARTICLE_COLUMNS})
-
-
-def apply_state(row: SourceRow, state: SourceState) -> None:
-    for name in STATE_FIELDS:
-        setattr(row, name, getattr(state, name))
 
 
 def state_of(row: SourceRow) -> SourceState:
