@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import and_, select, text, update
+from sqlalchemy import and_, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from aggregator.records import Article
@@ -63,14 +63,18 @@ def stories_of(session: Session, source_id: str, fresh: Sequence[Article]
                ArticleRow.story_title, ArticleRow.story_print, ArticleRow.date,
                ArticleRow.first_seen, ArticleRow.source_id)
     candidates = set()
-    for keys, column in ((sorted(links), ArticleRow.story_link),
-                         (sorted(titles), ArticleRow.story_title)):
-        for start in range(0, len(keys), rows.IN_CHUNK):
-            matched = column.in_(keys[start:start + rows.IN_CHUNK])
-            if column is ArticleRow.story_title:
-                matched = and_(matched, ArticleRow.date.between(earliest, latest))
-            candidates.update(session.execute(select(*columns).where(
-                ArticleRow.source_id != source_id, ArticleRow.story_id.is_not(None), matched)))
+    by_link, by_title = sorted(links), sorted(titles)
+    # one statement for both keys (an OR of two indexed lookups), per IN_CHUNK of each
+    for start in range(0, max(len(by_link), len(by_title)), rows.IN_CHUNK):
+        matched = []
+        if start < len(by_link):
+            matched.append(ArticleRow.story_link.in_(by_link[start:start + rows.IN_CHUNK]))
+        if start < len(by_title):
+            matched.append(and_(ArticleRow.story_title.in_(by_title[start:start + rows.IN_CHUNK]),
+                                ArticleRow.date.between(earliest, latest)))
+        candidates.update(session.execute(select(*columns).where(
+            ArticleRow.source_id != source_id, ArticleRow.story_id.is_not(None),
+            or_(*matched))))
     ordered = sorted(candidates, key=lambda c: (c.first_seen, c.source_id, c.story_id))
     theirs = {c.id: rows.derived_print(c.story_print)
               for c in ordered if c.story_print is not None}
