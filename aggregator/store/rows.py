@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from aggregator.records import (
@@ -66,16 +66,20 @@ def first_occurrences(articles: Iterable[Article]) -> tuple[dict[str, Article], 
 def stored_hashes(session: Session, keys: Mapping[str, list[str]]
                   ) -> dict[str, dict[str, tuple[int, str]]]:
     """source id → key → (id, content_hash) of the stored articles among ``keys`` (source
-    id → keys), no content loaded: one query per ``IN_CHUNK`` (source, key) pairs."""
-    pairs = sorted((source_id, key) for source_id, listed in keys.items() for key in listed)
+    id → keys), no content loaded.
+
+    One query per source (and ``IN_CHUNK`` keys), each a search of the (source_id, key)
+    index: SQLite answers a row-value ``(source_id, key) IN (VALUES ...)`` for several
+    sources at once with a scan of the whole index.
+    """
     stored: dict[str, dict[str, tuple[int, str]]] = {}
-    identity = tuple_(ArticleRow.source_id, ArticleRow.key)
-    for start in range(0, len(pairs), IN_CHUNK):
-        query = select(ArticleRow.source_id, ArticleRow.key, ArticleRow.id,
-                       ArticleRow.content_hash).where(
-            identity.in_(pairs[start:start + IN_CHUNK]))
-        for source_id, key, row_id, digest in session.execute(query):
-            stored.setdefault(source_id, {})[key] = (row_id, digest)
+    for source_id, listed in keys.items():
+        found = stored.setdefault(source_id, {})
+        for start in range(0, len(listed), IN_CHUNK):
+            query = select(ArticleRow.key, ArticleRow.id, ArticleRow.content_hash).where(
+                ArticleRow.source_id == source_id,
+                ArticleRow.key.in_(listed[start:start + IN_CHUNK]))
+            found.update((key, (row_id, digest)) for key, row_id, digest in session.execute(query))
     return stored
 
 
