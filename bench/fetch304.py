@@ -85,6 +85,7 @@ def clients(url: str) -> dict[str, tuple[Callable[[], None], Callable[[], None]]
         response = pool.request("GET", url, headers={"If-None-Match": ETAG}, redirect=False,
                                 retries=False, preload_content=False)
         assert response.status == 304
+        response.drain_conn()  # (reads nothing) the connection can be reused
         response.release_conn()
 
     import requests
