@@ -22,12 +22,14 @@ import test_fetch_harness as harness
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
-from test_fetch_harness import OPTIONS, RawServer, source
+from test_fetch_harness import OPTIONS, RawServer, options, source
 from werkzeug import Response
 
 from aggregator.errors import FetchError
 from aggregator.ingest.fetch import fetch, make_session
 from aggregator.ingest.fetch import urls as urls_mod
+from aggregator.ingest.fetch.protocol import request_headers
+from aggregator.records import Validators
 
 loopback_only = harness.loopback_only
 raw_server = harness.raw_server
@@ -205,3 +207,21 @@ def test_cookies_a_portal_sets_are_sent_back_on_later_requests(httpserver: HTTPS
     assert sent == [("/start", None), ("/feed", "sid=abc; lang=zh"),
                     ("/other", "sid=abc; lang=zh"), ("/other", "seen=1; sid=abc; lang=zh"),
                     ("/feed", None)]
+
+
+def test_a_conditional_get_carries_the_headers_requests_sent(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/feed").respond_with_data(b"", status=304)
+    opts = options(user_agent="Agent-W/1")
+    url = httpserver.url_for("/feed")
+
+    fetch(source(url), opts,
+          Validators(etag='"e"', last_modified="Tue, 01 Oct 2024 10:00:00 GMT"))
+    with requests.Session() as theirs:  # as make_session built one before
+        theirs.trust_env = False
+        theirs.headers.update(request_headers(opts))
+        theirs.get(url, headers={"If-None-Match": '"e"',
+                                 "If-Modified-Since": "Tue, 01 Oct 2024 10:00:00 GMT"}).close()
+
+    ours, their = (dict(request.headers) for request, _ in httpserver.log)
+    assert ours == their
+    assert ours["Connection"] == "keep-alive" and ours["If-None-Match"] == '"e"'

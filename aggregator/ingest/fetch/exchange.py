@@ -58,9 +58,12 @@ def follow(source: Source, options: FetchOptions, validators: Validators,
 
     ``accept`` replaces the feed ``Accept`` header (the image proxy asks for images)."""
     deadline_at = started + options.deadline
-    # This call's options, on every hop, over the session's own headers: a session is a
-    # connection pool (and cookies), never a second source of settings.
+    # This call's options, on every hop (a session's own headers are never sent: a session
+    # is a connection pool and cookies, never a second source of settings).  Connection:
+    # keep-alive as requests sent it, for the HTTP/1.0 servers that keep a connection
+    # open only when asked.
     headers = request_headers(options)
+    headers["Connection"] = "keep-alive"
     if accept is not None:
         headers["Accept"] = accept
     if validators.etag:
