@@ -99,16 +99,18 @@ def follow(source: Source, options: FetchOptions, validators: Validators,
             watchdog.track(sock)
             if response.status in REDIRECT_STATUSES and "location" in response.headers:
                 location = response.headers["location"]
+                try:
+                    location = urls.redirect_location(location)
+                    target = urljoin(url, location)
+                except ValueError as exc:
+                    raise FetchError(f"invalid redirect Location {location!r}: {exc}",
+                                     source_id=source.id) from exc
                 hops += 1
                 if hops > options.max_redirects:
                     raise FetchError(
                         f"too many redirects: more than {options.max_redirects} "
                         f"(last hop {url} → {location})", source_id=source.id)
-                try:
-                    url = urljoin(url, urls.redirect_location(location))
-                except ValueError as exc:
-                    raise FetchError(f"invalid redirect Location {location!r}: {exc}",
-                                     source_id=source.id) from exc
+                url = target
                 permanent_so_far = permanent_so_far and response.status in (301, 308)
                 if permanent_so_far:
                     moved_to = url
@@ -144,7 +146,11 @@ def send(session: HttpSession, method: str, url: str, headers: dict[str, str],
                             assert_same_host=False, retries=_NO_RETRIES,
                             preload_content=False, decode_content=False, timeout=timeout)
     if "set-cookie" in response.headers:  # (case-insensitive) the jar reads nothing else
-        extract_cookies(session.cookies, url, response.headers)
+        try:
+            extract_cookies(session.cookies, url, response.headers)
+        except BaseException:
+            close(response)
+            raise
     return response
 
 
