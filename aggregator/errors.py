@@ -3,7 +3,7 @@
 Every error a stage raises on purpose is an ``AggregatorError`` whose message
 names the source (when there is one) and the cause, so a log line or a CLI
 summary is useful without a traceback.  Stages never let a third-party
-exception (requests, feedparser, SQLAlchemy, YAML) escape: they wrap it in one
+exception (urllib3, feedparser, SQLAlchemy, YAML) escape: they wrap it in one
 of these, keeping the original as ``__cause__``.
 """
 

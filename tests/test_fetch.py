@@ -13,9 +13,9 @@ import email.utils
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
-import requests
 import test_fetch_harness as harness
 from pytest_httpserver import HTTPServer
 from test_fetch_harness import (
@@ -26,7 +26,7 @@ from test_fetch_harness import (
 )
 
 from aggregator.errors import FetchError
-from aggregator.ingest.fetch import ACCEPT, fetch, make_session
+from aggregator.ingest.fetch import ACCEPT, HttpSession, fetch, make_session
 from aggregator.records import Validators
 
 # The harness fixtures this module uses; ``loopback_only`` is autouse: no connect
@@ -157,13 +157,29 @@ def test_session_ignores_proxy_environment(
 
     session = make_session(OPTIONS)
     try:
-        assert session.trust_env is False
         result = fetch(source(httpserver.url_for("/feed")), OPTIONS, session=session)
     finally:
         session.close()
 
     assert result.content == b"direct"
     assert len(httpserver.log) == 1
+
+
+def test_no_netrc_credentials_are_sent(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n"
+                     "machine localhost login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(netrc))
+    httpserver.expect_request("/feed").respond_with_data(b"ok")
+
+    assert fetch(source(httpserver.url_for("/feed")), OPTIONS).content == b"ok"
+
+    ((request, _),) = httpserver.log
+    assert "Authorization" not in request.headers
 
 
 def test_reused_session_fetches_twice(httpserver: HTTPServer) -> None:
@@ -224,10 +240,13 @@ def test_limits_come_from_each_calls_options_not_from_the_session(
     assert len(httpserver.log) == 3
 
 
-def test_plain_requests_session_sends_the_options_headers(httpserver: HTTPServer) -> None:
+def test_a_sessions_own_headers_never_replace_the_options_headers(
+    httpserver: HTTPServer,
+) -> None:
     httpserver.expect_request("/feed").respond_with_data(b"ok")
+    own = {"User-Agent": "Session/0", "Accept": "*/*", "Accept-Encoding": "br"}
 
-    with requests.Session() as session:  # its defaults say "python-requests/..."
+    with HttpSession(allow_private_networks=True, headers=own) as session:
         fetch(source(httpserver.url_for("/feed")), options(user_agent="Agent-C/3"),
               session=session)
 

@@ -1,9 +1,9 @@
 """Tests for fetch.connection: the address connected to is the address checked.
 
 DNS rebinding, the peer checked again after the connect, kept-alive connections
-re-vetted for a stricter fetch, proxies refused, TLS verified (and SNI sent) for the
-URL's name while connecting to the resolved address, and the adapter's own policy when a
-``make_session`` session is used directly.
+re-vetted for a stricter fetch, TLS verified (and SNI sent) for the URL's name while
+connecting to the resolved address against certifi's bundle whatever the environment
+says, and the session's own policy when a ``make_session`` session is used directly.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 import test_fetch_harness as harness
 from pytest_httpserver import HTTPServer
 from test_fetch_harness import (
@@ -28,7 +27,7 @@ from test_fetch_harness import (
 )
 
 from aggregator.errors import FetchError
-from aggregator.ingest.fetch import fetch, make_session
+from aggregator.ingest.fetch import HttpSession, fetch, make_session
 from aggregator.ingest.fetch import guard as guard_mod
 
 # The harness fixtures this module uses; ``loopback_only`` is autouse: no connect
@@ -83,7 +82,7 @@ def portal(httpserver: HTTPServer) -> Iterator[HTTPServer]:
         server.stop()
 
 
-@pytest.mark.parametrize("session_kind", ["fetch's own", "make_session", "plain requests"])
+@pytest.mark.parametrize("session_kind", ["fetch's own", "make_session", "a lax session"])
 def test_dns_rebinding_connects_only_to_the_checked_address(
     httpserver: HTTPServer,
     portal: HTTPServer,
@@ -101,7 +100,7 @@ def test_dns_rebinding_connects_only_to_the_checked_address(
     session = {
         "fetch's own": None,
         "make_session": make_session(GUARDED),
-        "plain requests": requests.Session(),
+        "a lax session": HttpSession(allow_private_networks=True),  # the fetch's options win
     }[session_kind]
 
     try:
@@ -204,26 +203,14 @@ def test_kept_alive_connection_is_rechecked_for_a_guarded_fetch(
     assert [request for request in server.requests if request] == [server.requests[0]]
 
 
-def test_session_with_a_proxy_is_refused(httpserver: HTTPServer, dns: FakeDNS) -> None:
-    httpserver.expect_request("/feed").respond_with_data(b"via proxy")
-
-    with requests.Session() as session:
-        session.proxies = {"http": httpserver.url_for("/")}
-        with pytest.raises(FetchError, match="refusing to fetch through a proxy") as info:
-            fetch(source("http://feeds.test/feed"), OPTIONS, session=session)
-
-    assert info.value.source_id == "test-src"
-    assert httpserver.log == []
-
-
 def test_make_session_used_directly_keeps_its_policy(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/feed").respond_with_data(b"direct")
     url = httpserver.url_for("/feed")
 
     with make_session(GUARDED) as guarded, make_session(OPTIONS) as allowed:
         with pytest.raises(FetchError, match=r"refusing \S+: it resolves to loopback address"):
-            guarded.get(url)
-        assert allowed.get(url).content == b"direct"
+            guarded.request("GET", url)
+        assert allowed.request("GET", url).data == b"direct"
 
     assert len(httpserver.log) == 1
 
@@ -248,8 +235,7 @@ def test_tls_verifies_and_sends_sni_for_the_url_hostname(
     server = raw_server(handler)
     dns.answers["feeds.example.test"] = [["127.0.0.1"]]
     dns.answers["other.example.test"] = [["127.0.0.1"]]
-    session = make_session(OPTIONS)
-    session.verify = str(tmp_path / "ca.pem")
+    session = HttpSession(allow_private_networks=True, ca_certs=str(tmp_path / "ca.pem"))
     try:
         result = fetch(source(f"https://feeds.example.test:{server.port}/feed"), OPTIONS,
                        session=session)
@@ -261,3 +247,32 @@ def test_tls_verifies_and_sends_sni_for_the_url_hostname(
 
     assert result.content == b"secure"
     assert server_names[:2] == ["feeds.example.test", "other.example.test"]
+
+
+def test_tls_trusts_certifis_bundle_whatever_the_environment_says(
+    raw_server: Callable[..., RawServer], dns: FakeDNS, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The environment names the test CA as the trust store: a session made by
+    # make_session must not read it (certifi's bundle, as requests used, does not hold it).
+    (tmp_path / "ca.pem").write_text(TEST_CA_PEM)
+    (tmp_path / "leaf.pem").write_text(TEST_LEAF_PEM)
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.setenv(name, str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "leaf.pem")
+
+    def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            server.read_request(tls)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure")
+
+    server = raw_server(handler)
+    dns.answers["feeds.example.test"] = [["127.0.0.1"]]
+    refused = r"^\[test-src\] TLS error: CERTIFICATE_VERIFY_FAILED \(unable to get "
+    with make_session(OPTIONS) as session, pytest.raises(FetchError, match=refused):
+        fetch(source(f"https://feeds.example.test:{server.port}/feed"), OPTIONS,
+              session=session)
+
+    assert server.requests == []  # the handshake failed: no request was sent

@@ -11,8 +11,8 @@ import threading
 from collections.abc import Callable
 
 import pytest
-import requests
 import test_fetch_harness as harness
+import urllib3
 from pytest_httpserver import HTTPServer
 from test_fetch_harness import (
     OPTIONS,
@@ -60,7 +60,7 @@ def test_server_that_never_answers_read_timeout(raw_server: Callable[..., RawSer
 
     assert "timed out" in error.reason
     assert error.source_id == "test-src"
-    assert isinstance(error.__cause__, requests.RequestException)
+    assert isinstance(error.__cause__, urllib3.exceptions.ReadTimeoutError)
     assert elapsed < 5.0
     assert len(server.requests) == 1
 

@@ -1,7 +1,7 @@
 """Tests for fetch.watchdog: the wall-clock deadline holds whatever the server does.
 
 Servers that drip the body or the headers, never answer, or never finish the TLS
-handshake — on a new connection, a reused keep-alive one and a plain requests session.
+handshake — on a new connection and on a reused keep-alive one.
 The drips stop by themselves after about 7 s, so a broken deadline fails the time bounds
 instead of hanging the run.
 """
@@ -12,7 +12,6 @@ import socket
 import threading
 from collections.abc import Callable
 
-import requests
 import test_fetch_harness as harness
 from test_fetch_harness import (
     RawServer,
@@ -95,22 +94,6 @@ def test_drip_on_a_reused_keep_alive_connection(raw_server: Callable[..., RawSer
     assert elapsed < 5.0
     assert server.connections == 1  # the second fetch really reused the pooled connection
     assert len(server.requests) == 2
-
-
-def test_drip_with_a_plain_requests_session(raw_server: Callable[..., RawServer]) -> None:
-    def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
-        server.read_request(conn)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n")
-        drip(conn, stop)
-
-    server = raw_server(handler)
-    with requests.Session() as session:
-        error, elapsed = timed_fetch(
-            source(server.url()), options(deadline=1.0, read_timeout=10), session=session
-        )
-
-    assert "deadline" in error.reason
-    assert elapsed < 5.0
 
 
 def test_server_that_never_answers_hits_deadline(raw_server: Callable[..., RawServer]) -> None:

@@ -2,7 +2,7 @@
 
 Owns everything between a portal and the store:
 
-- ``fetch`` (a package, the only importer of requests/urllib3): conditional GET,
+- ``fetch`` (a package, the only importer of urllib3): conditional GET,
   redirects, the address guard, the deadline watchdog, body limits and decoding;
 - ``parse`` (the only importer of feedparser): encodings, RSS/Atom/JSON Feed into
   ``ParsedFeed`` records; ``normalize`` (the only importer of nh3): entries into

@@ -5,32 +5,38 @@ the poll must only ever see bytes or a typed error.  So this package owns every
 network concern in one place — conditional GET, hand-followed redirects, an SSRF guard
 checked on the connected address, DNS inside the deadline, a hard wall-clock deadline, a
 decompressed-size limit — and it is the ONLY place in the project that imports
-``requests`` or ``urllib3``.  Callers use the names below and nothing else:
-``fetch``, ``make_session`` and ``HttpSession`` (plus the ``ACCEPT`` header value), and
-``HttpFetcher``, the fetch a poll is given: one session per thread.
-A session is only a connection pool: every setting (User-Agent, limits, timeouts, the
-SSRF policy) comes from the ``FetchOptions`` passed to each ``fetch`` call, so a session
-kept across a config reload never sends stale settings.
+``urllib3`` (used directly: requests' Session layer cost half of a 304's CPU; requests
+is only a test dependency now), ``certifi`` or ``idna``.  Callers use the names below
+and nothing else: ``fetch``, ``make_session`` and ``HttpSession`` (plus the ``ACCEPT``
+header value), and ``HttpFetcher``, the fetch a poll is given: one session per thread.
+A session is only a connection pool (and a cookie jar): every setting (User-Agent,
+limits, timeouts, the SSRF policy) comes from the ``FetchOptions`` passed to each
+``fetch`` call, so a session kept across a config reload never sends stale settings.
 
 What it must NOT do: decode text, sniff encodings or parse documents (the parse stage
 does), decide polling policy (no retries, sleeps, backoff or schedules: the caller reads
 ``FetchError.status`` and ``retry_after``), touch the database or the store, log and
-continue, or read the environment (``*_PROXY``, ``REQUESTS_CA_BUNDLE``, ``.netrc``).  It
-never lets a requests, urllib3 or socket exception escape: everything becomes
+continue, or read the environment (``*_PROXY``, ``SSL_CERT_FILE``, ``.netrc``: TLS trusts
+certifi's bundle, as requests did).  It never lets a urllib3, TLS or socket exception
+escape: everything becomes
 ``FetchError(source_id=...)`` with a short human reason and the original kept as
 ``__cause__``.
 
 The modules, by role:
 
 - ``exchange``: the requests of one fetch — conditional headers, redirects by hand,
-  the status of the final response;
+  cookies, the status of the final response;
+- ``urls``: URLs spelled as requests spelled them, a redirect's Location read as it did;
+- ``session``: ``HttpSession``, the urllib3 pool manager of watched pools and a cookie jar;
 - ``guard``: which URLs and addresses are refused, whatever their spelling;
 - ``resolve``: the one DNS lookup per connection, bounded by the deadline;
-- ``connection``: the urllib3 connection classes and the adapter that resolve, check,
-  connect to the checked address and report every socket to the watchdog;
+- ``connection``: the urllib3 connection and pool classes that resolve, check, connect to
+  the checked address and report every socket to the watchdog;
 - ``watchdog``: shuts a fetch's sockets down when its wall-clock deadline passes;
 - ``body``: the streamed body, decompressed incrementally and cut at the size limit;
 - ``protocol``: the request headers sent, Retry-After, Content-Length, status phrases;
+- ``post``: one form POST (WebSub pings) with a fetch's guard and deadline; ``image``:
+  the image proxy's fetch;
 - ``errors``: exceptions turned into one-line reasons, and the deadline error.
 """
 
@@ -39,51 +45,38 @@ from __future__ import annotations
 import threading
 import time
 
-import requests
-
 from aggregator.errors import FetchError
-from aggregator.ingest.fetch.connection import CURRENT_POLICY, Adapters, Policy, WatchedAdapter
+from aggregator.ingest.fetch.connection import CURRENT_POLICY, Policy
 from aggregator.ingest.fetch.errors import DeadlineExceeded, deadline_error, describe
 from aggregator.ingest.fetch.exchange import follow
 from aggregator.ingest.fetch.post import post_form as post_form  # a form POST (WebSub)
 from aggregator.ingest.fetch.protocol import ACCEPT, request_headers
+from aggregator.ingest.fetch.session import HttpSession
 from aggregator.ingest.fetch.watchdog import Watchdog
 from aggregator.records import FetchOptions, FetchResult, Source, Validators
 
 __all__ = ["ACCEPT", "HttpFetcher", "HttpSession", "fetch", "make_session"]
 
 _NO_VALIDATORS = Validators()
-POOLED_HOSTS = 32
-
-# What callers hold between fetches (connection pooling) without importing requests.
-HttpSession = requests.Session
 
 
-def make_session(options: FetchOptions) -> requests.Session:
+def make_session(options: FetchOptions) -> HttpSession:
     """A session for ``fetch``: no environment leaks, watched sockets, a connection pool.
 
-    One session per thread is the intended use (``requests.Session`` is not thread-safe);
-    it keeps connections alive between polls of the same host, and may be kept across
-    settings reloads: ``fetch`` applies every header and limit from the options of each
-    call, never from the session.  ``options`` here only shape the session used directly,
-    outside ``fetch`` (``session.get(...)``): its default headers (``user_agent``), its
-    ``max_redirects`` and the adapter's SSRF policy (``allow_private_networks``).
+    One session per thread is the intended use (its cookie jar and pools are the
+    thread's); it keeps connections alive between polls of the same host, and may be
+    kept across settings reloads: ``fetch`` applies every header and limit from the
+    options of each call, never from the session.  ``options`` here only shape the
+    session used directly, outside ``fetch`` (``session.request("GET", url)``): its
+    default headers (``user_agent``), its redirect limit (``max_redirects``) and its SSRF
+    policy (``allow_private_networks``).
     """
-    session = requests.Session()
-    session.trust_env = False  # no .netrc credentials, no *_PROXY / REQUESTS_CA_BUNDLE
-    session.headers.update(request_headers(options))
-    session.max_redirects = options.max_redirects  # informative only: fetch follows by hand
-    # pool_connections: how many hosts' idle keep-alive connections a session (one per
-    # poll thread) keeps; portals with many feeds on one host reuse theirs.
-    adapter = WatchedAdapter(max_retries=0, pool_connections=POOLED_HOSTS,
-                             allow_private_networks=options.allow_private_networks)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    return HttpSession(allow_private_networks=options.allow_private_networks,
+                       headers=request_headers(options), max_redirects=options.max_redirects)
 
 
 def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VALIDATORS,
-          session: requests.Session | None = None, *, accept: str | None = None) -> FetchResult:
+          session: HttpSession | None = None, *, accept: str | None = None) -> FetchResult:
     """GET ``source.url`` conditionally, within ``options``' limits.
 
     Returns a 2xx result with the decompressed body, or a 304 result with empty content
@@ -91,10 +84,10 @@ def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VA
 
     Everything configurable comes from ``options``, on each call: the User-Agent and
     the other request headers, the timeouts and deadline, the size and redirect limits
-    and the SSRF policy.  ``session`` may be any ``requests.Session`` (its cookies,
-    ``verify`` and ``cert`` are used, and its other headers are sent too), but
-    connections are always made by this package's watched adapter, so the deadline and
-    the SSRF guard of ``options`` hold whoever built the session and with what options.
+    and the SSRF policy.  ``session`` (an ``HttpSession``, e.g. from ``make_session``)
+    lends its pooled connections and its cookies; without one, a fresh session is used
+    and closed.  The connections are always the watched ones, so the deadline and the SSRF
+    guard of ``options`` hold whatever options the session was made with.
     ``accept`` replaces the feed ``Accept`` header (``image.fetch_image`` asks for images).
     """
     started = time.monotonic()
@@ -103,11 +96,10 @@ def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VA
     watchdog = Watchdog(options.deadline)
     policy = Policy(source_id=source.id, allow_private=options.allow_private_networks,
                     deadline_at=started + options.deadline, watchdog=watchdog)
-    adapters = Adapters(options)
     token = CURRENT_POLICY.set(policy)
     watchdog.start()
     try:
-        return follow(source, options, validators, active, adapters, policy, watchdog, started,
+        return follow(source, options, validators, active, policy, watchdog, started,
                       accept=accept)
     except DeadlineExceeded:
         raise
@@ -122,7 +114,6 @@ def fetch(source: Source, options: FetchOptions, validators: Validators = _NO_VA
     finally:
         watchdog.finish()
         CURRENT_POLICY.reset(token)
-        adapters.close()
         if owned:
             active.close()
 

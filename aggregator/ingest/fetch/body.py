@@ -18,7 +18,7 @@ import time
 import zlib
 from collections.abc import Iterator
 
-import requests
+from urllib3 import BaseHTTPResponse
 
 from aggregator.errors import FetchError
 from aggregator.ingest.fetch.errors import deadline_error
@@ -29,7 +29,7 @@ __all__ = ["CHUNK", "DecodeError", "Decoder", "read_body"]
 CHUNK = 64 * 1024  # bytes read per step, and the most ``Decoder`` yields at once
 
 
-def read_body(response: requests.Response, limit: int, *, source_id: str,
+def read_body(response: BaseHTTPResponse, limit: int, *, source_id: str,
               deadline_at: float, deadline: float) -> bytes:
     """The decompressed body of ``response``, at most ``limit`` bytes, before ``deadline_at``.
 
@@ -59,7 +59,7 @@ def read_body(response: requests.Response, limit: int, *, source_id: str,
             parts.append(piece)
 
     try:
-        for chunk in response.raw.stream(CHUNK, decode_content=False):
+        for chunk in response.stream(CHUNK, decode_content=False):
             keep(decoder.feed(chunk))
             if time.monotonic() > deadline_at:
                 raise deadline_error(source_id, deadline)

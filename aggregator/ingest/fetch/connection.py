@@ -11,13 +11,14 @@ current fetch's policy).  TLS still verifies the certificate against (and sends 
 the URL's hostname: only the TCP destination changes.
 
 The running fetch's policy reaches these classes, deep inside urllib3, through the
-``CURRENT_POLICY`` context variable; with none set (a ``make_session`` session used
-directly) the adapter installs its own, and with none at all private networks are refused.
+``CURRENT_POLICY`` context variable; with none set (an ``HttpSession`` used directly) the
+session installs its own, and with none at all private networks are refused.  The pools
+(``WatchedHTTPPool``, ``WatchedHTTPSPool``) are what ``session.HttpSession`` builds.
 
 What must not happen: urllib3 or ``socket.create_connection`` resolving the name again
 (the DNS-rebinding window), a connect before every address was checked, a pooled
 connection opened under a laxer policy carrying a guarded fetch, or any request through a
-proxy (the guard cannot see past one).
+proxy (the guard cannot see past one: the sessions have none, and read no environment).
 
 These classes rely on urllib3 internals (``_new_conn``, ``_get_conn``, ``_dns_host``,
 ``timeout``, ``socket_options``, ``source_address``).  If a urllib3 release stopped calling
@@ -33,9 +34,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-import requests
-from requests.adapters import HTTPAdapter
-from requests.utils import select_proxy
+from urllib3 import BaseHTTPResponse
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
@@ -44,13 +43,9 @@ from aggregator.errors import FetchError
 from aggregator.ingest.fetch import guard
 from aggregator.ingest.fetch.resolve import AddrInfo, resolve_within, seconds_left
 from aggregator.ingest.fetch.watchdog import Watchdog
-from aggregator.records import FetchOptions
 
-__all__ = ["CURRENT_POLICY", "NO_PROXIES", "Adapters", "Policy", "WatchedAdapter",
+__all__ = ["CURRENT_POLICY", "Policy", "WatchedHTTPPool", "WatchedHTTPSPool",
            "check_response_peer", "response_socket"]
-
-NO_PROXIES = ("refusing to fetch through a proxy: the SSRF guard must see the address "
-              "it connects to")
 
 
 # --------------------------------------------------------------------------- the policy
@@ -62,7 +57,7 @@ class Policy:
 
     ``source_id`` names the source in refusals; ``deadline_at`` (monotonic) bounds the DNS
     lookup and the connect; ``watchdog`` receives every socket.  Outside ``fetch`` (a
-    ``make_session`` session used directly) the adapter installs one with its own policy;
+    ``make_session`` session used directly) the session installs one with its own policy;
     with none at all, private networks are refused (fail closed).
     """
 
@@ -196,16 +191,13 @@ def _vet_pooled(conn: HTTPConnection | None) -> None:
     _track_current(sock)
 
 
-def response_socket(response: requests.Response) -> socket.socket | None:
+def response_socket(response: BaseHTTPResponse) -> socket.socket | None:
     """The socket a response is read from, if it can be found (None once released)."""
-    # Covers sessions not made by make_session (body phase only); ours are tracked earlier.
-    raw = response.raw
-    connection = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
+    sock = getattr(response.connection, "sock", None)
     return sock if isinstance(sock, socket.socket) else None
 
 
-def check_response_peer(response: requests.Response, sock: socket.socket | None,
+def check_response_peer(response: BaseHTTPResponse, sock: socket.socket | None,
                         policy: Policy, host: str) -> None:
     """Last line: refuse a response from a forbidden address, whatever urllib3 did."""
     if policy.allow_private or sock is None:
@@ -233,7 +225,7 @@ class _WatchedHTTPSConnection(HTTPSConnection):
         return _guarded_new_conn(self)  # TLS wraps it afterwards, for self.host
 
 
-class _WatchedHTTPPool(HTTPConnectionPool):
+class WatchedHTTPPool(HTTPConnectionPool):
     ConnectionCls = _WatchedHTTPConnection
 
     def _get_conn(self, timeout: float | None = None) -> HTTPConnection:
@@ -242,80 +234,10 @@ class _WatchedHTTPPool(HTTPConnectionPool):
         return conn
 
 
-class _WatchedHTTPSPool(HTTPSConnectionPool):
+class WatchedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
     def _get_conn(self, timeout: float | None = None) -> HTTPConnection:
         conn = super()._get_conn(timeout)
         _vet_pooled(conn)
         return conn
-
-
-class WatchedAdapter(HTTPAdapter):
-    """The only adapter ``fetch`` sends through: guarded, watched connections, no proxies.
-
-    Used directly (``make_session(...).get(...)``), it applies the SSRF policy it was
-    built with; inside ``fetch`` the fetch's own options win.
-    """
-
-    _allow_private = False  # also after unpickling, which skips __init__
-
-    def __init__(self, *args: object, allow_private_networks: bool = False,
-                 **kwargs: object) -> None:
-        self._allow_private = allow_private_networks
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
-        self.poolmanager.pool_classes_by_scheme = {  # type: ignore[attr-defined]
-            "http": _WatchedHTTPPool,
-            "https": _WatchedHTTPSPool,
-        }
-
-    def send(self, request: requests.PreparedRequest, stream: bool = False,
-             timeout: object = None, verify: bool | str = True, cert: object = None,
-             proxies: object = None) -> requests.Response:
-        if proxies and select_proxy(request.url or "", proxies):  # type: ignore[arg-type]
-            raise FetchError(NO_PROXIES)
-        token = None
-        if CURRENT_POLICY.get() is None:
-            token = CURRENT_POLICY.set(Policy(source_id=None,
-                                              allow_private=self._allow_private))
-        try:
-            return super().send(request, stream=stream, timeout=timeout,  # type: ignore[arg-type]
-                                verify=verify, cert=cert, proxies=None)
-        finally:
-            if token is not None:
-                CURRENT_POLICY.reset(token)
-
-
-class Adapters:
-    """Picks the adapter for each request of one fetch.
-
-    A session built by ``make_session`` carries a ``WatchedAdapter`` (and its connection
-    pool).  Any other session — a plain ``requests.Session``, or one with custom adapters
-    mounted — is served by a fetch-owned ``WatchedAdapter`` instead, closed at the end of
-    the fetch: its own adapters would connect without the guard and the watchdog.
-    """
-
-    def __init__(self, options: FetchOptions) -> None:
-        self._options = options
-        self._spare: WatchedAdapter | None = None
-
-    def for_url(self, session: requests.Session, url: str, source_id: str) -> WatchedAdapter:
-        if any(session.proxies.values()):
-            raise FetchError(NO_PROXIES, source_id=source_id)
-        try:
-            adapter = session.get_adapter(url)
-        except requests.exceptions.InvalidSchema:
-            adapter = None
-        if isinstance(adapter, WatchedAdapter):
-            return adapter
-        if self._spare is None:
-            self._spare = WatchedAdapter(
-                max_retries=0, allow_private_networks=self._options.allow_private_networks)
-        return self._spare
-
-    def close(self) -> None:
-        if self._spare is not None:
-            self._spare.close()

@@ -1,7 +1,7 @@
 """Failures as one-line reasons: what the operator reads in the log and on the status page.
 
-Why this module exists: a failed fetch surfaces as a ``requests`` exception wrapping a
-urllib3 one wrapping a socket or TLS error, and the useful part ("connection refused",
+Why this module exists: a failed fetch surfaces as a urllib3 exception wrapping a socket,
+TLS or ``http.client`` error, and the useful part ("connection refused",
 "DNS lookup for x timed out", "TLS error: ... (Hostname mismatch ...)") is somewhere in
 that chain.  ``describe`` walks the whole chain and names the most specific cause; the
 deadline gets its own error type, so the fetch can tell it from the failures the
@@ -19,7 +19,6 @@ import socket
 import ssl
 from collections.abc import Iterator
 
-import requests
 import urllib3
 
 from aggregator.errors import FetchError
@@ -53,7 +52,7 @@ def describe(exc: BaseException) -> str:
         verdict = getattr(tls, "verify_message", None)  # e.g. "Hostname mismatch, ..."
         reason = getattr(tls, "reason", None) or tls
         return f"TLS error: {reason} ({verdict})" if verdict else f"TLS error: {reason}"
-    if find(requests.exceptions.SSLError, urllib3.exceptions.SSLError):
+    if find(urllib3.exceptions.SSLError):
         return f"TLS error: {exc}"
     if find(socket.gaierror, urllib3.exceptions.NameResolutionError):
         unresolved = find(Unresolved)
@@ -63,22 +62,18 @@ def describe(exc: BaseException) -> str:
         return f"DNS lookup failed{name}: {detail}" if detail else f"DNS lookup failed{name}"
     if find(ConnectionResetError):
         return "connection reset by peer"
-    if find(requests.exceptions.ConnectTimeout) or (
-            find(urllib3.exceptions.ConnectTimeoutError)
+    if (find(urllib3.exceptions.ConnectTimeoutError)
             and not find(urllib3.exceptions.NewConnectionError)):
         return "timed out while connecting"
-    if find(requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError,
-            TimeoutError):
+    if find(urllib3.exceptions.ReadTimeoutError, TimeoutError):
         return "timed out waiting for the server"
     if find(urllib3.exceptions.NewConnectionError):
         os_error = find(OSError)
         detail = getattr(os_error, "strerror", None) if os_error is not None else None
         return f"connection failed: {detail or exc}"
-    if find(urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError,
-            http.client.HTTPException):
+    if find(urllib3.exceptions.ProtocolError, http.client.HTTPException):
         return f"connection broken: {_short(exc)}"
-    if find(requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-            requests.exceptions.MissingSchema, urllib3.exceptions.LocationParseError):
+    if find(urllib3.exceptions.LocationValueError):  # also LocationParseError
         return f"invalid URL: {_short(exc)}"
     return f"{type(exc).__name__}: {_short(exc)}"
 

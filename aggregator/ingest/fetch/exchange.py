@@ -1,14 +1,17 @@
 """One fetch's requests and responses: conditional GET, redirects by hand, the status.
 
-Why this module exists: redirects are followed here, hop by hop, rather than by
-``requests``, because every hop is a new URL the guard must check (a portal may redirect
-to ``file:``, to 169.254.169.254 or into a loop), because only the unbroken chain of
-permanent redirects from the source URL means "the feed moved", and because
-``Session.send`` reads a whole redirect body into memory with no limit.
+Why this module exists: redirects are followed here, hop by hop, rather than by urllib3,
+because every hop is a new URL the guard must check (a portal may redirect to ``file:``,
+to 169.254.169.254 or into a loop), because only the unbroken chain of permanent
+redirects from the source URL means "the feed moved", and because a redirect body must
+never be read (it may be endless).
 
 Every request is built from this call's ``FetchOptions`` (User-Agent and the other
 headers, limits, timeouts), never from settings frozen into the session, which callers
 keep across config reloads: a session is only a connection pool (and a cookie jar).
+Requests go straight to a pool of the session (``pool.urlopen``: no redirects, no
+retries, the body left unread and undecoded), spelled as requests spelled them
+(``urls``).
 
 What must not happen: draining a redirect or error body (it may be endless: responses
 are closed, never read to the end), a hop past ``max_redirects`` or the deadline, or a
@@ -20,24 +23,16 @@ package's ``__init__``.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import replace
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import requests
-from requests.cookies import extract_cookies_to_jar
-from requests.structures import CaseInsensitiveDict
+from urllib3 import BaseHTTPResponse, Retry, Timeout
 
 from aggregator.errors import FetchError
+from aggregator.ingest.fetch import urls
 from aggregator.ingest.fetch.body import read_body
-from aggregator.ingest.fetch.connection import (
-    Adapters,
-    Policy,
-    WatchedAdapter,
-    check_response_peer,
-    response_socket,
-)
+from aggregator.ingest.fetch.connection import Policy, check_response_peer, response_socket
 from aggregator.ingest.fetch.errors import deadline_error
 from aggregator.ingest.fetch.guard import check_url
 from aggregator.ingest.fetch.protocol import (
@@ -46,22 +41,29 @@ from aggregator.ingest.fetch.protocol import (
     request_headers,
     status_phrase,
 )
+from aggregator.ingest.fetch.session import HttpSession, cookie_header, extract_cookies
 from aggregator.ingest.fetch.watchdog import Watchdog
 from aggregator.records import FetchOptions, FetchResult, Source, Validators
 
-__all__ = ["follow"]
+__all__ = ["REDIRECT_STATUSES", "follow", "send"]
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})  # with a Location: a redirect
+_NO_RETRIES = Retry(total=False, redirect=False)  # an error is raised as it happened
 
 
 def follow(source: Source, options: FetchOptions, validators: Validators,
-           session: requests.Session, adapters: Adapters, policy: Policy,
-           watchdog: Watchdog, started: float, *, accept: str | None = None) -> FetchResult:
+           session: HttpSession, policy: Policy, watchdog: Watchdog, started: float, *,
+           accept: str | None = None) -> FetchResult:
     """GET ``source.url`` and the redirects it leads to; the final response as a result.
 
     ``accept`` replaces the feed ``Accept`` header (the image proxy asks for images)."""
     deadline_at = started + options.deadline
-    # This call's options, on every hop, over the session's own headers: a session is a
-    # connection pool (and cookies), never a second source of settings.
+    # This call's options, on every hop (a session's own headers are never sent: a session
+    # is a connection pool and cookies, never a second source of settings).  Connection:
+    # keep-alive as requests sent it, for the HTTP/1.0 servers that keep a connection
+    # open only when asked.
     headers = request_headers(options)
+    headers["Connection"] = "keep-alive"
     if accept is not None:
         headers["Accept"] = accept
     if validators.etag:
@@ -77,10 +79,9 @@ def follow(source: Source, options: FetchOptions, validators: Validators,
     permanent_so_far = True
     while True:
         try:
-            prepared = _prepare(session, url, headers)
-        except (requests.RequestException, ValueError) as exc:
+            url = urls.prepare_url(url)
+        except ValueError as exc:
             raise FetchError(f"invalid URL {url!r}: {exc}", source_id=source.id) from exc
-        url = prepared.url or url
         if url in seen:
             raise FetchError(f"redirect loop: {url} was already visited", source_id=source.id)
         seen.add(url)
@@ -89,26 +90,28 @@ def follow(source: Source, options: FetchOptions, validators: Validators,
         remaining = deadline_at - time.monotonic()
         if remaining <= 0:
             raise deadline_error(source.id, options.deadline)
-        response = _send(session, adapters.for_url(session, url, source.id), prepared,
-                         (min(options.connect_timeout, remaining),
-                          min(options.read_timeout, remaining)))
-        sock = response_socket(response)
-        check_response_peer(response, sock, policy, urlsplit(url).hostname or url)
-        watchdog.track(sock)
+        response = send(session, "GET", url, headers, source.id,
+                        Timeout(connect=min(options.connect_timeout, remaining),
+                                read=min(options.read_timeout, remaining)))
         try:
-            if response.is_redirect:
-                location = session.get_redirect_target(response) or ""
+            sock = response_socket(response)
+            check_response_peer(response, sock, policy, urls.target(url).host or url)
+            watchdog.track(sock)
+            if response.status in REDIRECT_STATUSES and "location" in response.headers:
+                location = response.headers["location"]
+                try:
+                    location = urls.redirect_location(location)
+                    target = urljoin(url, location)
+                except ValueError as exc:
+                    raise FetchError(f"invalid redirect Location {location!r}: {exc}",
+                                     source_id=source.id) from exc
                 hops += 1
                 if hops > options.max_redirects:
                     raise FetchError(
                         f"too many redirects: more than {options.max_redirects} "
                         f"(last hop {url} → {location})", source_id=source.id)
-                try:
-                    url = urljoin(url, location)
-                except ValueError as exc:
-                    raise FetchError(f"invalid redirect Location {location!r}: {exc}",
-                                     source_id=source.id) from exc
-                permanent_so_far = permanent_so_far and response.status_code in (301, 308)
+                url = target
+                permanent_so_far = permanent_so_far and response.status in (301, 308)
                 if permanent_so_far:
                     moved_to = url
                 continue
@@ -116,41 +119,49 @@ def follow(source: Source, options: FetchOptions, validators: Validators,
                              deadline_at)
             return replace(result, permanent_redirect=moved_to) if moved_to else result
         finally:
-            response.close()  # never drain: a redirect or error body may be endless
+            close(response)
 
 
-def _prepare(session: requests.Session, url: str,
-             headers: dict[str, str]) -> requests.PreparedRequest:
-    """The GET ``Session.prepare_request`` would build — the session's headers under this
-    call's, its cookies, params and auth — without its generic merging (a copy of the
-    whole cookie jar, hooks, netrc: a third of a 304's CPU), and with the URL's own
-    preparation (parsing, IDNA, requoting: the same result for the same URL) done once per
-    URL.  The steps are ``PreparedRequest.prepare``'s, in its order."""
-    merged = CaseInsensitiveDict(session.headers)
-    merged.update(headers)
-    prepared = requests.PreparedRequest()
-    prepared.prepare_method("GET")
-    if session.params:
-        prepared.prepare_url(url, session.params)
-    else:
-        prepared.url = _prepared_url(url)
-    prepared.prepare_headers({name: value for name, value in merged.items() if value is not None})
-    prepared.prepare_cookies(session.cookies)
-    prepared.prepare_body(None, None)
-    prepared.prepare_auth(session.auth, url)
-    prepared.prepare_hooks(None)
-    return prepared
+def send(session: HttpSession, method: str, url: str, headers: dict[str, str],
+         source_id: str, timeout: Timeout, *, body: bytes | None = None) -> BaseHTTPResponse:
+    """One request of a fetch (``url`` prepared and checked) through a pool of ``session``.
+
+    Adds what requests added: the session's cookies for ``url`` and the Basic credentials
+    of its userinfo; stores the cookies the reply sets.  The reply's body is left unread
+    (and undecoded: ``body.read_body`` decodes it); the caller must ``close`` it.
+    """
+    try:
+        where = urls.target(url)
+    except ValueError as exc:  # e.g. credentials that are not latin-1, as with requests
+        raise FetchError(f"invalid URL {url!r}: {exc}", source_id=source_id) from exc
+    cookies = cookie_header(session.cookies, url)
+    if cookies is not None or where.authorization is not None:
+        headers = dict(headers)
+        if cookies is not None:
+            headers["Cookie"] = cookies
+        if where.authorization is not None:
+            headers["Authorization"] = where.authorization
+    pool = session.connection_from_host(where.host, where.port, where.scheme)
+    response = pool.urlopen(method, where.path, body=body, headers=headers, redirect=False,
+                            assert_same_host=False, retries=_NO_RETRIES,
+                            preload_content=False, decode_content=False, timeout=timeout)
+    if "set-cookie" in response.headers:  # (case-insensitive) the jar reads nothing else
+        try:
+            extract_cookies(session.cookies, url, response.headers)
+        except BaseException:
+            close(response)
+            raise
+    return response
 
 
-@functools.lru_cache(maxsize=4096)
-def _prepared_url(url: str) -> str:
-    """``url`` as ``PreparedRequest.prepare_url`` spells it (raises as it does)."""
-    prepared = requests.PreparedRequest()
-    prepared.prepare_url(url, None)
-    return prepared.url or url
+def close(response: BaseHTTPResponse) -> None:
+    """Close ``response`` without draining it, and give its pool slot back (as requests
+    did: the closed connection goes back, and the next request through it reconnects)."""
+    response.close()
+    response.release_conn()
 
 
-def _keep_alive(response: requests.Response) -> None:
+def _keep_alive(response: BaseHTTPResponse) -> None:
     """Give a 304's connection back to the session's pool instead of closing it.
 
     A 304 ends at its headers (``http.client`` reads no body for it, whatever the server
@@ -158,31 +169,18 @@ def _keep_alive(response: requests.Response) -> None:
     with many feeds a new TCP (and TLS) connection.  A 2xx whose body was read to the end
     goes back by itself; redirects and errors are closed, never drained.
     """
-    raw = response.raw
     try:
-        raw.drain_conn()  # reads nothing: marks the exchange complete
-        raw.release_conn()
+        response.drain_conn()  # reads nothing: marks the exchange complete
+        response.release_conn()
     except Exception:  # a connection that cannot be kept is closed instead (finally)
         return
 
 
-def _send(session: requests.Session, adapter: WatchedAdapter,
-          prepared: requests.PreparedRequest, timeout: tuple[float, float]) -> requests.Response:
-    # Not ``session.send``: with allow_redirects=False it still reads a redirect response's
-    # whole body into memory (to compute ``Response.next``), with no size limit.  No
-    # proxies: ``Adapters.for_url`` refused a session that has any.
-    response = adapter.send(prepared, stream=True, timeout=timeout, verify=session.verify,
-                            cert=session.cert, proxies={})
-    if "set-cookie" in response.headers:  # (case-insensitive) the jar reads nothing else
-        extract_cookies_to_jar(session.cookies, prepared, response.raw)
-    return response
-
-
 def _finish(source: Source, options: FetchOptions, validators: Validators,
-            response: requests.Response, url: str, watchdog: Watchdog, started: float,
+            response: BaseHTTPResponse, url: str, watchdog: Watchdog, started: float,
             deadline_at: float) -> FetchResult:
-    status = response.status_code
-    headers = dict(response.headers.items())
+    status = response.status
+    headers = {name: response.headers[name] for name in response.headers}  # joined repeats
     etag = response.headers.get("ETag")
     last_modified = response.headers.get("Last-Modified")
 

@@ -3,10 +3,11 @@
 Why this module exists: the service tells a WebSub hub that a feed changed by POSTing a
 small form to it, and that request leaves the machine like any fetch does — to an address
 taken from the config, which must not become a way into the host's own network.  So it
-goes through the same machinery as ``fetch``: the URL check, the guarded and watched
-adapter (one bounded DNS lookup, the SSRF guard on the connected address honouring
-``FetchOptions.allow_private_networks``), the connect/read timeouts capped by the
-wall-clock deadline that the watchdog enforces, and no proxies or environment settings.
+goes through the same machinery as ``fetch``: the URL spelling and check, the guarded and
+watched connections of an ``HttpSession`` (one bounded DNS lookup, the SSRF guard on the
+connected address honouring ``FetchOptions.allow_private_networks``), the connect/read
+timeouts capped by the wall-clock deadline that the watchdog enforces, and no proxies or
+environment settings.
 
 What it must NOT do: follow a redirect (a POST redirected elsewhere is the caller's
 problem to configure, not something to re-send blindly: a 3xx is an error naming the
@@ -19,26 +20,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
-import requests
+from urllib3 import Timeout
 
 from aggregator.errors import FetchError
+from aggregator.ingest.fetch import urls
 from aggregator.ingest.fetch.connection import (
     CURRENT_POLICY,
-    Adapters,
     Policy,
-    WatchedAdapter,
     check_response_peer,
     response_socket,
 )
 from aggregator.ingest.fetch.errors import DeadlineExceeded, deadline_error, describe
+from aggregator.ingest.fetch.exchange import REDIRECT_STATUSES, close, send
 from aggregator.ingest.fetch.guard import check_url
 from aggregator.ingest.fetch.protocol import (
     RETRY_AFTER_STATUSES,
     parse_retry_after,
     status_phrase,
 )
+from aggregator.ingest.fetch.session import HttpSession
 from aggregator.ingest.fetch.watchdog import Watchdog
 from aggregator.records import FetchOptions
 
@@ -60,13 +62,11 @@ def post_form(url: str, fields: Mapping[str, str], options: FetchOptions, *,
     watchdog = Watchdog(options.deadline)
     policy = Policy(source_id=purpose, allow_private=options.allow_private_networks,
                     deadline_at=started + options.deadline, watchdog=watchdog)
-    session = _session(options)
-    adapters = Adapters(options)
+    session = HttpSession(allow_private_networks=options.allow_private_networks)
     token = CURRENT_POLICY.set(policy)
     watchdog.start()
     try:
-        status = _send(url, fields, options, session, adapters, policy, watchdog, started,
-                       purpose)
+        status = _send(url, fields, options, session, policy, watchdog, started, purpose)
         if watchdog.finish():
             raise deadline_error(purpose, options.deadline)
         return status
@@ -83,48 +83,33 @@ def post_form(url: str, fields: Mapping[str, str], options: FetchOptions, *,
     finally:
         watchdog.finish()
         CURRENT_POLICY.reset(token)
-        adapters.close()
         session.close()
 
 
-def _session(options: FetchOptions) -> requests.Session:
-    # As ``make_session`` builds one (not imported: the package's __init__ imports us).
-    session = requests.Session()
-    session.trust_env = False  # no .netrc credentials, no *_PROXY / REQUESTS_CA_BUNDLE
-    adapter = WatchedAdapter(max_retries=0,
-                             allow_private_networks=options.allow_private_networks)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def _send(url: str, fields: Mapping[str, str], options: FetchOptions,
-          session: requests.Session, adapters: Adapters, policy: Policy, watchdog: Watchdog,
-          started: float, purpose: str) -> int:
+def _send(url: str, fields: Mapping[str, str], options: FetchOptions, session: HttpSession,
+          policy: Policy, watchdog: Watchdog, started: float, purpose: str) -> int:
     headers = {"User-Agent": options.user_agent, "Content-Type": FORM_TYPE, "Accept": "*/*"}
     try:
-        prepared = session.prepare_request(
-            requests.Request("POST", url, headers=headers, data=urlencode(dict(fields))))
-    except (requests.RequestException, ValueError) as exc:
+        target = urls.prepare_url(url)
+    except ValueError as exc:
         raise FetchError(f"invalid URL {url!r}: {exc}", source_id=purpose) from exc
-    target = prepared.url or url
     check_url(target, source_id=purpose)  # the addresses are checked when connecting
     remaining = started + options.deadline - time.monotonic()
     if remaining <= 0:
         raise deadline_error(purpose, options.deadline)
-    adapter = adapters.for_url(session, target, purpose)
-    response = adapter.send(prepared, stream=True, proxies={},
-                            timeout=(min(options.connect_timeout, remaining),
-                                     min(options.read_timeout, remaining)))
+    response = send(session, "POST", target, headers, purpose,
+                    Timeout(connect=min(options.connect_timeout, remaining),
+                            read=min(options.read_timeout, remaining)),
+                    body=urlencode(dict(fields)).encode("ascii"))
     try:
         sock = response_socket(response)
-        check_response_peer(response, sock, policy, urlsplit(target).hostname or target)
+        check_response_peer(response, sock, policy, urls.target(target).host or target)
         watchdog.track(sock)
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             return status
         reason = response.reason or status_phrase(status)
-        if response.is_redirect:
+        if status in REDIRECT_STATUSES and "location" in response.headers:
             location = response.headers.get("Location", "")
             raise FetchError(f"HTTP {status} {reason}: a POST is not redirected "
                              f"(to {location!r})", source_id=purpose, status=status)
@@ -133,7 +118,7 @@ def _send(url: str, fields: Mapping[str, str], options: FetchOptions,
         raise FetchError(f"HTTP {status} {reason}".rstrip(), source_id=purpose, status=status,
                          retry_after=retry_after)
     finally:
-        response.close()  # never drain: the reply body says nothing a status does not
+        close(response)  # never drain: the reply body says nothing a status does not
 
 
 def _past_deadline(watchdog: Watchdog, started: float, options: FetchOptions) -> bool:

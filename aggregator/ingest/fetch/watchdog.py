@@ -41,6 +41,10 @@ class Watchdog:
         self._dups: list[socket.socket] = []
         self._state = "running"  # → "expired" (timer fired) or "finished" (fetch ended)
         self._seconds = max(seconds, 0.0)
+        # The socket tracked last: a pooled connection is reported when taken from the
+        # pool and again with its response; one dup of it is enough.  (Held, so its
+        # identity cannot be reused by another socket while this fetch runs.)
+        self._last: socket.socket | None = None
 
     @property
     def expired(self) -> bool:
@@ -51,7 +55,7 @@ class Watchdog:
 
     def track(self, sock: socket.socket | None) -> None:
         """Watch ``sock`` too; after expiry it is shut down at once."""
-        if sock is None:
+        if sock is None or sock is self._last:
             return
         try:
             fd = sock.fileno()
@@ -63,6 +67,7 @@ class Watchdog:
         with self._lock:
             if self._state == "running":
                 self._dups.append(dup)
+                self._last = sock
                 return
             if self._state == "expired":
                 _shutdown(dup)
@@ -76,6 +81,7 @@ class Watchdog:
             for dup in self._dups:
                 dup.close()
             self._dups.clear()
+            self._last = None
             return self._state == "expired"
 
     def _expire(self) -> None:
