@@ -1,0 +1,88 @@
+"""What bounds the daemon's memory: malloc arenas (``service.memory``).
+
+Each probe runs in a fresh interpreter (a subprocess): malloc's arenas are per process,
+and the test process has made its own.  The probe starts threads that each allocate and
+then wait, so that every thread holds its arena while glibc's ``malloc_info`` counts
+them.  No memory figures here: those are measured in bench/README.md ("Daemon memory").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aggregator.service.memory import ARENAS
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "confstr") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+    reason="malloc arenas are glibc's")
+
+THREADS = 8
+
+# argv: report path, "bound" or "default", threads.  Writes the bound set and the arenas counted.
+_PROBE = """
+import ctypes, json, re, sys, tempfile, threading
+from aggregator.service.memory import bound_malloc_arenas
+
+THREADS = int(sys.argv[3])
+bound = bound_malloc_arenas() if sys.argv[2] == "bound" else None
+allocated = threading.Barrier(THREADS + 1)
+done = threading.Event()
+kept = []
+
+def work():
+    kept.append([bytes(4096) for _ in range(64)])  # beyond pymalloc: malloc itself
+    allocated.wait()
+    done.wait()
+
+threads = [threading.Thread(target=work) for _ in range(THREADS)]
+for thread in threads:
+    thread.start()
+allocated.wait()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+with tempfile.NamedTemporaryFile(suffix=".xml") as info:
+    stream = libc.fopen(info.name.encode(), b"w")
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    arenas = len(re.findall(rb'<heap nr="', open(info.name, "rb").read()))
+done.set()
+for thread in threads:
+    thread.join()
+with open(sys.argv[1], "w", encoding="utf-8") as out:
+    json.dump({"bound": bound, "arenas": arenas}, out)
+"""
+
+
+def _probe(tmp_path: Path, mode: str, env: dict[str, str] | None = None) -> dict[str, int]:
+    report = tmp_path / f"{mode}.json"
+    environment = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    environment.update(env or {})
+    done = subprocess.run([sys.executable, "-c", _PROBE, str(report), mode, str(THREADS)],
+                          env=environment, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, int] = json.loads(report.read_text(encoding="utf-8"))
+    return result
+
+
+def test_threads_share_at_most_the_bounded_arenas(tmp_path: Path) -> None:
+    default = _probe(tmp_path, "default")
+    bounded = _probe(tmp_path, "bound")
+    assert default["arenas"] > ARENAS  # glibc's default: an arena for each new thread
+    assert bounded["bound"] == ARENAS
+    assert 1 <= bounded["arenas"] <= ARENAS
+
+
+def test_an_operators_malloc_arena_max_is_left_to_decide(tmp_path: Path) -> None:
+    chosen = _probe(tmp_path, "bound", {"MALLOC_ARENA_MAX": "4"})
+    assert chosen["bound"] is None
+    assert ARENAS < chosen["arenas"] <= 4
