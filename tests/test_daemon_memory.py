@@ -1,7 +1,8 @@
-"""What bounds the daemon's memory: malloc arenas (``service.memory``).
+"""What bounds the daemon's memory (``service.memory``): malloc arenas, and freed memory
+given back.
 
-Each probe runs in a fresh interpreter (a subprocess): malloc's arenas are per process,
-and the test process has made its own.  The probe starts threads that each allocate and
+Each probe runs in a fresh interpreter (a subprocess): malloc's state is per process,
+and the test process has its own.  The arena probe starts threads that each allocate and
 then wait, so that every thread holds its arena while glibc's ``malloc_info`` counts
 them.  No memory figures here: those are measured in bench/README.md ("Daemon memory").
 """
@@ -86,3 +87,25 @@ def test_an_operators_malloc_arena_max_is_left_to_decide(tmp_path: Path) -> None
     chosen = _probe(tmp_path, "bound", {"MALLOC_ARENA_MAX": "4"})
     assert chosen["bound"] is None
     assert ARENAS < chosen["arenas"] <= 4
+
+
+# Frees most of 40 MB of malloc'd blocks, keeping every 64th so the freed ones lie
+# between blocks in use (glibc then returns nothing by itself); writes what release said.
+_FRAGMENTS = """
+import json, sys
+from aggregator.service.memory import release_freed_memory
+
+blocks = [bytearray(2048) for _ in range(20_000)]
+kept = blocks[::64]
+del blocks
+with open(sys.argv[1], "w", encoding="utf-8") as out:
+    json.dump({"released": release_freed_memory(), "kept": len(kept)}, out)
+"""
+
+
+def test_freed_memory_between_blocks_in_use_is_given_back(tmp_path: Path) -> None:
+    report = tmp_path / "released.json"
+    done = subprocess.run([sys.executable, "-c", _FRAGMENTS, str(report)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(report.read_text(encoding="utf-8")) == {"released": True, "kept": 313}
