@@ -1,5 +1,6 @@
-"""What bounds the daemon's memory (``service.memory``): malloc arenas, and freed memory
-given back.
+"""What keeps the daemon's memory small: its main process leaves parsing to the parse
+workers (and imports none of their libraries), and ``service.memory`` bounds malloc's
+arenas and gives freed memory back.
 
 Each probe runs in a fresh interpreter (a subprocess): malloc's state is per process,
 and the test process has its own.  The arena probe starts threads that each allocate and
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from builders import LogWatcher, rss_document, write_config_file
+from pytest_httpserver import HTTPServer
 
 from aggregator.service.memory import ARENAS
 
@@ -24,6 +28,34 @@ pytestmark = pytest.mark.skipif(
     reason="malloc arenas are glibc's")
 
 THREADS = 8
+
+# ``aggregator`` in this interpreter; at its exit it writes the top-level modules it had
+# imported and the malloc arenas it had made (threads that ended leave theirs behind).
+_DAEMON = """
+import atexit, ctypes, json, re, sys, tempfile
+
+REPORT = sys.argv[1]
+
+def report():
+    libc = ctypes.CDLL(None)
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    with tempfile.NamedTemporaryFile(suffix=".xml") as info:
+        stream = libc.fopen(info.name.encode(), b"w")
+        libc.malloc_info(0, stream)
+        libc.fclose(stream)
+        arenas = len(re.findall(rb'<heap nr="', open(info.name, "rb").read()))
+    with open(REPORT, "w", encoding="utf-8") as out:
+        json.dump({"modules": sorted({m.split(".")[0] for m in sys.modules}),
+                   "arenas": arenas}, out)
+
+atexit.register(report)
+from aggregator.cli import main
+sys.argv[1:] = sys.argv[2:]
+main()
+"""
 
 # argv: report path, "bound" or "default", threads.  Writes the bound set and the arenas counted.
 _PROBE = """
@@ -73,6 +105,37 @@ def _probe(tmp_path: Path, mode: str, env: dict[str, str] | None = None) -> dict
     assert done.returncode == 0, done.stderr
     result: dict[str, int] = json.loads(report.read_text(encoding="utf-8"))
     return result
+
+
+def test_the_daemon_parses_in_its_workers_and_bounds_its_arenas(
+        tmp_path: Path, httpserver: HTTPServer, processes: list[subprocess.Popen[str]]) -> None:
+    for name in ("a", "b", "c"):
+        httpserver.expect_request(f"/{name}.xml").respond_with_data(
+            rss_document(f"{name} 一", f"{name} 二", link=f"http://p.test/{name}/{{index}}"),
+            content_type="application/rss+xml")
+    config = write_config_file(
+        tmp_path / "aggregator.yaml",
+        ['database_url: "sqlite:///d.db"', "output_dir: public", "allow_private_networks: true",
+         "start_jitter: 0", "build_debounce: 0.1s"],
+        {name: httpserver.url_for(f"/{name}.xml") for name in ("a", "b", "c")})
+    report = tmp_path / "daemon.json"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _DAEMON, str(report), "--config", str(config), "run", "--port",
+         "0"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    processes.append(process)
+    log = LogWatcher(process)
+    for name in ("a", "b", "c"):
+        log.wait_for(rf"source={name} result=new new=2")
+    log.wait_for(r"built ")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    log.wait_for(r"daemon stopped")
+    assert report.is_file(), log.lines[-10:]
+    daemon = json.loads(report.read_text(encoding="utf-8"))
+    assert "sqlalchemy" in daemon["modules"]  # the report sees what the daemon imported
+    assert {"feedparser", "nh3"}.isdisjoint(daemon["modules"])  # the workers parsed
+    assert 1 <= daemon["arenas"] <= ARENAS  # some twenty threads, two arenas
 
 
 def test_threads_share_at_most_the_bounded_arenas(tmp_path: Path) -> None:
