@@ -21,11 +21,13 @@ top of a heap, and the chunks a burst of polls and a build freed lie between one
 in use.  ``release_freed_memory`` (``malloc_trim(0)``, malloc_trim(3)) gives their pages
 back; the scheduler and the claim worker call it after each build, which follows a burst
 of polls.  After the first poll of 1,000 sources it took the main process from 128 MB to
-114 MB RSS.  It costs a walk over malloc's free lists, a few milliseconds.
+114 MB RSS.  It costs a walk over malloc's free lists: 1.5 ms on 40 MB of fragments
+(2 CPUs), once per build.
 
 This module must NOT change malloc anywhere but glibc, fail the daemon's start (a libc
 without ``mallopt`` is left as it is), or run at import time.  Parse workers are not
-concerned: the fork server execs a new interpreter, which keeps glibc's default.
+concerned: the fork server is a new interpreter (exec'd, not forked from the daemon), so
+it and the workers forked from it keep glibc's defaults.
 """
 
 from __future__ import annotations
