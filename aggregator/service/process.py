@@ -8,7 +8,8 @@ each other or of the process they run in; this module puts them in one process:
 - SIGHUP, or any change of the config file (``watchfiles``, watching the folder so
   editors that replace the file are seen too): reload the config;
 - the HTTP server serves ``output_dir`` plus ``/healthz`` and ``/metrics`` from
-  the same scheduler state.
+  the same scheduler state;
+- before any of its threads start, malloc's arenas are bounded (``service.memory``).
 
 Signal handlers only enqueue a word; the main thread does the work, so nothing
 heavy ever runs inside a handler.
@@ -28,6 +29,7 @@ from aggregator.ingest.poll import utc_now
 from aggregator.service.health import ConfigState, health_report
 from aggregator.service.http import FeedServer, make_app
 from aggregator.service.http.images import image_settings
+from aggregator.service.memory import bound_malloc_arenas
 from aggregator.service.metrics import Metrics
 from aggregator.service.scheduler import Scheduler
 from aggregator.service.worker import ClaimWorker
@@ -51,6 +53,7 @@ def run_service(settings: Settings, store: Store, *, host: str, port: int | None
     (``ClaimWorker``); serves ``/healthz`` and ``/metrics`` only when given a ``port``.
     ``web``: serves the published files and health, polls nothing.
     """
+    bound_malloc_arenas()  # before this process starts its threads (see service.memory)
     events: queue.SimpleQueue[str] = queue.SimpleQueue()
     metrics = Metrics()
     engine: Scheduler | ClaimWorker | None = None

@@ -43,6 +43,7 @@ from aggregator.ingest.poll import HostSlots, host_of, poll_source, utc_now
 from aggregator.records import ConfigSync, PollResult, Source, SourceState
 from aggregator.service import wiring
 from aggregator.service.health import ConfigState
+from aggregator.service.memory import release_freed_memory
 from aggregator.service.metrics import Metrics
 from aggregator.service.websub import HubPinger
 from aggregator.store import Store
@@ -301,6 +302,7 @@ class Scheduler:
                  "everything" if only is None else ", ".join(sorted(only)),
                  len(report.written), len(report.unchanged))
         self._pinger.after_build(report, feed_options, settings.fetch_options())
+        release_freed_memory()  # what the polls before this build and the build freed
         if self._on_build is not None:
             self._on_build()
 

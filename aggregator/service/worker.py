@@ -47,6 +47,7 @@ from aggregator.ingest.poll import host_of, poll_source, utc_now
 from aggregator.records import Claim, ConfigSync, PollResult, Source
 from aggregator.service import wiring
 from aggregator.service.health import ConfigState, ReloadError
+from aggregator.service.memory import release_freed_memory
 from aggregator.service.metrics import Metrics
 from aggregator.service.websub import HubPinger
 from aggregator.store import Store
@@ -278,6 +279,7 @@ class ClaimWorker:
                         report = publish.build(self._store, options := settings.feed_options(),
                                                source_list, only=built, index=index)
                     self._pinger.after_build(report, options, settings.fetch_options())
+                    release_freed_memory()  # what the polls before it and the build freed
         except (AggregatorError, OSError) as exc:  # the categories stay pending: next round
             log.error("build of %s failed: %s", ", ".join(sorted(pending)) or "the index",
                       exc)
