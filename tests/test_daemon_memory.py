@@ -29,14 +29,11 @@ pytestmark = pytest.mark.skipif(
 
 THREADS = 8
 
-# ``aggregator`` in this interpreter; at its exit it writes the top-level modules it had
-# imported and the malloc arenas it had made (threads that ended leave theirs behind).
-_DAEMON = """
-import atexit, ctypes, json, re, sys, tempfile
+# The probes' way to count this process's malloc arenas: glibc's malloc_info report.
+_COUNT_ARENAS = """
+import ctypes, re, tempfile
 
-REPORT = sys.argv[1]
-
-def report():
+def count_arenas():
     libc = ctypes.CDLL(None)
     libc.fopen.restype = ctypes.c_void_p
     libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
@@ -46,7 +43,18 @@ def report():
         stream = libc.fopen(info.name.encode(), b"w")
         libc.malloc_info(0, stream)
         libc.fclose(stream)
-        arenas = len(re.findall(rb'<heap nr="', open(info.name, "rb").read()))
+        return len(re.findall(rb'<heap nr="', open(info.name, "rb").read()))
+"""
+
+# ``aggregator`` in this interpreter; at its exit it writes the top-level modules it had
+# imported and the malloc arenas it had made (threads that ended leave theirs behind).
+_DAEMON = _COUNT_ARENAS + """
+import atexit, json, sys
+
+REPORT = sys.argv[1]
+
+def report():
+    arenas = count_arenas()
     with open(REPORT, "w", encoding="utf-8") as out:
         json.dump({"modules": sorted({m.split(".")[0] for m in sys.modules}),
                    "arenas": arenas}, out)
@@ -58,8 +66,8 @@ main()
 """
 
 # argv: report path, "bound" or "default", threads.  Writes the bound set and the arenas counted.
-_PROBE = """
-import ctypes, json, re, sys, tempfile, threading
+_PROBE = _COUNT_ARENAS + """
+import json, sys, threading
 from aggregator.service.memory import bound_malloc_arenas
 
 THREADS = int(sys.argv[3])
@@ -77,16 +85,7 @@ threads = [threading.Thread(target=work) for _ in range(THREADS)]
 for thread in threads:
     thread.start()
 allocated.wait()
-libc = ctypes.CDLL(None)
-libc.fopen.restype = ctypes.c_void_p
-libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
-libc.fclose.argtypes = [ctypes.c_void_p]
-with tempfile.NamedTemporaryFile(suffix=".xml") as info:
-    stream = libc.fopen(info.name.encode(), b"w")
-    libc.malloc_info(0, stream)
-    libc.fclose(stream)
-    arenas = len(re.findall(rb'<heap nr="', open(info.name, "rb").read()))
+arenas = count_arenas()
 done.set()
 for thread in threads:
     thread.join()
