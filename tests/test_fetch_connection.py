@@ -215,24 +215,31 @@ def test_make_session_used_directly_keeps_its_policy(httpserver: HTTPServer) -> 
     assert len(httpserver.log) == 1
 
 
-def test_tls_verifies_and_sends_sni_for_the_url_hostname(
-    raw_server: Callable[..., RawServer], dns: FakeDNS, tmp_path: Path
-) -> None:
-    # The connection goes to the resolved 127.0.0.1, but the certificate (valid only for
-    # feeds.example.test) must be checked against the URL's name, and SNI must carry it.
+def tls_server(raw_server: Callable[..., RawServer],
+               tmp_path: Path) -> tuple[RawServer, ssl.SSLContext]:
+    """A TLS server answering "secure" with the test leaf certificate (``ca.pem`` and
+    ``leaf.pem`` written to ``tmp_path``), and its context."""
     (tmp_path / "ca.pem").write_text(TEST_CA_PEM)
     (tmp_path / "leaf.pem").write_text(TEST_LEAF_PEM)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tmp_path / "leaf.pem")
-    server_names: list[str | None] = []
-    context.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
 
     def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
         with context.wrap_socket(conn, server_side=True) as tls:
             server.read_request(tls)
             tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure")
 
-    server = raw_server(handler)
+    return raw_server(handler), context
+
+
+def test_tls_verifies_and_sends_sni_for_the_url_hostname(
+    raw_server: Callable[..., RawServer], dns: FakeDNS, tmp_path: Path
+) -> None:
+    # The connection goes to the resolved 127.0.0.1, but the certificate (valid only for
+    # feeds.example.test) must be checked against the URL's name, and SNI must carry it.
+    server, context = tls_server(raw_server, tmp_path)
+    server_names: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
     dns.answers["feeds.example.test"] = [["127.0.0.1"]]
     dns.answers["other.example.test"] = [["127.0.0.1"]]
     session = HttpSession(allow_private_networks=True, ca_certs=str(tmp_path / "ca.pem"))
@@ -255,20 +262,10 @@ def test_tls_trusts_certifis_bundle_whatever_the_environment_says(
 ) -> None:
     # The environment names the test CA as the trust store: a session made by
     # make_session must not read it (certifi's bundle, as requests used, does not hold it).
-    (tmp_path / "ca.pem").write_text(TEST_CA_PEM)
-    (tmp_path / "leaf.pem").write_text(TEST_LEAF_PEM)
+    server, _context = tls_server(raw_server, tmp_path)
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.setenv(name, str(tmp_path / "ca.pem"))
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "leaf.pem")
-
-    def handler(server: RawServer, conn: socket.socket, stop: threading.Event) -> None:
-        with context.wrap_socket(conn, server_side=True) as tls:
-            server.read_request(tls)
-            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure")
-
-    server = raw_server(handler)
     dns.answers["feeds.example.test"] = [["127.0.0.1"]]
     refused = r"^\[test-src\] TLS error: CERTIFICATE_VERIFY_FAILED \(unable to get "
     with make_session(OPTIONS) as session, pytest.raises(FetchError, match=refused):
