@@ -27,8 +27,8 @@ Guarantees:
   nothing of it remains and a ``StoreError`` naming the source is raised.  A poll
   reads the source's state once (``source_state`` / ``source_states``) and writes
   once.  ``commit_polls`` writes several polls in one transaction, each exactly as
-  ``commit_poll`` would (the rows locked by one SELECT, the parsed documents' stored
-  keys and tombstones read by one, every state written by one executemany), and
+  ``commit_poll`` would (the rows locked by one SELECT, the parsed documents'
+  tombstones read by one, every state written by one executemany), and
   retries a failed batch one by one so that one bad poll fails alone.
 * Each new article gets its story at commit: the story of another source's stored
   article that ``stories.same_story`` matches on the keys the article derived (candidates

@@ -3,7 +3,7 @@
 Why: ``Store.commit_poll`` and ``Store.commit_polls`` promise that a poll — the source's
 whole next state and all its articles — is written at once or not at all, that a lost
 lease writes nothing, and that a batch shares its statements (one lock, one read of the
-stored keys, one executemany of the states).  This module owns the work done inside that
+tombstones, one executemany of the states).  This module owns the work done inside that
 transaction: checking a poll's articles, locking the sources' rows (fenced by their
 leases) and adding the missing ones, upserting articles by (source_id, key)
 with their tombstones, assigning new articles their stories (``story_match``), and
@@ -89,8 +89,9 @@ def _commit_distinct(session: Session, items: Sequence[Item]
                      ) -> dict[int, StoreCounts | LeaseLost]:
     """Polls of distinct sources: a row added for each source polled without a lease
     that has none; every row locked in id order by one SELECT (a fenced poll whose row
-    no longer carries its token is a lost lease and writes nothing); the stored keys and
-    tombstones of every parsed document read at once; the articles written poll by poll,
+    no longer carries its token is a lost lease and writes nothing); the tombstones of
+    every parsed document read at once, their stored keys by one indexed search each; the
+    articles written poll by poll,
     in order (a new article may join a story an earlier poll of the batch just stored);
     every state written, and leases released, by executemany."""
     tokens = rows.lock_states(session, [item.update.state.source_id for item in items])

@@ -188,7 +188,7 @@ class Store:
 
         Each item keeps ``commit_poll``'s semantics exactly (a lost lease writes nothing of
         that item and costs the others nothing).  The batch's rows are locked by one
-        SELECT, its parsed documents' stored keys and tombstones read by one, and its
+        SELECT, its parsed documents' tombstones read by one, and its
         states written by one ``executemany``; articles are written poll by poll, in
         order (a new article may join the story of one an earlier poll of the batch
         stored).  When the batch fails in the database, it is rolled back and
