@@ -91,9 +91,9 @@ def _commit_distinct(session: Session, items: Sequence[Item]
     that has none; every row locked in id order by one SELECT (a fenced poll whose row
     no longer carries its token is a lost lease and writes nothing); the tombstones of
     every parsed document read at once, their stored keys by one indexed search each; the
-    articles written poll by poll,
-    in order (a new article may join a story an earlier poll of the batch just stored);
-    every state written, and leases released, by executemany."""
+    articles written poll by poll, in order (a new article may join a story an earlier
+    poll of the batch just stored); every state written, and leases released, by
+    executemany."""
     tokens = rows.lock_states(session, [item.update.state.source_id for item in items])
     missing = [item.update.state for item in items
                if item.lease is None and item.update.state.source_id not in tokens]
