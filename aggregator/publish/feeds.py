@@ -215,12 +215,14 @@ def _order(articles: Iterable[Article]) -> list[Article]:
 
 
 def _select(
-    category: str, articles: Sequence[Article], options: FeedOptions
+    category: str, articles: Sequence[Article], options: FeedOptions,
+    formats: tuple[_Format, ...] = ("atom", "rss"),
 ) -> tuple[list[EntryValues], set[tuple[str, str]]]:
     """The newest ``feed_size`` articles that render, and the identities of those that don't.
 
-    Each candidate is rendered alone, in both formats, before it is accepted, so
-    the RSS and Atom files always hold the same entries.
+    Each candidate is rendered alone, in every one of ``formats``, before it is accepted,
+    so the RSS and Atom files always hold the same entries (an archive page, Atom only,
+    probes Atom only: the probe is most of a page's rendering cost).
     """
     limit = max(0, options.feed_size)
     probe = _new_generator()
@@ -238,8 +240,10 @@ def _select(
         try:
             values = _entry_values(article)
             _fill(entry, values)
-            entry.atom_entry()
-            entry.rss_entry()
+            if "atom" in formats:
+                entry.atom_entry()
+            if "rss" in formats:
+                entry.rss_entry()
         except Exception as exc:  # feedgen and lxml raise ValueError, TypeError, ...
             log.warning(
                 "feed %r: skipping article source_id=%r key=%r: %s: %s",
@@ -313,7 +317,7 @@ def render_archive(category: str, page: int, path: str, articles: Sequence[Artic
     ``rel="current"`` (the category's Atom feed), ``rel="self"`` and ``rel="prev-archive"``
     (``prev_path``, the page before; None on page 1).  Every one of ``articles`` (at most
     ``feed_size``) is an entry, with the current feed's entry id; no story merging."""
-    entries, _ = _select(category, articles, options)
+    entries, _ = _select(category, articles, options, ("atom",))
     return _render(category, entries, options, "atom",
                    Place(prev_archive=prev_path, page=page, page_path=path))
 
