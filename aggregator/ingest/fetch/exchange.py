@@ -45,7 +45,7 @@ from aggregator.ingest.fetch.session import HttpSession, cookie_header, extract_
 from aggregator.ingest.fetch.watchdog import Watchdog
 from aggregator.records import FetchOptions, FetchResult, Source, Validators
 
-__all__ = ["REDIRECT_STATUSES", "follow", "send"]
+__all__ = ["close", "follow", "is_redirect", "send"]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})  # with a Location: a redirect
 _NO_RETRIES = Retry(total=False, redirect=False)  # an error is raised as it happened
@@ -92,12 +92,9 @@ def follow(source: Source, options: FetchOptions, validators: Validators,
             raise deadline_error(source.id, options.deadline)
         response = send(session, "GET", url, headers, source.id,
                         Timeout(connect=min(options.connect_timeout, remaining),
-                                read=min(options.read_timeout, remaining)))
+                                read=min(options.read_timeout, remaining)), policy, watchdog)
         try:
-            sock = response_socket(response)
-            check_response_peer(response, sock, policy, urls.target(url).host or url)
-            watchdog.track(sock)
-            if response.status in REDIRECT_STATUSES and "location" in response.headers:
+            if is_redirect(response):
                 location = response.headers["location"]
                 try:
                     location = urls.redirect_location(location)
@@ -123,12 +120,15 @@ def follow(source: Source, options: FetchOptions, validators: Validators,
 
 
 def send(session: HttpSession, method: str, url: str, headers: dict[str, str],
-         source_id: str, timeout: Timeout, *, body: bytes | None = None) -> BaseHTTPResponse:
+         source_id: str, timeout: Timeout, policy: Policy, watchdog: Watchdog, *,
+         body: bytes | None = None) -> BaseHTTPResponse:
     """One request of a fetch (``url`` prepared and checked) through a pool of ``session``.
 
     Adds what requests added: the session's cookies for ``url`` and the Basic credentials
-    of its userinfo; stores the cookies the reply sets.  The reply's body is left unread
-    (and undecoded: ``body.read_body`` decodes it); the caller must ``close`` it.
+    of its userinfo.  The reply is refused when it came from an address ``policy``
+    forbids, its socket is given to ``watchdog``, and only then are the cookies it sets
+    stored.  Its body is left unread (and undecoded: ``body.read_body`` decodes it); the
+    caller must ``close`` it.
     """
     try:
         where = urls.target(url)
@@ -145,13 +145,21 @@ def send(session: HttpSession, method: str, url: str, headers: dict[str, str],
     response = pool.urlopen(method, where.path, body=body, headers=headers, redirect=False,
                             assert_same_host=False, retries=_NO_RETRIES,
                             preload_content=False, decode_content=False, timeout=timeout)
-    if "set-cookie" in response.headers:  # (case-insensitive) the jar reads nothing else
-        try:
+    try:
+        sock = response_socket(response)
+        check_response_peer(response, sock, policy, where.host or url)
+        watchdog.track(sock)
+        if "set-cookie" in response.headers:  # (case-insensitive) the jar reads nothing else
             extract_cookies(session.cookies, url, response.headers)
-        except BaseException:
-            close(response)
-            raise
+    except BaseException:
+        close(response)
+        raise
     return response
+
+
+def is_redirect(response: BaseHTTPResponse) -> bool:
+    """A redirect status with a Location to go to (as requests' ``is_redirect``)."""
+    return response.status in REDIRECT_STATUSES and "location" in response.headers
 
 
 def close(response: BaseHTTPResponse) -> None:

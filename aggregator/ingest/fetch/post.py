@@ -26,14 +26,9 @@ from urllib3 import Timeout
 
 from aggregator.errors import FetchError
 from aggregator.ingest.fetch import urls
-from aggregator.ingest.fetch.connection import (
-    CURRENT_POLICY,
-    Policy,
-    check_response_peer,
-    response_socket,
-)
+from aggregator.ingest.fetch.connection import CURRENT_POLICY, Policy
 from aggregator.ingest.fetch.errors import DeadlineExceeded, deadline_error, describe
-from aggregator.ingest.fetch.exchange import REDIRECT_STATUSES, close, send
+from aggregator.ingest.fetch.exchange import close, is_redirect, send
 from aggregator.ingest.fetch.guard import check_url
 from aggregator.ingest.fetch.protocol import (
     RETRY_AFTER_STATUSES,
@@ -100,16 +95,13 @@ def _send(url: str, fields: Mapping[str, str], options: FetchOptions, session: H
     response = send(session, "POST", target, headers, purpose,
                     Timeout(connect=min(options.connect_timeout, remaining),
                             read=min(options.read_timeout, remaining)),
-                    body=urlencode(dict(fields)).encode("ascii"))
+                    policy, watchdog, body=urlencode(dict(fields)).encode("ascii"))
     try:
-        sock = response_socket(response)
-        check_response_peer(response, sock, policy, urls.target(target).host or target)
-        watchdog.track(sock)
         status = response.status
         if 200 <= status < 300:
             return status
         reason = response.reason or status_phrase(status)
-        if status in REDIRECT_STATUSES and "location" in response.headers:
+        if is_redirect(response):
             location = response.headers.get("Location", "")
             raise FetchError(f"HTTP {status} {reason}: a POST is not redirected "
                              f"(to {location!r})", source_id=purpose, status=status)
