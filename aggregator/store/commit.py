@@ -107,16 +107,15 @@ def _commit_distinct(session: Session, items: Sequence[Item]
             outcomes[item.index] = _lease_lost(source_id, lease)
         else:
             live.append(item)
-    parsed = {item.update.state.source_id: list(item.batch) for item in live if item.parsed}
-    stored = rows.stored_hashes(session, parsed)
-    stones = rows.tombstones(session, list(parsed))
+    stones = rows.tombstones(session, [item.update.state.source_id
+                                       for item in live if item.parsed])
     states: list[tuple[SourceState, str, bool]] = []
     for item in live:
         source_id = item.update.state.source_id
         counts = StoreCounts()
         if item.parsed:
             counts = _upsert(session, source_id, item.batch, item.collided,
-                             stored.get(source_id, {}), stones.get(source_id, set()))
+                             stones.get(source_id, set()))
         result = (item.update.result or PollOutcome.of_counts(counts)).value
         states.append((item.update.state, result, item.lease is not None))
         outcomes[item.index] = counts
@@ -125,10 +124,10 @@ def _commit_distinct(session: Session, items: Sequence[Item]
 
 
 def _upsert(session: Session, source_id: str, batch: dict[str, Article], collided: int,
-            stored: dict[str, tuple[int, str]], stones: set[str]) -> StoreCounts:
-    """Insert, update or leave alone one parsed document's articles (``stored``: key →
-    (id, content hash) of those already stored; ``stones``: the source's tombstones);
-    see ``commit_poll``."""
+            stones: set[str]) -> StoreCounts:
+    """Insert, update or leave alone one parsed document's articles (``stones``: the
+    source's tombstones); see ``commit_poll``."""
+    stored = rows.stored_hashes(session, source_id, list(batch))
     forgotten = stones - batch.keys()
     for start in range(0, len(forgotten), rows.IN_CHUNK):
         keys = sorted(forgotten)[start:start + rows.IN_CHUNK]

@@ -232,7 +232,7 @@ class Store:
         if not keys:
             return set()
         with self._read(source_id) as session:
-            stored = rows.stored_hashes(session, {source_id: keys}).get(source_id, {})
+            stored = rows.stored_hashes(session, source_id, keys)
             known = {key for key, (_, digest) in stored.items() if digest == hashes[key]}
             for start in range(0, len(keys), rows.IN_CHUNK):
                 known.update(key for key in session.scalars(select(TombstoneRow.key).where(

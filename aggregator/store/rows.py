@@ -8,7 +8,7 @@ policy or article content; it copies what it is given.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
 
@@ -63,23 +63,19 @@ def first_occurrences(articles: Iterable[Article]) -> tuple[dict[str, Article], 
     return batch, collided
 
 
-def stored_hashes(session: Session, keys: Mapping[str, list[str]]
-                  ) -> dict[str, dict[str, tuple[int, str]]]:
-    """source id → key → (id, content_hash) of the stored articles among ``keys`` (source
-    id → keys), no content loaded.
+def stored_hashes(session: Session, source_id: str,
+                   keys: list[str]) -> dict[str, tuple[int, str]]:
+    """key → (id, content_hash) of the batch's already stored articles (no content loaded).
 
-    One query per source (and ``IN_CHUNK`` keys), each a search of the (source_id, key)
-    index: SQLite answers a row-value ``(source_id, key) IN (VALUES ...)`` for several
-    sources at once with a scan of the whole index.
+    One source per call: each query is a search of the (source_id, key) index, where
+    SQLite answers a row-value ``(source_id, key) IN (VALUES ...)`` over several sources
+    with a scan of the whole index.
     """
-    stored: dict[str, dict[str, tuple[int, str]]] = {}
-    for source_id, listed in keys.items():
-        found = stored.setdefault(source_id, {})
-        for start in range(0, len(listed), IN_CHUNK):
-            query = select(ArticleRow.key, ArticleRow.id, ArticleRow.content_hash).where(
-                ArticleRow.source_id == source_id,
-                ArticleRow.key.in_(listed[start:start + IN_CHUNK]))
-            found.update((key, (row_id, digest)) for key, row_id, digest in session.execute(query))
+    stored: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(keys), IN_CHUNK):
+        query = select(ArticleRow.key, ArticleRow.id, ArticleRow.content_hash).where(
+            ArticleRow.source_id == source_id, ArticleRow.key.in_(keys[start:start + IN_CHUNK]))
+        stored.update((key, (row_id, digest)) for key, row_id, digest in session.execute(query))
     return stored
 
 
