@@ -21,7 +21,7 @@ from aggregator.records import (
     ConfigVersion,
     SourceState,
 )
-from aggregator.store import status_sql
+from aggregator.store import driver, status_sql
 from aggregator.store.models import (
     ArticleRow,
     CategoryRow,
@@ -48,6 +48,17 @@ STORY_KEYS = ("story_link", "story_title")
 NO_PRINT = ""
 # The state columns a poll writes whole (SourceState's fields but the id).
 STATE_FIELDS = status_sql.STATE_COLUMNS
+# A new article's row and its categories' rows, as the driver inserts them.
+_INSERTED_COLUMNS = (*ARTICLE_COLUMNS, *STORY_KEYS, "story_id", "story_print")
+_INSERT_ARTICLE = insert(_ARTICLES)
+_CATEGORY_COLUMNS = ("article_id", "position", "category")
+_INSERT_CATEGORY = insert(_CATEGORIES)
+# Some of one source's articles by key (a chunk of keys, expanded at execution: the
+# statements are built once, not per poll).
+_BY_KEYS = (_ARTICLES.c.source_id == bindparam("source_id"),
+            _ARTICLES.c.key.in_(bindparam("keys", expanding=True)))
+_STORED_HASHES = select(_ARTICLES.c.key, _ARTICLES.c.id, _ARTICLES.c.content_hash).where(*_BY_KEYS)
+_IDS = select(_ARTICLES.c.key, _ARTICLES.c.id).where(*_BY_KEYS)
 
 
 def first_occurrences(articles: Iterable[Article]) -> tuple[dict[str, Article], int]:
@@ -73,9 +84,9 @@ def stored_hashes(session: Session, source_id: str,
     """
     stored: dict[str, tuple[int, str]] = {}
     for start in range(0, len(keys), IN_CHUNK):
-        query = select(ArticleRow.key, ArticleRow.id, ArticleRow.content_hash).where(
-            ArticleRow.source_id == source_id, ArticleRow.key.in_(keys[start:start + IN_CHUNK]))
-        stored.update((key, (row_id, digest)) for key, row_id, digest in session.execute(query))
+        found = session.execute(_STORED_HASHES, {"source_id": source_id,
+                                                 "keys": keys[start:start + IN_CHUNK]})
+        stored.update((key, (row_id, digest)) for key, row_id, digest in found)
     return stored
 
 
@@ -102,36 +113,41 @@ def rows_by_id(session: Session, ids: list[int]) -> list[ArticleRow]:
 def insert_articles(session: Session, articles: list[Article],
                     stories: dict[str, int] | None = None,
                     prints: dict[str, str] | None = None) -> None:
-    """Bulk INSERT (executemany, RETURNING the new ids), then their categories.
+    """Bulk INSERT (the driver's executemany), their ids read back by key, then their
+    categories.
 
     ``stories``: key → the story an article joins; the others start their own (their
     story id is their own id).  ``prints``: key → the stored ``story_print`` of the
-    articles whose fingerprint a match derived (the others' stays NULL).
+    articles whose fingerprint a match derived (the others' stays NULL).  The articles
+    are of one source.
     """
     if not articles:
         return
     joined = stories or {}
     derived = prints or {}
-    ids: dict[str, int] = {}
-    for start in range(0, len(articles), IN_CHUNK):
-        chunk = articles[start:start + IN_CHUNK]
-        returned = session.execute(
-            # RETURNING pairs each id with its key, so the rows may come back in any
-            # order: with sort_by_parameter_order SQLite would get one INSERT per row.
-            # Core tables, not the ORM classes: the ORM's bulk path costs 2x per row.
-            insert(_ARTICLES).returning(_ARTICLES.c.key, _ARTICLES.c.id),
-            [{**row_values(a), "story_id": joined.get(a.key),
-              "story_print": derived.get(a.key)} for a in chunk])
-        ids.update((key, row_id) for key, row_id in returned)
+    driver.execute_many(session, _INSERT_ARTICLE, [
+        {**row_values(a), "story_id": joined.get(a.key), "story_print": derived.get(a.key)}
+        for a in articles], _INSERTED_COLUMNS)
+    ids = _ids_of(session, articles[0].source_id, [a.key for a in articles])
     founders = [ids[a.key] for a in articles if a.key not in joined]
     for start in range(0, len(founders), IN_CHUNK):
         session.execute(update(_ARTICLES).where(
             _ARTICLES.c.id.in_(founders[start:start + IN_CHUNK]))
             .values(story_id=_ARTICLES.c.id))
-    categories = [{"article_id": ids[a.key], "position": position, "category": category}
-                  for a in articles for position, category in enumerate(a.categories)]
-    if categories:
-        session.execute(insert(_CATEGORIES), categories)
+    driver.execute_many(session, _INSERT_CATEGORY, [
+        {"article_id": ids[a.key], "position": position, "category": category}
+        for a in articles for position, category in enumerate(a.categories)],
+        _CATEGORY_COLUMNS)
+
+
+def _ids_of(session: Session, source_id: str, keys: list[str]) -> dict[str, int]:
+    """key → id of these stored articles of one source (an indexed search per chunk)."""
+    ids: dict[str, int] = {}
+    for start in range(0, len(keys), IN_CHUNK):
+        found = session.execute(_IDS, {"source_id": source_id,
+                                       "keys": keys[start:start + IN_CHUNK]})
+        ids.update((key, row_id) for key, row_id in found)
+    return ids
 
 
 def stored_print(fingerprint: str | None) -> str:

@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, text, update
+from sqlalchemy import and_, bindparam, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from aggregator.records import Article
 from aggregator.store import rows
-from aggregator.store.models import ArticleRow, CategoryRow
+from aggregator.store.models import ArticleRow, CategoryRow, UTCDateTime
 from aggregator.stories import same_story, text_fingerprint
 
 # How far apart two articles' dates may be for a matching title and text to make them one
@@ -31,6 +31,22 @@ from aggregator.stories import same_story, text_fingerprint
 STORY_WINDOW = timedelta(days=3)
 
 
+_CANDIDATE_COLUMNS = (ArticleRow.id, ArticleRow.story_id, ArticleRow.story_link,
+                      ArticleRow.story_title, ArticleRow.story_print, ArticleRow.date,
+                      ArticleRow.first_seen, ArticleRow.source_id)
+_OTHER_STORIES = (ArticleRow.source_id != bindparam("source_id"),
+                  ArticleRow.story_id.is_not(None))
+_BY_LINK = ArticleRow.story_link.in_(bindparam("links", expanding=True))
+_BY_TITLE = and_(ArticleRow.story_title.in_(bindparam("titles", expanding=True)),
+                 ArticleRow.date.between(bindparam("earliest", type_=UTCDateTime()),
+                                         bindparam("latest", type_=UTCDateTime())))
+# The candidates of a chunk of link keys, of title keys, or of both: (links?, titles?) →
+# the statement, built once (an unused key's parameter is ignored).
+_CANDIDATES = {
+    (True, False): select(*_CANDIDATE_COLUMNS).where(*_OTHER_STORIES, _BY_LINK),
+    (False, True): select(*_CANDIDATE_COLUMNS).where(*_OTHER_STORIES, _BY_TITLE),
+    (True, True): select(*_CANDIDATE_COLUMNS).where(*_OTHER_STORIES, or_(_BY_LINK, _BY_TITLE)),
+}
 _LOCK_KEYS = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k")
 
 
@@ -59,22 +75,15 @@ def stories_of(session: Session, source_id: str, fresh: Sequence[Article]
                                                      for key in links | titles})})
     earliest = min(a.date for a in fresh) - STORY_WINDOW
     latest = max(a.date for a in fresh) + STORY_WINDOW
-    columns = (ArticleRow.id, ArticleRow.story_id, ArticleRow.story_link,
-               ArticleRow.story_title, ArticleRow.story_print, ArticleRow.date,
-               ArticleRow.first_seen, ArticleRow.source_id)
     candidates = set()
     by_link, by_title = sorted(links), sorted(titles)
     # one statement for both keys (an OR of two indexed lookups), per IN_CHUNK of each
     for start in range(0, max(len(by_link), len(by_title)), rows.IN_CHUNK):
-        matched = []
-        if start < len(by_link):
-            matched.append(ArticleRow.story_link.in_(by_link[start:start + rows.IN_CHUNK]))
-        if start < len(by_title):
-            matched.append(and_(ArticleRow.story_title.in_(by_title[start:start + rows.IN_CHUNK]),
-                                ArticleRow.date.between(earliest, latest)))
-        candidates.update(session.execute(select(*columns).where(
-            ArticleRow.source_id != source_id, ArticleRow.story_id.is_not(None),
-            or_(*matched))))
+        some_links = by_link[start:start + rows.IN_CHUNK]
+        some_titles = by_title[start:start + rows.IN_CHUNK]
+        candidates.update(session.execute(_CANDIDATES[bool(some_links), bool(some_titles)], {
+            "source_id": source_id, "links": some_links, "titles": some_titles,
+            "earliest": earliest, "latest": latest}))
     ordered = sorted(candidates, key=lambda c: (c.first_seen, c.source_id, c.story_id))
     theirs = {c.id: rows.derived_print(c.story_print)
               for c in ordered if c.story_print is not None}
