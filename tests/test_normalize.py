@@ -100,6 +100,16 @@ def test_nothing_executable_survives(hostile: str) -> None:
         assert needle not in cleaned
 
 
+@pytest.mark.parametrize("reference", ["&#1;", "&#x81;", "&#X8D;", "&#0011;", "&#xFFFE;"])
+def test_a_character_reference_never_brings_back_an_illegal_character(reference: str) -> None:
+    # nh3 (HTML's rules) decodes these references into the characters themselves
+    article = normalize(entry(content=f"<p>a{reference}b</p>", summary=None,
+                              title=f"t{reference}"), SOURCE, OPTIONS, seen_at=SEEN)
+    for text in (article.content, article.summary, article.title):
+        assert text == strip_xml_illegal(text), text
+    assert article.content.startswith("<p>a") and article.summary.startswith("a")
+
+
 def test_urls_become_absolute_and_http_images_are_proxied() -> None:
     html = '<a href="/a/2.html">x</a><img src="img/1.jpg"><img src="https://secure.test/2.png">'
     cleaned = sanitize_html(html, "http://portal.test/news/", OPTIONS)

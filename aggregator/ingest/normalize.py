@@ -203,8 +203,17 @@ def _content_hash(*, title: str, link: str | None, author: str, date: datetime,
 
 
 def sanitize_html(fragment: str, base_url: str, options: NormalizeOptions) -> str:
-    """Allowlist-sanitize ``fragment``; absolute URLs; proxied, no-referrer images."""
-    return _content_cleaner(base_url, options).clean(strip_xml_illegal(fragment)).strip()
+    """Allowlist-sanitize ``fragment``; absolute URLs; proxied, no-referrer images.
+
+    The illegal characters go before nh3 (it cannot take lone surrogates) and, when the
+    fragment has numeric character references, after it too: nh3 decodes ``&#1;`` or
+    ``&#x81;`` into the control character itself (HTML's rules), which no published
+    format can carry.  Without a reference its output has no character its input lacked.
+    """
+    cleaned = _content_cleaner(base_url, options).clean(strip_xml_illegal(fragment))
+    if "&#" in fragment:
+        cleaned = strip_xml_illegal(cleaned)
+    return cleaned.strip()
 
 
 @functools.lru_cache(maxsize=256)
