@@ -95,6 +95,10 @@ _WEB_SCHEMES = frozenset({"http", "https"})
 # Browsers remove tab and newlines anywhere in a URL before parsing it (WHATWG URL).
 _TAB_OR_NEWLINE = str.maketrans("", "", "\t\n\r")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# The common web URL, judged without urlsplit (5 µs a URL, several URLs an article):
+# scheme, an ASCII host name (so urlsplit finds that host), an optional port, then
+# anything but whitespace and controls (so stripping and the control check change nothing).
+_PLAIN_WEB_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]*)?(?:[/?#][^\s\x00-\x1f\x7f-\x9f]*)?")
 
 
 def web_url(value: str | None) -> str | None:
@@ -112,6 +116,8 @@ def web_url(value: str | None) -> str | None:
     """
     if not value:
         return None
+    if _PLAIN_WEB_URL.fullmatch(value):  # most URLs: what the full check would return
+        return value
     url = value.strip().translate(_TAB_OR_NEWLINE)
     if not url or _CONTROL.search(url):
         return None

@@ -7,18 +7,21 @@ such a record cannot be made any more, so no writer needs the defence.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 from builders import make_article
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from test_corpus import CORPUS
 
 from aggregator import rules
 from aggregator.ingest.normalize import normalize
@@ -147,6 +150,52 @@ def test_check_title() -> None:
 )
 def test_web_url(url: str | None, expected: str | None) -> None:
     assert web_url(url) == expected
+
+
+def documented_web_url(value: str | None) -> str | None:
+    """``web_url``'s docstring, step by step, with urlsplit judging every value."""
+    if not value:
+        return None
+    url = "".join(value.strip().split("\t")).replace("\n", "").replace("\r", "")
+    if not url or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    return url if parts.scheme.lower() in ("http", "https") and host else None
+
+
+TRICKY = [" ", "\t", "\n", "\r", "\u3000", "\xa0", "\x85", "\x00", "\x1f", "\x7f", "\u2028",
+          "\ud800", "新闻", "\\", "%20", "@", ":", "[", "]", "/", "?", "#", ".", "-", "H"]
+WEB_URLS = st.tuples(
+    st.sampled_from(["http://", "https://", "HTTP://", "javascript://", "ftp://", "http:/"]),
+    st.from_regex(r"[a-z0-9.@:\[\]-]{0,8}", fullmatch=True),  # the host (or what follows //)
+    st.sampled_from(["", ":", ":80", ":99999", ":x"]),
+    st.from_regex(r"(/[a-z0-9?#=&%.]{0,6}){0,3}", fullmatch=True),
+).map("".join)
+# a web URL with one odd character somewhere (or none): where a shortcut would go wrong
+URLISH = st.one_of(WEB_URLS, st.tuples(WEB_URLS, st.integers(0, 30), st.sampled_from(TRICKY))
+                   .map(lambda t: t[0][:t[1]] + t[2] + t[0][t[1]:]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(URLISH, st.text(max_size=12)))
+def test_web_url_judges_every_value_as_its_documented_steps_do(value: str) -> None:
+    # the common shape is judged without urlsplit: it must agree with the full steps
+    assert web_url(value) == documented_web_url(value)
+
+
+def test_web_url_agrees_with_its_documented_steps_on_the_corpus_urls() -> None:
+    found = 0
+    for path in sorted(CORPUS.rglob("*")):
+        if path.is_file() and path.suffix in (".xml", ".rdf", ".atom", ".html"):
+            text = path.read_bytes().decode("utf-8", "replace")
+            for url in re.findall(r"""(?:href|src|url)=["']([^"']*)["']""", text):
+                found += 1
+                assert web_url(url) == documented_web_url(url), (path, url)
+    assert found > 1000
 
 
 # --- datetimes -----------------------------------------------------------------------------
