@@ -72,6 +72,10 @@ TRACKING_PARAMETERS = frozenset({
 # Parameter name prefixes that are tracking whatever follows (utm_source, mtm_campaign…).
 _TRACKING_PREFIXES = ("utm_", "ga_", "mtm_", "pk_", "hmb_", "stm_", "__hs", "_hs", "ns_")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# A link ``canonical_link`` would only give the https scheme: a lower-case host name (no
+# port, no trailing dot), a path of characters ``quote`` keeps, no query, no fragment.
+_PLAIN_LINK = re.compile(r"https?://(?P<host>[a-z0-9-]+(?:\.[a-z0-9-]+)*)"
+                         r"(?P<path>/[A-Za-z0-9/%:@!$&'()*+,;=._~-]*)?")
 
 MIN_TEXT = 40  # characters of folded text below which an article has no fingerprint
 MAX_DISTANCE = 12  # bits; unrelated texts differ in ~32 of 64 (bench/stories.py measures it)
@@ -112,10 +116,22 @@ def link_key(url: str | None) -> str | None:
     make all their articles one story."""
     if not url or not url.strip():
         return None
+    plain = _PLAIN_LINK.fullmatch(url)
+    if plain is not None:  # most links: already canonical but for the scheme
+        if not plain["path"] or plain["path"] == "/":
+            return None
+        return _digest(f"https://{plain['host']}{plain['path']}")
     canonical = canonical_link(url)
-    parts = urlsplit(canonical)
+    try:
+        parts = urlsplit(canonical)
+    except ValueError:  # not a URL ("http://["): no front page either
+        return _digest(canonical)
     if parts.scheme == "https" and parts.path in ("", "/") and not parts.query:
         return None
+    return _digest(canonical)
+
+
+def _digest(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import sys
 import unicodedata
+from urllib.parse import urlsplit
 
 import pytest
 from builders import make_article
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator import stories
 from aggregator.stories import (
@@ -52,6 +58,38 @@ def test_canonical_link_removes_tracking_fragments_and_spelling(url: str, expect
     assert canonical_link(url) == expected
 
 
+def documented_link_key(url: str) -> str | None:
+    """``link_key``'s docstring: a digest of the canonical link, None for a front page."""
+    if not url.strip():
+        return None
+    canonical = canonical_link(url)
+    with contextlib.suppress(ValueError):  # what urlsplit cannot read is no front page
+        parts = urlsplit(canonical)
+        if parts.scheme == "https" and parts.path in ("", "/") and not parts.query:
+            return None
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+LINK_ODDITIES = [" ", "\t", "\u3000", "A", "Z", ".", ":", ":80", ":443", "?", "?a=1", "#f",
+                 "%41", "%", "新", "^", "|", "\\", "@", "/", "//", "?utm_source=x", "'", "~"]
+LINKS = st.tuples(
+    st.sampled_from(["http://", "https://", "HTTP://", "ftp://", "http:/", ""]),
+    st.one_of(st.sampled_from(["p.test", "news.example.com", "x-1.cn", "A.test", "a..b", "a.", ""]),
+              st.from_regex(r"[a-zA-Z0-9.-]{0,8}", fullmatch=True)),  # the host
+    # a path of what quote keeps, and of some it escapes
+    st.from_regex(r"(/[a-z0-9%:@!$&'()*+,;=._~^|\[\]{}` -]{0,6}){0,3}", fullmatch=True),
+    st.lists(st.tuples(st.integers(0, 30), st.sampled_from(LINK_ODDITIES)), max_size=2),
+).map(lambda t: functools.reduce(lambda url, odd: url[:odd[0]] + odd[1] + url[odd[0]:], t[3],
+                                 t[0] + t[1] + t[2]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(LINKS)
+def test_link_key_is_the_digest_of_the_canonical_link_for_every_link(url: str) -> None:
+    # the common shape is keyed without canonical_link: it must agree with it
+    assert link_key(url) == documented_link_key(url)
+
+
 def test_link_key_is_one_per_canonical_link_and_none_for_front_pages() -> None:
     assert link_key("http://p.test/1.html?utm_source=a") == link_key("https://P.test/1.html#x")
     assert link_key("https://p.test/1.html") != link_key("https://p.test/2.html")
@@ -60,6 +98,7 @@ def test_link_key_is_one_per_canonical_link_and_none_for_front_pages() -> None:
     assert link_key("https://p.test/") is None and link_key("http://p.test") is None
     assert link_key("https://p.test/?utm_source=x") is None
     assert link_key(None) is None and link_key("  ") is None
+    assert link_key("http://[") == link_key(" http://[ ")  # not a URL: keyed, never raising
 
 
 @pytest.mark.parametrize(("a", "b"), [
