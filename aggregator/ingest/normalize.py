@@ -94,6 +94,7 @@ _TEXT_CLEANER = nh3.Cleaner(tags=set(), clean_content_tags={"script", "style"})
 _SERIALIZED_TAG = re.compile(r'<(?:[^">]|"[^"]*")*>')
 _CUT_ENTITY = re.compile(r"&[#0-9A-Za-z]*$")
 _EXCERPT_SOURCE_FACTOR = 8  # HTML characters read per excerpt character, at first
+_SANITIZED_SOURCE_FACTOR = 4  # the same for nh3 output (no comments, scripts or styles)
 _EXCERPT_CUT_MARGIN = 32  # text characters a cut tag or entity may spoil
 
 
@@ -311,9 +312,9 @@ def sanitized_excerpt(sanitized: str, length: int) -> str:
     """
     if length <= 0 or not sanitized:
         return ""
-    size = _EXCERPT_SOURCE_FACTOR * length
+    size = _SANITIZED_SOURCE_FACTOR * length
     while True:  # a prefix's text is a prefix of the text: read only what is needed
-        text = _serialized_text(sanitized[:size])
+        text = _serialized_text(sanitized[:size], length)
         if size >= len(sanitized) or len(text) > length:
             break
         size *= 4
@@ -322,13 +323,21 @@ def sanitized_excerpt(sanitized: str, length: int) -> str:
     return text[: length - 1].rstrip() + "…"
 
 
-def _serialized_text(serialized: str) -> str:
-    """The text of (a prefix of) nh3 output; a tag or entity cut at its end is dropped."""
+def _serialized_text(serialized: str, length: int) -> str:
+    """The text of (a prefix of) nh3 output, or a prefix of it longer than ``length``; a
+    tag or entity cut at its end is dropped."""
     text = _SERIALIZED_TAG.sub("", serialized)
     cut = text.find("<")  # what is left of a tag cut in half
     if cut >= 0:
         text = text[:cut]
-    return clean_text(html.unescape(_CUT_ENTITY.sub("", text)))
+    raw = html.unescape(_CUT_ENTITY.sub("", text))
+    size = 2 * length + _EXCERPT_CUT_MARGIN
+    while size < len(raw):  # clean_text of a prefix is a prefix of clean_text
+        cleaned = clean_text(raw[:size])
+        if len(cleaned) > length:
+            return cleaned
+        size *= 4
+    return clean_text(raw)
 
 
 def plain_text(fragment: str) -> str:
