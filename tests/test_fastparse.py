@@ -10,14 +10,19 @@ everything.  Unit tests name the declines that matter.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from builders import make_source, rss_items
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from test_corpus import CORPUS, fetched_from_file
 
 from aggregator.errors import ParseError
+from aggregator.ingest.fastparse_text import absolute
 from aggregator.ingest.normalize import normalize
 from aggregator.ingest.parse import parse
 from aggregator.records import FetchResult, NormalizeOptions, ParsedFeed, ParserKind
@@ -219,3 +224,33 @@ def test_feedparsers_readings_are_reproduced(items: str, field: str, expected: o
     assert fast.parser is ParserKind.FAST
     assert fast.entries == reference.entries
     assert getattr(fast.entries[0], field) == expected
+
+
+ODD_URL_PIECES = [" ", "\t", "\n", "\x01", ";", ";p", "?", "#", "?#", "@", ":", ":8", "[",
+                  "HTTP", "新", "%2e", "..", "/./", "\\", "~"]
+WRITTEN_URLS = st.tuples(
+    st.sampled_from(["http://", "https://", "HTTP://", "ftp://", "//", "http:", ""]),
+    st.sampled_from(["p.test", "A.B", "x-1.cn:8080", "a..b", "", "[::1]", "u@h"]),
+    st.from_regex(r"(/[a-z0-9%.;=&~-]{0,5}){0,3}(\?[a-z=&;]{0,4})?(#[a-z?]{0,3})?",
+                  fullmatch=True),
+    st.lists(st.tuples(st.integers(0, 30), st.sampled_from(ODD_URL_PIECES)), max_size=2),
+).map(lambda t: functools.reduce(lambda url, odd: url[:odd[0]] + odd[1] + url[odd[0]:], t[3],
+                                 t[0] + t[1] + t[2]))
+
+
+@settings(max_examples=1000, deadline=None)
+@example("http://p.test/a;", "http://doc.test/")  # urljoin drops an empty parameter,
+@example("http://p.test/a?", "http://doc.test/")  # an empty query or fragment,
+@example("http://p.test/a#", "http://doc.test/")
+@example("HTTP://p.test/a", "http://doc.test/")  # lower-cases the scheme of the base's,
+@example("http://p.test/a", "http://[")  # and refuses a base it cannot read
+@given(WRITTEN_URLS, st.sampled_from(["http://doc.test/feeds/a.xml", "https://doc.test/",
+                                      "", "http://[", "ftp://f.test/x", "http://doc.test/a;b?c"]))
+def test_a_url_resolves_as_urljoin_resolves_it(url: str, base: str) -> None:
+    # the fast path's resolution (written URLs returned as they are) is urljoin's reading
+    text = url.strip() or None
+    try:
+        expected = None if text is None else urljoin(base, text)
+    except ValueError:
+        expected = None
+    assert absolute(url, base) == expected

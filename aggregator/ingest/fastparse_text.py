@@ -11,8 +11,9 @@ feedparser (``parse`` is its one home) or touch XML.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 __all__ = [
     "ACCEPTABLE_URI_SCHEMES",
@@ -32,6 +33,11 @@ _EMAIL = re.compile(
     r"(([a-zA-Z0-9\_\-\.\+]+)@((\[[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.)|(([a-zA-Z0-9\-]+\.)+))"
     r"([a-zA-Z]{2,4}|[0-9]{1,3})(\]?))(\?subject=\S+)?"
 )
+# An absolute web URL that urljoin gives back as written, whatever the base: it splits
+# and re-assembles one with a host of its own, and the re-assembly changes only what is
+# excluded here (a scheme's case, an empty query or fragment, ";" parameters, whitespace).
+_JOINED_AS_WRITTEN = re.compile(
+    r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[^\s;?#]*)?(?:\?[^\s#]+)?(?:#\S+)?")
 # feedparser.urls.ACCEPTABLE_URI_SCHEMES (tests/test_fastparse.py holds them equal)
 ACCEPTABLE_URI_SCHEMES = frozenset((
     "file", "ftp", "gopher", "h323", "hdl", "http", "https", "imap", "magnet",
@@ -96,10 +102,22 @@ def absolute(url: object, base: str) -> str | None:
     text = clean(url)
     if text is None:
         return None
+    if _JOINED_AS_WRITTEN.fullmatch(text) and _joinable(base):
+        return text  # what urljoin would return, without its two splits and a join
     try:
         return urljoin(base, text)
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _joinable(base: str) -> bool:
+    """Whether urljoin can read ``base`` (one document has a base or a few)."""
+    try:
+        urlsplit(base)
+    except ValueError:
+        return False
+    return True
 
 
 def looks_like_html(s: str) -> bool:
