@@ -26,6 +26,7 @@ from aggregator.errors import AggregatorError, ConfigError
 
 if TYPE_CHECKING:
     from aggregator.config import Settings
+    from aggregator.ingest.poll import PollStore
     from aggregator.ingest.sandbox import WorkerPool
     from aggregator.publish.feeds import BuildReport
     from aggregator.records import AppliedConfig, PollResult, Source, SourceStatus
@@ -180,10 +181,31 @@ def poll(ctx: click.Context, source_ids: tuple[str, ...]) -> None:
     with parse_pool(settings) as pool:
         if len(sources) > 1:
             pool.start_soon()  # the workers start while this process opens the store
-        with _open_store(ctx, settings) as store:
+        with _store_for_poll(ctx, settings) as store:
             results = _poll(settings, store, sources, pool, force=source_ids)
     for line in poll_summary(results):
         click.echo(line)
+
+
+@contextmanager
+def _store_for_poll(ctx: click.Context, settings: Settings) -> Iterator[PollStore]:
+    """The store of a poll: an SQLite file at HEAD, or none yet, opens on a thread while
+    the poll fetches (``store.opening``); any other database opens first, as for every
+    command.  A store that could not open fails the command after the poll, as before it."""
+    from aggregator.store.opening import OpeningStore
+
+    opening = OpeningStore.start(settings.database_url, connections=settings.workers + 2)
+    if opening is None:
+        with _open_store(ctx, settings) as store:
+            yield store
+        return
+    try:
+        yield opening
+    finally:
+        opening.close()
+    if opening.failure is not None:
+        click.echo(f"database error: {opening.failure}", err=True)
+        ctx.exit(EXIT_FAILURE)
 
 
 def _selected_sources(ctx: click.Context, settings: Settings,
@@ -199,7 +221,7 @@ def _selected_sources(ctx: click.Context, settings: Settings,
     ]
 
 
-def _poll(settings: Settings, store: Store, sources: list[Source], pool: WorkerPool, *,
+def _poll(settings: Settings, store: PollStore, sources: list[Source], pool: WorkerPool, *,
           force: tuple[str, ...] = ()) -> list[PollResult]:
     from aggregator.ingest.fetch import HttpFetcher
     from aggregator.ingest.poll import poll_sources

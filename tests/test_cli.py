@@ -527,3 +527,15 @@ def test_full_text_through_poll_and_build(httpserver: HTTPServer, tmp_path: Path
     assert all(p in bodies["文章ok"] for p in ARTICLE_PARAGRAPHS)
     assert [b for b in PORTAL_BOILERPLATE if b in bodies["文章ok"]] == []
     assert "摘要missing" in bodies["文章missing"]
+
+
+def test_a_poll_whose_database_cannot_be_created_fails_with_a_database_error(
+        portal: HTTPServer, tmp_path: Path) -> None:
+    # the store opens while the poll fetches: its failure must still fail the command
+    (tmp_path / "data").write_text("a file where the database folder should be")
+    config = write_config(tmp_path, portal, f"sqlite:///{tmp_path / 'data' / 'aggregator.db'}")
+    result = CliRunner().invoke(cli, ["--config", str(config), "poll"])
+    assert result.exit_code == 1, result.output
+    assert "database error: cannot open database" in result.output
+    assert "polled" not in result.output  # no summary: nothing was stored
+    assert (tmp_path / "data").read_text() == "a file where the database folder should be"

@@ -57,6 +57,9 @@ def test_quick_reads_are_what_the_store_reads(tmp_path: Path) -> None:
 
     assert statuses == expected_statuses
     assert applied == expected_config
+    with Store.open(url) as store, QuickReads.open(url) as quick:  # type: ignore[union-attr]
+        assert quick.source_states() == store.source_states()
+        assert len(quick.source_states()) == 3
     assert [(s.source_id, s.article_count) for s in statuses][:3] == [
         ("alpha", 3), ("beta", 0), ("gone", 1)]
     assert statuses[0].last_poll_at == T0  # aware UTC, microseconds kept

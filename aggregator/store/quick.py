@@ -21,11 +21,11 @@ from pathlib import Path
 from types import TracebackType
 
 from aggregator.errors import StoreError
-from aggregator.records import AppliedConfig, SourceStatus
+from aggregator.records import AppliedConfig, SourceState, SourceStatus
 from aggregator.store import status_sql
 from aggregator.store.revision import HEAD_REVISION
 
-__all__ = ["QuickReads"]
+__all__ = ["QuickReads", "sqlite_path"]
 
 _SQLITE_FILE = "sqlite:///"  # sqlite:///relative.db, sqlite:////absolute.db
 _BUSY_SECONDS = 30.0  # as the engine's busy_timeout: a writer's commit is waited for
@@ -64,6 +64,10 @@ class QuickReads:
         """As ``Store.statuses``: every polled source, by id, with its article count."""
         return [status_sql.status(row) for row in self._rows(status_sql.STATUSES)]
 
+    def source_states(self) -> dict[str, SourceState]:
+        """As ``Store.source_states()``: every polled source's state, by id."""
+        return {str(row[0]): status_sql.state(row) for row in self._rows(status_sql.STATES)}
+
     def applied_config(self) -> AppliedConfig | None:
         """As ``Store.applied_config``: the newest applied config, or None."""
         newest = self._rows(status_sql.APPLIED_CONFIG)
@@ -88,6 +92,12 @@ class QuickReads:
 
 def _sqlite_file(database_url: str) -> Path | None:
     """The file of a plain ``sqlite:///PATH`` URL that exists; None for anything else."""
+    path = sqlite_path(database_url)
+    return path if path is not None and path.is_file() else None
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file a plain ``sqlite:///PATH`` URL names, there or not; None for any other URL."""
     if not database_url.startswith(_SQLITE_FILE):
         return None
     database = database_url[len(_SQLITE_FILE):]
@@ -95,5 +105,4 @@ def _sqlite_file(database_url: str) -> Path | None:
     if not database or any(mark in database for mark in "?%") or database.startswith(
             (":memory:", "file:")):
         return None
-    path = Path(database)
-    return path if path.is_file() else None
+    return Path(database)

@@ -38,6 +38,8 @@ _STATUS_SELECT = (
 )
 STATUSES = _STATUS_SELECT + " ORDER BY s.id"
 ONE_STATUS = _STATUS_SELECT + " WHERE s.id = :source_id"
+# Every source's state, as a poll reads them before its first request.
+STATES = "SELECT id, " + ", ".join(STATE_COLUMNS) + " FROM sources"
 # The newest applied config generation.
 APPLIED_CONFIG = (
     "SELECT generation, digest, written_at, applied_at, applied_by FROM config_generations "
@@ -57,10 +59,19 @@ def utc(value: datetime | str | None) -> datetime | None:
 
 def status(row: Sequence[typing.Any]) -> SourceStatus:
     """One ``STATUSES`` row as a record."""
-    values = dict(zip(STATE_COLUMNS, row[1:-1], strict=True))
+    return SourceStatus(source_id=row[0], article_count=int(row[-1]), **_state(row[1:-1]))
+
+
+def state(row: Sequence[typing.Any]) -> SourceState:
+    """One ``STATES`` row as a record."""
+    return SourceState(source_id=row[0], **_state(row[1:]))
+
+
+def _state(columns: Sequence[typing.Any]) -> dict[str, typing.Any]:
+    values = dict(zip(STATE_COLUMNS, columns, strict=True))
     for name in _DATETIMES:
         values[name] = utc(values[name])
-    return SourceStatus(source_id=row[0], article_count=int(row[-1]), **counted(values))
+    return counted(values)
 
 
 def counted(values: dict[str, typing.Any]) -> dict[str, typing.Any]:
