@@ -171,6 +171,10 @@ def _prepare(configured: Source, remembered: SourceState | None, store: PollStor
     attempt, articles, parsed, pages = _attempt(planned, options, fetch, parse_pool, at, store)
     update = decide.decide(configured, remembered, planned, attempt, now=at,
                            rules=options.rules, jitter=jitter())
+    if attempt.fetched is not None and attempt.fetched.content:
+        # the commit may wait (a writer's queue, a store still opening): what the result
+        # needs is kept until then, not the body (its hash is in the attempt already)
+        attempt = replace(attempt, fetched=replace(attempt.fetched, content=b""))
 
     def finish(outcome: StoreCounts | AggregatorError) -> PollResult:
         decided, counts = update, outcome
