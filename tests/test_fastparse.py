@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from test_corpus import CORPUS, fetched_from_file
 
 from aggregator.errors import ParseError
-from aggregator.ingest.fastparse_text import absolute
+from aggregator.ingest.fastparse_text import absolute, common_date
 from aggregator.ingest.normalize import normalize
 from aggregator.ingest.parse import parse
 from aggregator.records import FetchResult, NormalizeOptions, ParsedFeed, ParserKind
@@ -254,3 +254,55 @@ def test_a_url_resolves_as_urljoin_resolves_it(url: str, base: str) -> None:
     except ValueError:
         expected = None
     assert absolute(url, base) == expected
+
+
+def feedparser_date(raw: str) -> datetime | None:
+    """What feedparser reads from an RSS ``<pubDate>`` (its public API), as UTC."""
+    import feedparser
+
+    document = (f"<rss version='2.0'><channel><item><title>t</title><pubDate>{raw}</pubDate>"
+                "</item></channel></rss>")
+    parsed = feedparser.parse(document.encode()).entries[0].get("published_parsed")
+    return None if not parsed else datetime(*parsed[:5], min(parsed[5], 59), tzinfo=UTC)
+
+
+RFC822_DATES = st.builds(
+    "{}{:02d} {} {} {:02d}:{:02d}:{:02d} {}".format,
+    st.sampled_from(["", "Wed, ", "sat, ", "Mon, ", "Thu,", "Fri , ", "Xyz, ", "Monday, ",
+                     "星期三, "]),
+    st.integers(0, 32),
+    st.sampled_from(["Jan", "feb", "MAR", "Sep", "Oct", "Dec", "January", "Okt"]),
+    st.sampled_from(["2025", "1999", "0001", "9999", "25", "20250"]),
+    st.integers(0, 25), st.integers(0, 61), st.integers(0, 61),
+    st.sampled_from(["+0800", "-0530", "+1400", "GMT", "UT", "UTC", "Z", "z", "EST", "+08:00",
+                     "GMT+8", "-0000", "+9999"]),
+)
+W3DTF_DATES = st.builds(
+    "{}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}{}{}".format,
+    st.sampled_from(["2025", "1999", "0001", "9999", "25"]),
+    st.integers(0, 13), st.integers(0, 32), st.sampled_from(["T", "t", " "]),
+    st.integers(0, 25), st.integers(0, 61), st.integers(0, 61),
+    st.sampled_from(["", ".5", ".123456", ".9999999", ".99999999999999999"]),
+    st.sampled_from(["Z", "z", "+08:00", "-05:30", "+0530", "+14:00", "", "-23:59"]),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@example("Wed, 01 Jan 2025 08:00:00 +0800")
+@example("2025-01-01T23:59:59.999999-23:59")
+@example("Sat, 01 Jan 0001 00:00:00 +0100")  # before the first day: feedparser's None
+@given(st.one_of(RFC822_DATES, W3DTF_DATES))
+def test_the_common_date_shapes_read_as_feedparser_reads_them(raw: str) -> None:
+    common = common_date(raw)
+    assert common is None or common == feedparser_date(raw), raw
+
+
+def test_the_common_date_shapes_are_read_without_feedparser() -> None:
+    assert common_date("Wed, 01 Jan 2025 08:00:00 +0800") == datetime(2025, 1, 1, 0, 0, tzinfo=UTC)
+    assert common_date("01 jan 2025 08:00:00 GMT") == datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+    assert common_date("2025-01-01T08:00:00.5-05:30") == datetime(2025, 1, 1, 13, 30,
+                                                                   tzinfo=UTC)
+    assert common_date("2025-01-01t08:00:00z") == datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
+    for unusual in ("Wed, 01 January 2025 08:00:00 +0800", "2025-01-01T08:00:00+0800",
+                    "2025-01-01", "Wed, 31 Feb 2025 08:00:00 GMT", "  2025-01-01T08:00:00Z"):
+        assert common_date(unusual) is None, unusual  # feedparser reads these

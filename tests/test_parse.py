@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -503,3 +505,30 @@ def test_an_atom_id_is_not_made_into_a_link() -> None:
 def test_declared_html_encoding(head: bytes, declared: str | None) -> None:
     page = head if head.startswith(b"<?xml") else b"<html><head>" + head + b"</head></html>"
     assert declared_html_encoding(page) == declared
+
+
+def test_feedparser_is_imported_only_once_a_document_needs_it() -> None:
+    # a parse worker reading the common dialects never loads it (12 MB, 60 ms)
+    probe = """
+import sys
+from aggregator.ingest.parse import parse
+from aggregator.records import FetchResult, Source
+source = Source(id="s", name="S", url="http://p.test/feed", categories=("c",))
+def fetched(body):
+    return FetchResult(source_id="s", url=source.url, status=200, content=body,
+                       headers={"content-type": "application/rss+xml"})
+common = parse(fetched(b"<rss version='2.0'><channel><title>c</title><item><title>t</title>"
+                       b"<pubDate>Wed, 01 Jan 2025 08:00:00 +0800</pubDate></item>"
+                       b"</channel></rss>"), source)
+print(common.parser.value, common.entries[0].published.isoformat(), "feedparser" in sys.modules)
+odd = parse(fetched(b"<rss version='2.0'><channel><item><title>t</title><pubDate>1 January"
+                    b" 2025</pubDate></item></channel></rss>"), source)
+print(odd.entries[0].published.date().isoformat(), "feedparser" in sys.modules)
+broken = parse(fetched(b"<rss version='2.0'><channel><item><title>t & u</title></item>"), source)
+print(broken.parser.value, broken.entries[0].title)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "fast 2025-01-01T00:00:00+00:00 False"
+    assert out[1] == "2025-01-01 True"  # an unusual date: feedparser's reading
+    assert out[2].startswith("feedparser ") and "t & u" in out[2]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin, urlsplit
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "absolute",
     "author_name",
     "clean",
+    "common_date",
     "feedparser_uri",
     "first_content",
     "looks_like_html",
@@ -38,6 +40,16 @@ _EMAIL = re.compile(
 # excluded here (a scheme's case, an empty query or fragment, ";" parameters, whitespace).
 _JOINED_AS_WRITTEN = re.compile(
     r"https?://[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[^\s;?#]*)?(?:\?[^\s#]+)?(?:#\S+)?")
+# The common date shapes (``common_date``), as strictly as feedparser reads them alike.
+_MONTHS = {name: number for number, name in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_RFC822_DATE = re.compile(
+    r"(?:(?:mon|tue|wed|thu|fri|sat|sun), )?(\d{1,2}) (jan|feb|mar|apr|may|jun|jul|aug|sep|oct"
+    r"|nov|dec) (\d{4}) (\d\d):(\d\d):(\d\d) (?:([+-])(\d\d)(\d\d)|gmt|ut|utc|z)",
+    re.IGNORECASE)
+_W3DTF_DATE = re.compile(  # at most 6 digits of fraction: feedparser reads the seconds
+    r"(\d{4})-(\d\d)-(\d\d)t(\d\d):(\d\d):(\d\d)(?:\.\d{1,6})?(?:z|([+-])(\d\d):(\d\d))",
+    re.IGNORECASE)  # as a float: more digits can round 59.99… up to 60
 # feedparser.urls.ACCEPTABLE_URI_SCHEMES (tests/test_fastparse.py holds them equal)
 ACCEPTABLE_URI_SCHEMES = frozenset((
     "file", "ftp", "gopher", "h323", "hdl", "http", "https", "imap", "magnet",
@@ -118,6 +130,35 @@ def _joinable(base: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def common_date(raw: str) -> datetime | None:
+    """feedparser's reading (as ``parse._read_date`` turns it into a datetime) of the two
+    date shapes nearly every feed writes — RFC 822 ``Wed, 01 Jan 2025 08:00:00 +0800``
+    (or GMT/UT/UTC/Z) and W3DTF ``2025-01-01T08:00:00.123+08:00`` (or Z) — or None when
+    ``raw`` is not one of them exactly, or not a real date: the caller asks feedparser.
+
+    What feedparser does with these (``_parse_date_w3dtf``, tried first, declines every
+    RFC 822 string; then ``_parse_date_rfc822``): the weekday is not checked, the offset
+    is subtracted, fractions of a second are dropped, the result is UTC to the second.
+    """
+    if (found := _RFC822_DATE.fullmatch(raw)) is not None:
+        day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = found.groups()
+        month_number = _MONTHS[month.lower()]
+    elif (found := _W3DTF_DATE.fullmatch(raw)) is not None:
+        year, month, day, hour, minute, second, sign, zone_hours, zone_minutes = found.groups()
+        month_number = int(month)
+    else:
+        return None
+    try:
+        stamp = datetime(int(year), month_number, int(day), int(hour), int(minute), int(second),
+                         tzinfo=UTC)
+        if sign is None:
+            return stamp
+        offset = timedelta(hours=int(zone_hours), minutes=int(zone_minutes))
+        return stamp - offset if sign == "+" else stamp + offset
+    except (ValueError, OverflowError):
+        return None
 
 
 def looks_like_html(s: str) -> bool:

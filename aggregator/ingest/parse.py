@@ -22,23 +22,22 @@ reports what the document says.  It is the only module that imports feedparser.
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 from urllib.parse import urljoin
-
-import feedparser
-import feedparser.datetimes
-import feedparser.mixin
 
 from aggregator.errors import ParseError
 from aggregator.ingest.dates import lenient_datetime
 from aggregator.ingest.fastparse_text import absolute as _absolute
 from aggregator.ingest.fastparse_text import clean as _text
+from aggregator.ingest.fastparse_text import common_date
 from aggregator.records import (
     FetchResult,
     ParsedEntry,
@@ -111,13 +110,25 @@ _DECLARES_BASE = re.compile(r"[\s:]base\s*=", re.IGNORECASE)
 # and the regex costs ~10 ns a character (no literal prefix to search for).
 _BASE_SPELLINGS = (b"base", "baſe".encode())
 
-# feedparser resolves a permalink ``<guid>`` (and an Atom ``<id>``) against xml:base as
-# if it were a URL, which turns ``<guid>123456</guid>`` into "http://portal/123456" only
-# in documents that declare a base.  An identifier is reported as written; whether it
-# is also a link is decided in ``_entry_link``.
-_RELATIVE_URI_ELEMENTS = feedparser.mixin._FeedParserMixin.can_be_relative_uri
-if "id" in _RELATIVE_URI_ELEMENTS:
-    feedparser.mixin._FeedParserMixin.can_be_relative_uri = _RELATIVE_URI_ELEMENTS - {"id"}
+
+
+@functools.cache
+def _feedparser() -> ModuleType:
+    """feedparser, imported the first time a document or a date needs it (12 MB and 60 ms
+    that a parse worker reading only the common dialects never spends), and adjusted:
+
+    feedparser resolves a permalink ``<guid>`` (and an Atom ``<id>``) against xml:base as
+    if it were a URL, which turns ``<guid>123456</guid>`` into "http://portal/123456" only
+    in documents that declare a base.  An identifier is reported as written; whether it
+    is also a link is decided in ``_entry_link``.
+    """
+    import feedparser
+    import feedparser.datetimes
+    import feedparser.mixin
+
+    relative = feedparser.mixin._FeedParserMixin.can_be_relative_uri
+    feedparser.mixin._FeedParserMixin.can_be_relative_uri = relative - {"id"}
+    return feedparser
 
 
 def parse(fetched: FetchResult, source: Source, *, fast: bool = True) -> ParsedFeed:
@@ -412,7 +423,9 @@ def _read_date(raw: str | None) -> datetime | None:
     """A date string as the feedparser path reads it: feedparser's reading, else ours."""
     if raw is None:
         return None
-    return _struct_to_datetime(feedparser.datetimes._parse_date(raw)) or lenient_datetime(raw)
+    return (common_date(raw)  # feedparser's reading of the usual shapes, without it
+            or _struct_to_datetime(_feedparser().datetimes._parse_date(raw))
+            or lenient_datetime(raw))
 
 
 def _parse_xml_feed(
@@ -461,6 +474,7 @@ def _parse_xml_feed(
         # opens (a fifth of its time).  Without xml:base, it reports URLs as written
         # and ``_entry`` resolves the few it keeps against the document URL.
         headers["content-location"] = document_url
+    feedparser = _feedparser()
     result = feedparser.parse(
         document,
         response_headers=headers,
