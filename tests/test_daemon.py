@@ -135,6 +135,10 @@ def test_daemon_polls_follows_config_edits_serves_and_stops_cleanly(
     assert samples[("aggregator_polls_total", (("result", "unchanged"), ("source", "alpha")))] >= 1
     assert samples[("aggregator_articles", ())] >= 80
     assert samples[("aggregator_source_consecutive_errors", (("source", "alpha"),))] == 0
+    assert samples[("aggregator_source_last_fetch_seconds", (("source", "alpha"),))] >= 0
+    assert samples[("aggregator_fetch_seconds_count", ())] >= 4  # every fetch, no source label
+    assert not any(name.startswith("aggregator_fetch_seconds") and "source" in dict(labels)
+                   for name, labels in samples)
     assert any(name == "aggregator_build_seconds_count" and value >= 1
                for (name, _), value in samples.items())
 

@@ -38,9 +38,15 @@ class Metrics:
             "that read them (fast, or feedparser where the fast path declined).", ["parser"],
             registry=self.registry,
         )
+        # The distribution over every fetch, and each source's last one: a histogram per
+        # source was 13 series (and 15 locked values) a source, 6 MB at 1,000 sources.
         self.fetch_seconds = Histogram(
-            "aggregator_fetch_seconds", "Time spent fetching one source.", ["source"],
+            "aggregator_fetch_seconds", "Time spent fetching one source, over every fetch.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry,
+        )
+        self.source_fetch_seconds = Gauge(
+            "aggregator_source_last_fetch_seconds", "How long the last fetch took, per source.",
+            ["source"], registry=self.registry,
         )
         self.articles_stored = Counter(
             "aggregator_articles_stored", "Articles inserted or updated.", ["source", "kind"],
@@ -142,7 +148,8 @@ class Metrics:
         if result.result is PollOutcome.SUPERSEDED:
             self.leases_lost.inc()
         if result.fetch_seconds is not None:
-            self.fetch_seconds.labels(result.source_id).observe(result.fetch_seconds)
+            self.fetch_seconds.observe(result.fetch_seconds)
+            self.source_fetch_seconds.labels(result.source_id).set(result.fetch_seconds)
         if result.parser is not None:
             self.parsed_documents.labels(result.parser.value).inc()
         if result.counts.new:
