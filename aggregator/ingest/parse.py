@@ -111,7 +111,6 @@ _DECLARES_BASE = re.compile(r"[\s:]base\s*=", re.IGNORECASE)
 _BASE_SPELLINGS = (b"base", "baſe".encode())
 
 
-
 @functools.cache
 def _feedparser() -> ModuleType:
     """feedparser, imported the first time a document or a date needs it (12 MB and 60 ms

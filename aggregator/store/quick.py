@@ -3,8 +3,9 @@
 Why: ``aggregator status`` and a poll with nothing to fetch run from shells and cron
 many times a day, and importing SQLAlchemy is most of their time.  When the database is
 an SQLite file that exists and is at ``HEAD_REVISION``, these reads need no engine: the
-same statements and decoding as ``Store.statuses`` / ``Store.applied_config``
-(``status_sql``) run on a plain connection.  Anything else — a server's database, a URL
+same statements and decoding as ``Store.statuses`` / ``Store.applied_config`` /
+``Store.source_states`` (``status_sql``) run on a plain connection (the last for a poll
+that fetches while the store opens: ``store.opening``).  Anything else — a server's database, a URL
 with options, a missing file, an older schema, any error on the way — gets None from
 ``QuickReads.open``, and the caller opens the ``Store`` (which creates, migrates and
 reports errors as it always does).
@@ -32,7 +33,8 @@ _BUSY_SECONDS = 30.0  # as the engine's busy_timeout: a writer's commit is waite
 
 
 class QuickReads:
-    """``statuses`` and ``applied_config`` of an SQLite file at ``HEAD_REVISION``."""
+    """``statuses``, ``source_states`` and ``applied_config`` of an SQLite file at
+    ``HEAD_REVISION``."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         """Use ``QuickReads.open``."""

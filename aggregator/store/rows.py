@@ -54,11 +54,10 @@ _INSERT_ARTICLE = insert(_ARTICLES)
 _CATEGORY_COLUMNS = ("article_id", "position", "category")
 _INSERT_CATEGORY = insert(_CATEGORIES)
 # Some of one source's articles by key (a chunk of keys, expanded at execution: the
-# statements are built once, not per poll).
-_BY_KEYS = (_ARTICLES.c.source_id == bindparam("source_id"),
-            _ARTICLES.c.key.in_(bindparam("keys", expanding=True)))
-_STORED_HASHES = select(_ARTICLES.c.key, _ARTICLES.c.id, _ARTICLES.c.content_hash).where(*_BY_KEYS)
-_IDS = select(_ARTICLES.c.key, _ARTICLES.c.id).where(*_BY_KEYS)
+# statement is built once, not per poll).
+_STORED_HASHES = select(_ARTICLES.c.key, _ARTICLES.c.id, _ARTICLES.c.content_hash).where(
+    _ARTICLES.c.source_id == bindparam("source_id"),
+    _ARTICLES.c.key.in_(bindparam("keys", expanding=True)))
 
 
 def first_occurrences(articles: Iterable[Article]) -> tuple[dict[str, Article], int]:
@@ -128,7 +127,8 @@ def insert_articles(session: Session, articles: list[Article],
     driver.execute_many(session, _INSERT_ARTICLE, [
         {**row_values(a), "story_id": joined.get(a.key), "story_print": derived.get(a.key)}
         for a in articles], _INSERTED_COLUMNS)
-    ids = _ids_of(session, articles[0].source_id, [a.key for a in articles])
+    ids = {key: row_id for key, (row_id, _) in
+           stored_hashes(session, articles[0].source_id, [a.key for a in articles]).items()}
     founders = [ids[a.key] for a in articles if a.key not in joined]
     for start in range(0, len(founders), IN_CHUNK):
         session.execute(update(_ARTICLES).where(
@@ -138,16 +138,6 @@ def insert_articles(session: Session, articles: list[Article],
         {"article_id": ids[a.key], "position": position, "category": category}
         for a in articles for position, category in enumerate(a.categories)],
         _CATEGORY_COLUMNS)
-
-
-def _ids_of(session: Session, source_id: str, keys: list[str]) -> dict[str, int]:
-    """key → id of these stored articles of one source (an indexed search per chunk)."""
-    ids: dict[str, int] = {}
-    for start in range(0, len(keys), IN_CHUNK):
-        found = session.execute(_IDS, {"source_id": source_id,
-                                       "keys": keys[start:start + IN_CHUNK]})
-        ids.update((key, row_id) for key, row_id in found)
-    return ids
 
 
 def stored_print(fingerprint: str | None) -> str:
