@@ -8,7 +8,7 @@ policy or article content; it copies what it is given.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -54,10 +54,11 @@ _INSERT_ARTICLE = insert(_ARTICLES)
 _CATEGORY_COLUMNS = ("article_id", "position", "category")
 _INSERT_CATEGORY = insert(_CATEGORIES)
 # Some of one source's articles by key (a chunk of keys, expanded at execution: the
-# statement is built once, not per poll).
-_STORED_HASHES = select(_ARTICLES.c.key, _ARTICLES.c.id, _ARTICLES.c.content_hash).where(
-    _ARTICLES.c.source_id == bindparam("source_id"),
-    _ARTICLES.c.key.in_(bindparam("keys", expanding=True)))
+# statements are built once, not per poll): their stored hashes, their ids.
+_BY_KEYS = (_ARTICLES.c.source_id == bindparam("source_id"),
+            _ARTICLES.c.key.in_(bindparam("keys", expanding=True)))
+_STORED_HASHES = select(_ARTICLES.c.key, _ARTICLES.c.id, _ARTICLES.c.content_hash).where(*_BY_KEYS)
+_IDS = select(_ARTICLES.c.key, _ARTICLES.c.id).where(*_BY_KEYS)
 
 
 def first_occurrences(articles: Iterable[Article]) -> tuple[dict[str, Article], int]:
@@ -81,12 +82,16 @@ def stored_hashes(session: Session, source_id: str,
     SQLite answers a row-value ``(source_id, key) IN (VALUES ...)`` over several sources
     with a scan of the whole index.
     """
-    stored: dict[str, tuple[int, str]] = {}
+    return {key: (row_id, digest)
+            for key, row_id, digest in _keyed(session, _STORED_HASHES, source_id, keys)}
+
+
+def _keyed(session: Session, statement: Any, source_id: str, keys: list[str]
+           ) -> Iterator[Any]:
+    """The rows of a statement over some of one source's articles, chunk of keys by chunk."""
     for start in range(0, len(keys), IN_CHUNK):
-        found = session.execute(_STORED_HASHES, {"source_id": source_id,
-                                                 "keys": keys[start:start + IN_CHUNK]})
-        stored.update((key, (row_id, digest)) for key, row_id, digest in found)
-    return stored
+        yield from session.execute(statement, {"source_id": source_id,
+                                               "keys": keys[start:start + IN_CHUNK]})
 
 
 def tombstones(session: Session, source_ids: list[str]) -> dict[str, set[str]]:
@@ -127,8 +132,7 @@ def insert_articles(session: Session, articles: list[Article],
     driver.execute_many(session, _INSERT_ARTICLE, [
         {**row_values(a), "story_id": joined.get(a.key), "story_print": derived.get(a.key)}
         for a in articles], _INSERTED_COLUMNS)
-    ids = {key: row_id for key, (row_id, _) in
-           stored_hashes(session, articles[0].source_id, [a.key for a in articles]).items()}
+    ids = dict(_keyed(session, _IDS, articles[0].source_id, [a.key for a in articles]))
     founders = [ids[a.key] for a in articles if a.key not in joined]
     for start in range(0, len(founders), IN_CHUNK):
         session.execute(update(_ARTICLES).where(
