@@ -539,3 +539,21 @@ def test_a_poll_whose_database_cannot_be_created_fails_with_a_database_error(
     assert "database error: cannot open database" in result.output
     assert "polled" not in result.output  # no summary: nothing was stored
     assert (tmp_path / "data").read_text() == "a file where the database folder should be"
+
+
+def test_the_console_script_flushes_everything_and_keeps_its_exit_status(
+        portal: HTTPServer, tmp_path: Path) -> None:
+    # ``main`` ends the process without the interpreter's teardown: nothing may be lost
+    config = write_config(tmp_path, portal)
+    command = [sys.executable, "-m", "aggregator", "--config", str(config)]
+    polled = subprocess.run([*command, "-v", "poll"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert polled.returncode == 0, polled.stderr
+    assert polled.stdout.rstrip().endswith("3 by the fast path, 1 by feedparser")  # piped
+    assert "source=missing" in polled.stderr  # the log, flushed at exit
+    unknown = subprocess.run([*command, "poll", "--source", "nope"], capture_output=True,
+                             text=True, cwd=tmp_path, timeout=60)
+    assert unknown.returncode == 2 and "unknown source id(s): nope" in unknown.stderr
+    status = subprocess.run([*command, "status"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=60)
+    assert status.returncode == 0 and status.stdout.count("\n") >= 7, status.stdout
