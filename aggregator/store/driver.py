@@ -43,7 +43,7 @@ class Prepared:
         return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
 
 
-@functools.cache
+@functools.lru_cache(maxsize=32)  # a few statements, one dialect per engine opened
 def prepared(statement: ClauseElement, dialect: Dialect,
              columns: tuple[str, ...] | None = None) -> Prepared:
     """``statement`` compiled for ``dialect``, for an INSERT with these ``columns`` given
