@@ -64,7 +64,8 @@ def apply_generation(session: Session, version: ConfigVersion, sources: Collecti
                               applied_by=holder)
     session.add(row)
     session.flush()
-    return rows.applied_config(row)
+    return AppliedConfig(generation=row.generation, version=version, applied_at=now,
+                         applied_by=holder)
 
 
 def claim(session: Session, holder: str, *, limit: int, until: datetime,

@@ -16,16 +16,13 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from aggregator.records import (
-    AppliedConfig,
     Article,
-    ConfigVersion,
     SourceState,
 )
 from aggregator.store import driver, status_sql
 from aggregator.store.models import (
     ArticleRow,
     CategoryRow,
-    ConfigGenerationRow,
     SourceRow,
     TombstoneRow,
 )
@@ -241,8 +238,3 @@ def one_state_query() -> Any:
     """One source's row: built once, every poll asks."""
     return select(SourceRow).where(SourceRow.id == bindparam("source_id"))
 
-
-def applied_config(row: ConfigGenerationRow) -> AppliedConfig:
-    return AppliedConfig(generation=row.generation,
-                         version=ConfigVersion(digest=row.digest, written_at=row.written_at),
-                         applied_at=row.applied_at, applied_by=row.applied_by)
