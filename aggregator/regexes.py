@@ -19,8 +19,10 @@ project module, so ``config`` and ``ingest`` can both use it.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
-import regex
+if TYPE_CHECKING:
+    import regex
 
 __all__ = ["MATCH_TIMEOUT", "check_pattern", "compiled", "remove", "search"]
 
@@ -35,6 +37,8 @@ def check_pattern(pattern: str) -> str:
     An empty pattern is refused: it matches every article (an ``exclude`` of ``""`` drops
     the whole source), which is never what an operator meant.
     """
+    import regex  # here and in ``compiled``: only a config with rules needs the engine
+
     if not pattern:
         raise ValueError("empty regex (it would match every article)")
     try:
@@ -47,6 +51,8 @@ def check_pattern(pattern: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def compiled(pattern: str) -> regex.Pattern[str]:
     """The compiled ``pattern``, once per process (``regex.error`` if it is invalid)."""
+    import regex  # 2 MB in every parse worker that no source's rules need
+
     return regex.compile(pattern)
 
 
