@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, bindparam, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
@@ -55,6 +55,8 @@ from aggregator.store.models import (
 __all__ = ["Store"]
 
 _ITER_CHUNK = 500  # articles per read transaction in iter_articles
+_SOME_STATES = text(status_sql.STATES + " WHERE id IN :ids").bindparams(
+    bindparam("ids", expanding=True))
 
 
 class Store:
@@ -126,21 +128,21 @@ class Store:
     def source_state(self, source_id: str) -> SourceState | None:
         """What a poll needs to remember about one source, or None if it was never polled."""
         with self._read(source_id) as session:
-            row = session.scalars(rows.one_state_query(), {"source_id": source_id}).first()
-            return None if row is None else rows.state_of(row)
+            found = session.execute(_SOME_STATES, {"ids": [source_id]}).first()
+            return None if found is None else status_sql.state(found)
 
     def source_states(self, source_ids: Iterable[str] | None = None) -> dict[str, SourceState]:
-        """The remembered state of these sources (None: of all), in one query."""
-        query = select(SourceRow)
+        """The remembered state of these sources (None: of all), in one query (per chunk
+        of ids): the statement and decoding ``quick.QuickReads.source_states`` runs too."""
         wanted = None if source_ids is None else sorted(set(source_ids))
-        states: dict[str, SourceState] = {}
         with self._read() as session:
             if wanted is None:
-                states.update((r.id, rows.state_of(r)) for r in session.scalars(query))
-            for start in range(0, len(wanted or ()), rows.IN_CHUNK):
-                chunk = query.where(SourceRow.id.in_(wanted[start:start + rows.IN_CHUNK]))
-                states.update((r.id, rows.state_of(r)) for r in session.scalars(chunk))
-        return states
+                found = session.execute(text(status_sql.STATES)).all()
+            else:
+                found = [row for start in range(0, len(wanted), rows.IN_CHUNK)
+                         for row in session.execute(_SOME_STATES, {
+                             "ids": wanted[start:start + rows.IN_CHUNK]})]
+        return {row[0]: status_sql.state(row) for row in found}
 
     def source_status(self, source_id: str) -> SourceStatus | None:
         """One source's state and its number of stored articles, or None if never polled."""

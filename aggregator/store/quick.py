@@ -5,10 +5,10 @@ many times a day, and importing SQLAlchemy is most of their time.  When the data
 an SQLite file that exists and is at ``HEAD_REVISION``, these reads need no engine: the
 same statements and decoding as ``Store.statuses`` / ``Store.applied_config`` /
 ``Store.source_states`` (``status_sql``) run on a plain connection (the last for a poll
-that fetches while the store opens: ``store.opening``).  Anything else — a server's database, a URL
-with options, a missing file, an older schema, any error on the way — gets None from
-``QuickReads.open``, and the caller opens the ``Store`` (which creates, migrates and
-reports errors as it always does).
+that fetches while the store opens: ``store.opening``).  Anything else — a server's
+database, a URL with options, a missing file, an older schema, any error on the way —
+gets None from ``QuickReads.open``, and the caller opens the ``Store`` (which creates,
+migrates and reports errors as it always does).
 
 This module must NOT import SQLAlchemy, write to the database (no schema creation, no
 migration, no PRAGMA that changes the file), or hide an error: a read that fails once the

@@ -233,8 +233,3 @@ def _state_values(row: SourceRow) -> dict[str, Any]:
     return status_sql.counted({name: getattr(row, name) for name in STATE_FIELDS})
 
 
-@functools.cache
-def one_state_query() -> Any:
-    """One source's row: built once, every poll asks."""
-    return select(SourceRow).where(SourceRow.id == bindparam("source_id"))
-
